@@ -1,0 +1,200 @@
+//! AdmissionReview in, AdmissionReview out: a pure function over bytes, so it can be
+//! tested and benchmarked without a server.
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND};
+use kube::core::response::{StatusCause, StatusDetails, StatusSummary};
+use kube::core::Status;
+use serde_json::{Value, json};
+
+use super::Endpoint;
+use crate::crd::{GROUP, Kind, VERSION};
+use crate::policy::{Engine, FieldError, Operation, Verdict};
+
+/// The outcome of one request, ready to send, with labels for metrics.
+#[derive(Debug)]
+pub struct Answer {
+    /// HTTP status: 200 for every decided review (allowed or denied), 400 for unreadable input.
+    pub status: u16,
+    /// JSON body: an AdmissionReview, or a `Status` for a 400.
+    pub body: Value,
+    /// The kind reviewed, or `unknown`.
+    pub kind: String,
+    /// The operation, or `unknown`.
+    pub operation: String,
+    /// `allowed`, `denied` or `error`.
+    pub verdict: &'static str,
+}
+
+impl Answer {
+    fn bad_request(message: String) -> Self {
+        let body = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": message, "reason": "BadRequest", "code": 400,
+        });
+        Answer { status: 400, body, kind: "unknown".into(), operation: "unknown".into(), verdict: "error" }
+    }
+}
+
+/// Answers one AdmissionReview body for `endpoint`.
+pub fn answer(engine: &Engine, endpoint: Endpoint, body: &[u8]) -> Answer {
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        Ok(review) => review,
+        Err(e) => return Answer::bad_request(format!("the body is not a valid AdmissionReview: {e}")),
+    };
+    if review.types.api_version != META_API_VERSION_V1 || review.types.kind != META_KIND {
+        return Answer::bad_request(format!(
+            "unsupported review {}/{}: send {META_API_VERSION_V1} {META_KIND}",
+            review.types.api_version, review.types.kind
+        ));
+    }
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(request) => request,
+        Err(_) => return Answer::bad_request("the AdmissionReview has no request".into()),
+    };
+    if request.uid.is_empty() {
+        return Answer::bad_request("request.uid is required".into());
+    }
+    let operation = operation_of(&request);
+    let op_label = format!("{:?}", request.operation).to_uppercase();
+    let Some(kind) = handled_kind(&request) else {
+        let gvk = &request.kind;
+        let message = format!(
+            "{}.{}/{} is not handled by {}: it handles {} of {GROUP}/{VERSION}",
+            gvk.kind,
+            gvk.group,
+            gvk.version,
+            endpoint.path(),
+            Kind::ALL.map(Kind::as_str).join(", ")
+        );
+        let response = AdmissionResponse::from(&request).deny(message);
+        let mut response = response;
+        response.result.code = 400;
+        response.result.reason = "BadRequest".into();
+        return decided(response, gvk.kind.clone(), op_label, "denied");
+    };
+    let object = match (&request.object, operation) {
+        (_, Operation::Delete | Operation::Connect) => Value::Null,
+        (Some(object), _) => match serde_json::to_value(object) {
+            Ok(value) => value,
+            Err(e) => return Answer::bad_request(format!("request.object could not be read: {e}")),
+        },
+        (None, _) => {
+            let mut response = AdmissionResponse::from(&request).deny("request.object is required for CREATE and UPDATE");
+            response.result.code = 400;
+            response.result.reason = "BadRequest".into();
+            return decided(response, kind.to_string(), op_label, "denied");
+        }
+    };
+    let old = request.old_object.as_ref().and_then(|o| serde_json::to_value(o).ok());
+    let response = AdmissionResponse::from(&request);
+    match endpoint {
+        Endpoint::Mutate => {
+            let patch = engine.defaults(kind, operation, &object);
+            let response = if patch.0.is_empty() {
+                response
+            } else {
+                match response.with_patch(patch) {
+                    Ok(r) => r,
+                    Err(e) => return Answer::bad_request(format!("could not encode the patch: {e}")),
+                }
+            };
+            decided(response, kind.to_string(), op_label, "allowed")
+        }
+        Endpoint::Validate => {
+            let verdict = engine.review(kind, operation, &object, old.as_ref());
+            let name = object_name(&request, &object);
+            let response = respond(response, kind, &name, &verdict);
+            let label = if verdict.allowed() { "allowed" } else { "denied" };
+            decided(response, kind.to_string(), op_label, label)
+        }
+    }
+}
+
+fn operation_of<T: kube::core::Resource>(request: &AdmissionRequest<T>) -> Operation {
+    use kube::core::admission::Operation as Wire;
+    match request.operation {
+        Wire::Create => Operation::Create,
+        Wire::Update => Operation::Update,
+        Wire::Delete => Operation::Delete,
+        Wire::Connect => Operation::Connect,
+    }
+}
+
+fn handled_kind<T: kube::core::Resource>(request: &AdmissionRequest<T>) -> Option<Kind> {
+    let gvk = &request.kind;
+    if gvk.group != GROUP || gvk.version != VERSION {
+        return None;
+    }
+    Kind::from_kind(&gvk.kind)
+}
+
+fn object_name<T: kube::core::Resource>(request: &AdmissionRequest<T>, object: &Value) -> String {
+    if !request.name.is_empty() {
+        return request.name.clone();
+    }
+    let meta = &object["metadata"];
+    meta["name"].as_str().or_else(|| meta["generateName"].as_str()).unwrap_or_default().to_string()
+}
+
+/// Fills a response from a verdict: warnings always, a 422 Invalid status when denied.
+fn respond(mut response: AdmissionResponse, kind: Kind, name: &str, verdict: &Verdict) -> AdmissionResponse {
+    if !verdict.warnings.is_empty() {
+        response.warnings = Some(verdict.warnings.clone());
+    }
+    if verdict.allowed() {
+        return response;
+    }
+    response.allowed = false;
+    response.result = invalid_status(kind, name, &verdict.errors);
+    response
+}
+
+/// The Status Kubernetes' `NewInvalid` builds: code 422, reason Invalid, one cause per field error.
+pub fn invalid_status(kind: Kind, name: &str, errors: &[FieldError]) -> Status {
+    let causes = errors
+        .iter()
+        .map(|e| StatusCause { reason: e.error_type.reason().to_string(), message: e.body(), field: e.field.clone() })
+        .collect();
+    Status {
+        status: Some(StatusSummary::Failure),
+        code: 422,
+        message: format!("{kind}.{GROUP} {name:?} is invalid: {}", aggregate(errors)),
+        metadata: None,
+        reason: "Invalid".into(),
+        details: Some(StatusDetails {
+            name: name.to_string(),
+            group: GROUP.to_string(),
+            kind: kind.to_string(),
+            uid: String::new(),
+            causes,
+            retry_after_seconds: 0,
+        }),
+    }
+}
+
+/// `e` for one error, `[e1, e2]` for several, as Kubernetes aggregates print.
+pub fn aggregate(errors: &[FieldError]) -> String {
+    match errors {
+        [one] => one.to_string(),
+        many => format!("[{}]", many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+fn decided(response: AdmissionResponse, kind: String, operation: String, verdict: &'static str) -> Answer {
+    let mut body = serde_json::to_value(response.into_review()).unwrap_or(Value::Null);
+    mirror_cause_types(&mut body);
+    Answer { status: 200, body, kind, operation, verdict }
+}
+
+/// The Go field of a cause's type is `Type`, serialized as `reason`; clients that read
+/// the field name find it under `type` as well.
+fn mirror_cause_types(body: &mut Value) {
+    if let Some(Value::Array(causes)) = body.pointer_mut("/response/status/details/causes") {
+        for cause in causes {
+            if let Some(reason) = cause.get("reason").cloned() {
+                cause["type"] = reason;
+            }
+        }
+    }
+}

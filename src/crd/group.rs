@@ -1,0 +1,99 @@
+//! `MCPServerGroup`: a load-balanced set of MCP servers chosen by label.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A group of MCPServers selected by label, balanced with one strategy.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "mcp-hangar.io",
+    version = "v1alpha1",
+    kind = "MCPServerGroup",
+    plural = "mcpservergroups",
+    shortname = "mcpg",
+    category = "mcp",
+    namespaced,
+    status = "MCPServerGroupStatus",
+    doc = "MCPServerGroup balances requests over the MCPServers its selector matches.",
+    printcolumn(name = "STRATEGY", type_ = "string", json_path = ".spec.strategy"),
+    printcolumn(name = "HEALTHY", type_ = "integer", json_path = ".status.healthyMembers"),
+    printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPServerGroupSpec {
+    /// Label selector choosing the member MCPServers (in the group's namespace). Required and non-empty.
+    #[schemars(required)]
+    pub selector: Option<LabelSelector>,
+    /// Load-balancing strategy: RoundRobin, LeastConnections, Random or Failover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<LoadBalancingStrategy>,
+    /// Retry of a failed call on another member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverConfig>,
+    /// When the group counts as healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_policy: Option<HealthPolicy>,
+}
+
+/// How a group spreads calls over its members.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum LoadBalancingStrategy {
+    /// Each member in turn.
+    RoundRobin,
+    /// The member with the fewest open calls.
+    LeastConnections,
+    /// A member at random.
+    Random,
+    /// The first healthy member, the next one when it fails.
+    Failover,
+}
+
+/// Failover settings of a group.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverConfig {
+    /// Whether a failed call is retried on another member.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// How many other members are tried, 0 to 10.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10))]
+    pub max_retries: Option<i32>,
+    /// Pause before a retry, as a Go duration (`500ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<String>,
+}
+
+/// Health requirements of a group.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthPolicy {
+    /// Share of members that must be Ready for the group to be healthy, 0 to 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_healthy_percentage: Option<i32>,
+    /// Consecutive failed health checks after which a member counts as unhealthy, at least 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub unhealthy_threshold: Option<i32>,
+}
+
+/// Observed state of a group.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MCPServerGroupStatus {
+    /// Number of MCPServers the selector matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<i32>,
+    /// Number of matched MCPServers that are Ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub healthy_members: Option<i32>,
+    /// The generation this status describes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions (Ready).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

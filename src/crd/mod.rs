@@ -1,0 +1,93 @@
+//! Typed custom resources of the `mcp-hangar.io/v1alpha1` API group.
+//!
+//! Only types live here: no I/O, no rules beyond the CEL invariants the apiserver
+//! enforces even when the webhook is down. The same structs are used by the webhook
+//! (`policy`, `admission`) and by the controller.
+
+mod discovery;
+mod group;
+mod server;
+
+pub use discovery::{
+    ConfigMapRef, DiscoveryMode, DiscoveryType, MCPDiscoverySource, MCPDiscoverySourceSpec,
+    MCPDiscoverySourceStatus, ProviderTemplate,
+};
+pub use group::{
+    FailoverConfig, HealthPolicy, LoadBalancingStrategy, MCPServerGroup, MCPServerGroupSpec,
+    MCPServerGroupStatus,
+};
+pub use server::{
+    CircuitBreaker, HealthCheck, MCPServer, MCPServerSpec, MCPServerStatus, PermissionProfileRef,
+    ProfileSource, RateLimit, ServerMode, ServerState, ToolsConfig, Transport,
+};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// API group of every mcp-hangar resource.
+pub const GROUP: &str = "mcp-hangar.io";
+/// The one served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` of every mcp-hangar resource.
+pub const API_VERSION: &str = "mcp-hangar.io/v1alpha1";
+/// Category that `kubectl get mcp` lists.
+pub const CATEGORY: &str = "mcp";
+
+/// The kinds this crate defines, in the order their CRDs are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `MCPServer`
+    Server,
+    /// `MCPServerGroup`
+    ServerGroup,
+    /// `MCPDiscoverySource`
+    DiscoverySource,
+}
+
+impl Kind {
+    /// Every kind, in a stable order.
+    pub const ALL: [Kind; 3] = [Kind::Server, Kind::ServerGroup, Kind::DiscoverySource];
+
+    /// The `kind` string on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Server => "MCPServer",
+            Kind::ServerGroup => "MCPServerGroup",
+            Kind::DiscoverySource => "MCPDiscoverySource",
+        }
+    }
+
+    /// The lowercase plural resource name (`mcpservers`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Server => "mcpservers",
+            Kind::ServerGroup => "mcpservergroups",
+            Kind::DiscoverySource => "mcpdiscoverysources",
+        }
+    }
+
+    /// Looks a kind up by its wire name.
+    pub fn from_kind(kind: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+
+    /// The generated CustomResourceDefinition of this kind.
+    pub fn crd(self) -> CustomResourceDefinition {
+        match self {
+            Kind::Server => MCPServer::crd(),
+            Kind::ServerGroup => MCPServerGroup::crd(),
+            Kind::DiscoverySource => MCPDiscoverySource::crd(),
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Every CRD of the group, in a stable order.
+pub fn all_crds() -> Vec<CustomResourceDefinition> {
+    Kind::ALL.into_iter().map(Kind::crd).collect()
+}

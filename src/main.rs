@@ -1,0 +1,19 @@
+//! The `mcp-hangar` binary: installs the TLS crypto provider, parses the command line, runs it.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mcp_hangar::cli::{self, Cli};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    match cli::run(cli).await {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(cli::validate::EXIT_UNREADABLE))
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Prometheus metrics: one registry for the whole process, names in one place.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+/// Admission requests by kind, operation and verdict.
+pub const ADMISSION_REQUESTS: &str = "mcp_hangar_admission_requests_total";
+/// Admission latency by endpoint.
+pub const ADMISSION_DURATION: &str = "mcp_hangar_admission_duration_seconds";
+
+/// Latency buckets for admission, in seconds: the webhook answers in microseconds to milliseconds.
+const ADMISSION_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
+
+/// Every metric of the process, registered in its own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `mcp_hangar_admission_requests_total{endpoint, kind, operation, verdict}`
+    pub admission_requests: IntCounterVec,
+    /// `mcp_hangar_admission_duration_seconds{endpoint}`
+    pub admission_duration: HistogramVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let admission_requests = IntCounterVec::new(
+            Opts::new(ADMISSION_REQUESTS, "Admission requests by endpoint, kind, operation and verdict."),
+            &["endpoint", "kind", "operation", "verdict"],
+        )
+        .expect("valid metric definition");
+        let admission_duration = HistogramVec::new(
+            HistogramOpts::new(ADMISSION_DURATION, "Time to answer an admission request.")
+                .buckets(ADMISSION_BUCKETS.to_vec()),
+            &["endpoint"],
+        )
+        .expect("valid metric definition");
+        registry.register(Box::new(admission_requests.clone())).expect("unique metric");
+        registry.register(Box::new(admission_duration.clone())).expect("unique metric");
+        Metrics { registry, admission_requests, admission_duration }
+    }
+
+    /// The registry, for modules that add their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// All metrics in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,215 @@
+//! Defaults written into stored objects, computed on JSON so that nothing the user
+//! wrote is reformatted; the admission answer is the JSON Patch between the two.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::format::{format_duration, parse_positive_duration};
+use crate::crd::Kind;
+
+/// Default replicas of a container-mode server.
+pub const DEFAULT_REPLICAS: i64 = 1;
+/// Default idle time before scaling to zero.
+pub const DEFAULT_IDLE_TTL: &str = "5m";
+/// Default startup timeout.
+pub const DEFAULT_STARTUP_TIMEOUT: &str = "30s";
+/// Default health-check interval.
+pub const DEFAULT_HEALTH_INTERVAL: &str = "30s";
+/// Default health-check timeout.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default consecutive failures before Degraded.
+pub const DEFAULT_HEALTH_FAILURE_THRESHOLD: i64 = 3;
+/// Default consecutive failures that open the circuit breaker.
+pub const DEFAULT_BREAKER_FAILURE_THRESHOLD: i64 = 5;
+/// Default time the circuit breaker stays open.
+pub const DEFAULT_BREAKER_RESET_TIMEOUT: &str = "30s";
+/// Default transport.
+pub const DEFAULT_TRANSPORT: &str = "streamable-http";
+/// Default MCP port.
+pub const DEFAULT_PORT: i64 = 8080;
+/// Default permission profile (builtin).
+pub const DEFAULT_PROFILE: &str = "none";
+/// Unprivileged uid the secure defaults run as (`nobody`).
+pub const DEFAULT_RUN_AS_USER: i64 = 65534;
+
+/// The secure container securityContext, merged field by field under what the user set.
+pub fn secure_security_context() -> Value {
+    json!({
+        "runAsNonRoot": true,
+        "runAsUser": DEFAULT_RUN_AS_USER,
+        "readOnlyRootFilesystem": true,
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}
+
+/// Returns the object with every default of its kind applied. Idempotent.
+pub fn apply_defaults(kind: Kind, object: &Value) -> Value {
+    let mut object = object.clone();
+    match kind {
+        Kind::Server => default_server(&mut object),
+        Kind::DiscoverySource => {
+            set_default(&mut object, &["spec", "mode"], json!("Additive"));
+        }
+        Kind::ServerGroup => {}
+    }
+    object
+}
+
+/// The JSON Patch that applies the defaults of its kind to an object.
+pub fn defaults_patch(kind: Kind, object: &Value) -> json_patch::Patch {
+    json_patch::diff(object, &apply_defaults(kind, object))
+}
+
+fn default_server(object: &mut Value) {
+    let mode = object.pointer("/spec/mode").and_then(Value::as_str).map(str::to_owned);
+    match mode.as_deref() {
+        Some("container") => {
+            set_default(object, &["spec", "replicas"], json!(DEFAULT_REPLICAS));
+            set_default(object, &["spec", "idleTTL"], json!(DEFAULT_IDLE_TTL));
+            set_default(object, &["spec", "startupTimeout"], json!(DEFAULT_STARTUP_TIMEOUT));
+            default_health_and_breaker(object);
+            set_default(object, &["spec", "transport"], json!(DEFAULT_TRANSPORT));
+            set_default(object, &["spec", "port"], json!(DEFAULT_PORT));
+            set_default(object, &["spec", "permissionProfile", "type"], json!("builtin"));
+            if object.pointer("/spec/permissionProfile/type").and_then(Value::as_str) == Some("builtin") {
+                set_default(object, &["spec", "permissionProfile", "name"], json!(DEFAULT_PROFILE));
+            }
+            merge_defaults(object, &["spec", "securityContext"], &secure_security_context());
+        }
+        Some("remote") => default_health_and_breaker(object),
+        _ => {}
+    }
+}
+
+fn default_health_and_breaker(object: &mut Value) {
+    set_default(object, &["spec", "healthCheck", "enabled"], json!(true));
+    set_default(object, &["spec", "healthCheck", "interval"], json!(DEFAULT_HEALTH_INTERVAL));
+    let timeout = default_health_timeout(object.pointer("/spec/healthCheck/interval").and_then(Value::as_str));
+    set_default(object, &["spec", "healthCheck", "timeout"], json!(timeout));
+    set_default(object, &["spec", "healthCheck", "failureThreshold"], json!(DEFAULT_HEALTH_FAILURE_THRESHOLD));
+    set_default(object, &["spec", "circuitBreaker", "enabled"], json!(true));
+    set_default(object, &["spec", "circuitBreaker", "failureThreshold"], json!(DEFAULT_BREAKER_FAILURE_THRESHOLD));
+    set_default(object, &["spec", "circuitBreaker", "resetTimeout"], json!(DEFAULT_BREAKER_RESET_TIMEOUT));
+}
+
+/// 10s, or half the interval when the user chose an interval of 10s or less, so that
+/// the defaulted timeout always stays shorter than the interval.
+fn default_health_timeout(interval: Option<&str>) -> String {
+    match interval.map(parse_positive_duration) {
+        Some(Ok(interval)) if interval <= DEFAULT_HEALTH_TIMEOUT => format_duration(interval / 2),
+        _ => format_duration(DEFAULT_HEALTH_TIMEOUT),
+    }
+}
+
+/// Sets `path` to `value` when it is absent or null, creating missing parent objects.
+/// Leaves the object alone when a parent exists but is not an object (validation reports that).
+fn set_default(object: &mut Value, path: &[&str], value: Value) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut node = object;
+    for key in parents {
+        if !node.is_object() {
+            return;
+        }
+        let child = &mut node[*key];
+        if child.is_null() {
+            *child = json!({});
+        }
+        node = child;
+    }
+    if let Value::Object(map) = node
+        && map.get(*last).is_none_or(Value::is_null)
+    {
+        map.insert((*last).to_string(), value);
+    }
+}
+
+/// Merges `defaults` into the object at `path` field by field: whatever is already set wins.
+fn merge_defaults(object: &mut Value, path: &[&str], defaults: &Value) {
+    let Value::Object(fields) = defaults else { return };
+    for (key, value) in fields {
+        let mut child_path = path.to_vec();
+        child_path.push(key);
+        if value.is_object() {
+            merge_defaults(object, &child_path, value);
+        } else {
+            set_default(object, &child_path, value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(spec: Value) -> Value {
+        let mut spec = spec;
+        spec["mode"] = json!("container");
+        json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": "x"}, "spec": spec})
+    }
+
+    #[test]
+    fn container_defaults_are_complete() {
+        let out = apply_defaults(Kind::Server, &container(json!({"image": "a/b:1"})));
+        let spec = &out["spec"];
+        assert_eq!(spec["replicas"], 1);
+        assert_eq!(spec["idleTTL"], "5m");
+        assert_eq!(spec["startupTimeout"], "30s");
+        assert_eq!(spec["healthCheck"], json!({"enabled": true, "interval": "30s", "timeout": "10s", "failureThreshold": 3}));
+        assert_eq!(spec["circuitBreaker"], json!({"enabled": true, "failureThreshold": 5, "resetTimeout": "30s"}));
+        assert_eq!(spec["transport"], "streamable-http");
+        assert_eq!(spec["port"], 8080);
+        assert_eq!(spec["permissionProfile"], json!({"type": "builtin", "name": "none"}));
+        assert_eq!(spec["securityContext"], secure_security_context());
+    }
+
+    #[test]
+    fn user_values_win_field_by_field() {
+        let input = container(json!({
+            "image": "a/b:1", "replicas": 0,
+            "securityContext": {"runAsUser": 1000, "readOnlyRootFilesystem": false, "capabilities": {"add": ["NET_BIND_SERVICE"]}},
+            "healthCheck": {"interval": "4s"},
+        }));
+        let spec = apply_defaults(Kind::Server, &input)["spec"].clone();
+        assert_eq!(spec["replicas"], 0);
+        assert_eq!(spec["securityContext"]["runAsUser"], 1000);
+        assert_eq!(spec["securityContext"]["readOnlyRootFilesystem"], false);
+        assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(spec["securityContext"]["capabilities"], json!({"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}));
+        assert_eq!(spec["healthCheck"]["timeout"], "2s");
+    }
+
+    #[test]
+    fn remote_gets_health_and_breaker_only() {
+        let input = json!({"spec": {"mode": "remote", "endpoint": "https://x.example.com"}});
+        let spec = apply_defaults(Kind::Server, &input)["spec"].clone();
+        let mut keys: Vec<_> = spec.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["circuitBreaker", "endpoint", "healthCheck", "mode"]);
+    }
+
+    #[test]
+    fn mutation_is_idempotent() {
+        let once = apply_defaults(Kind::Server, &container(json!({"image": "a/b:1"})));
+        assert!(defaults_patch(Kind::Server, &once).0.is_empty());
+        assert!(!defaults_patch(Kind::Server, &container(json!({"image": "a/b:1"}))).0.is_empty());
+    }
+
+    #[test]
+    fn wrong_shapes_are_left_for_validation() {
+        let input = container(json!({"image": "a/b:1", "securityContext": "yes", "healthCheck": 3}));
+        let spec = apply_defaults(Kind::Server, &input)["spec"].clone();
+        assert_eq!(spec["securityContext"], "yes");
+        assert_eq!(spec["healthCheck"], 3);
+    }
+
+    #[test]
+    fn unknown_mode_gets_no_defaults() {
+        let input = json!({"spec": {"mode": "vm"}});
+        assert_eq!(apply_defaults(Kind::Server, &input), input);
+        let discovery = apply_defaults(Kind::DiscoverySource, &json!({"spec": {"type": "Namespace"}}));
+        assert_eq!(discovery["spec"]["mode"], "Additive");
+    }
+}
