@@ -2,9 +2,9 @@
 //! tested and benchmarked without a server.
 
 use kube::core::DynamicObject;
+use kube::core::Status;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND};
 use kube::core::response::{StatusCause, StatusDetails, StatusSummary};
-use kube::core::Status;
 use serde_json::{Value, json};
 
 use super::Endpoint;
@@ -59,11 +59,11 @@ pub fn answer(engine: &Engine, endpoint: Endpoint, body: &[u8]) -> Answer {
     let op_label = format!("{:?}", request.operation).to_uppercase();
     let Some(kind) = handled_kind(&request) else {
         let gvk = &request.kind;
+        let api_version =
+            if gvk.group.is_empty() { gvk.version.clone() } else { format!("{}/{}", gvk.group, gvk.version) };
         let message = format!(
-            "{}.{}/{} is not handled by {}: it handles {} of {GROUP}/{VERSION}",
+            "kind {} ({api_version}) is not handled by {}: it handles {} of {GROUP}/{VERSION}",
             gvk.kind,
-            gvk.group,
-            gvk.version,
             endpoint.path(),
             Kind::ALL.map(Kind::as_str).join(", ")
         );
@@ -80,7 +80,8 @@ pub fn answer(engine: &Engine, endpoint: Endpoint, body: &[u8]) -> Answer {
             Err(e) => return Answer::bad_request(format!("request.object could not be read: {e}")),
         },
         (None, _) => {
-            let mut response = AdmissionResponse::from(&request).deny("request.object is required for CREATE and UPDATE");
+            let mut response =
+                AdmissionResponse::from(&request).deny("request.object is required for CREATE and UPDATE");
             response.result.code = 400;
             response.result.reason = "BadRequest".into();
             return decided(response, kind.to_string(), op_label, "denied");
@@ -183,13 +184,22 @@ pub fn aggregate(errors: &[FieldError]) -> String {
 
 fn decided(response: AdmissionResponse, kind: String, operation: String, verdict: &'static str) -> Answer {
     let mut body = serde_json::to_value(response.into_review()).unwrap_or(Value::Null);
-    mirror_cause_types(&mut body);
+    to_wire_format(&mut body);
     Answer { status: 200, body, kind, operation, verdict }
 }
 
-/// The Go field of a cause's type is `Type`, serialized as `reason`; clients that read
-/// the field name find it under `type` as well.
-fn mirror_cause_types(body: &mut Value) {
+/// Brings kube's serialization to the exact wire format of `admission.k8s.io/v1`:
+/// - `patch` is a Go `[]byte`, i.e. a base64 string (kube writes an array of numbers);
+/// - a cause's type is the Go field `Type`, serialized as `reason`; clients that read the
+///   field name find it under `type` as well.
+fn to_wire_format(body: &mut Value) {
+    use base64::Engine as _;
+    if let Some(patch) = body.pointer_mut("/response/patch")
+        && let Some(bytes) =
+            patch.as_array().map(|a| a.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect::<Vec<u8>>())
+    {
+        *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
     if let Some(Value::Array(causes)) = body.pointer_mut("/response/status/details/causes") {
         for cause in causes {
             if let Some(reason) = cause.get("reason").cloned() {

@@ -99,7 +99,8 @@ pub enum LogFormat {
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    crate::policy::format::parse_positive_duration(text).or_else(|e| if text == "0s" || text == "0" { Ok(std::time::Duration::ZERO) } else { Err(e) })
+    crate::policy::format::parse_positive_duration(text)
+        .or_else(|e| if text == "0s" || text == "0" { Ok(std::time::Duration::ZERO) } else { Err(e) })
 }
 
 /// Errors a subcommand reports before exiting non-zero.

@@ -48,7 +48,8 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     init_logging(args.log_format);
     let engine = Arc::new(Engine::new()?);
     let metrics = Metrics::new();
-    let key = tls::certified_key_from_files(&args.tls_cert_file.to_string_lossy(), &args.tls_key_file.to_string_lossy())?;
+    let key =
+        tls::certified_key_from_files(&args.tls_cert_file.to_string_lossy(), &args.tls_key_file.to_string_lossy())?;
     let resolver = Arc::new(CertResolver::new(key));
     let tls_config = tls::server_config(resolver)?;
     let readiness = Readiness::default();

@@ -313,7 +313,11 @@ pub fn render_text(report: &Report) -> String {
         }
     }
     for skipped in &report.skipped {
-        let _ = writeln!(out, "{}: {}/{} {:?} skipped: {}", skipped.file, skipped.api_version, skipped.kind, skipped.name, skipped.reason);
+        let _ = writeln!(
+            out,
+            "{}: {}/{} {:?} skipped: {}",
+            skipped.file, skipped.api_version, skipped.kind, skipped.name, skipped.reason
+        );
     }
     for error in &report.unreadable {
         let _ = writeln!(out, "error: {error}");

@@ -4,21 +4,23 @@
 //! enforces even when the webhook is down. The same structs are used by the webhook
 //! (`policy`, `admission`) and by the controller.
 
+// Repeated `type_ = "string"` inside different `printcolumn(...)` entries is not a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
 mod discovery;
 mod group;
 mod server;
 
 pub use discovery::{
-    ConfigMapRef, DiscoveryMode, DiscoveryType, MCPDiscoverySource, MCPDiscoverySourceSpec,
-    MCPDiscoverySourceStatus, ProviderTemplate,
+    ConfigMapRef, DiscoveryMode, DiscoveryType, MCPDiscoverySource, MCPDiscoverySourceSpec, MCPDiscoverySourceStatus,
+    ProviderTemplate,
 };
 pub use group::{
-    FailoverConfig, HealthPolicy, LoadBalancingStrategy, MCPServerGroup, MCPServerGroupSpec,
-    MCPServerGroupStatus,
+    FailoverConfig, HealthPolicy, LoadBalancingStrategy, MCPServerGroup, MCPServerGroupSpec, MCPServerGroupStatus,
 };
 pub use server::{
-    CircuitBreaker, HealthCheck, MCPServer, MCPServerSpec, MCPServerStatus, PermissionProfileRef,
-    ProfileSource, RateLimit, ServerMode, ServerState, ToolsConfig, Transport,
+    CircuitBreaker, HealthCheck, MCPServer, MCPServerSpec, MCPServerStatus, PermissionProfileRef, ProfileSource,
+    RateLimit, ServerMode, ServerState, ToolsConfig, Transport,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

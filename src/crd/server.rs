@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    EnvVar, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

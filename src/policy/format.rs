@@ -73,7 +73,8 @@ pub fn format_duration(d: Duration) -> String {
         out.push_str(&format!("{m}m"));
     }
     if ms > 0 {
-        out.push_str(&format!("{s}.{:03}s", ms).trim_end_matches('0').to_string());
+        let fraction = format!("{ms:03}");
+        out.push_str(&format!("{s}.{}s", fraction.trim_end_matches('0')));
     } else if s > 0 || out.is_empty() {
         out.push_str(&format!("{s}s"));
     }
@@ -364,7 +365,9 @@ mod tests {
         assert_eq!(parse_positive_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_positive_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_positive_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        for bad in ["", "0", "0s", "-5s", "5", "5 m", "5x", "1e9s", "5m-3s", "9999999999h", "s", ".s", "1..2s", "NaNs", "infs"] {
+        for bad in
+            ["", "0", "0s", "-5s", "5", "5 m", "5x", "1e9s", "5m-3s", "9999999999h", "s", ".s", "1..2s", "NaNs", "infs"]
+        {
             assert!(parse_positive_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -386,7 +389,8 @@ mod tests {
         assert_eq!((r.registry, r.repository, r.tag), (Some("localhost:5000"), "a/b", None));
         let digest = format!("busybox@sha256:{}", "a".repeat(64));
         assert_eq!(parse_image(&digest).unwrap().digest.map(str::len), Some(71));
-        for bad in ["", "Ghcr.io/x/Y:1", "repo/UPPER:1", "a//b", "a:", "a:-x", "x@sha256:abc", "-a/b", "a/b:t@", "a b"] {
+        for bad in ["", "Ghcr.io/x/Y:1", "repo/UPPER:1", "a//b", "a:", "a:-x", "x@sha256:abc", "-a/b", "a/b:t@", "a b"]
+        {
             assert!(parse_image(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -398,9 +402,19 @@ mod tests {
             blocked_host_reason(&url.host().unwrap()).is_some()
         };
         for u in [
-            "https://127.0.0.1/", "https://127.9.9.9/", "https://[::1]/", "https://0.0.0.0/", "https://[::]/",
-            "https://169.254.169.254/", "https://[fe80::1]/", "https://[fd00:ec2::254]/", "https://localhost/",
-            "https://LOCALHOST./", "https://2130706433/", "https://[::ffff:127.0.0.1]/", "https://a.localhost/",
+            "https://127.0.0.1/",
+            "https://127.9.9.9/",
+            "https://[::1]/",
+            "https://0.0.0.0/",
+            "https://[::]/",
+            "https://169.254.169.254/",
+            "https://[fe80::1]/",
+            "https://[fd00:ec2::254]/",
+            "https://localhost/",
+            "https://LOCALHOST./",
+            "https://2130706433/",
+            "https://[::ffff:127.0.0.1]/",
+            "https://a.localhost/",
         ] {
             assert!(blocked(u), "{u} should be blocked");
         }

@@ -18,7 +18,9 @@ use serde_json::Value;
 
 pub use discovery::MIN_REFRESH_INTERVAL;
 pub use field::{ErrorType, FieldError, FieldPath};
-pub use server::{ALLOWED_VOLUME_SOURCES, BUILTIN_PROFILES, MAX_SERVER_NAME_LEN, SECRET_ENV_MARKERS, is_secret_env_name};
+pub use server::{
+    ALLOWED_VOLUME_SOURCES, BUILTIN_PROFILES, MAX_SERVER_NAME_LEN, SECRET_ENV_MARKERS, is_secret_env_name,
+};
 
 use crate::crd::{Kind, MCPDiscoverySource, MCPServer, MCPServerGroup};
 use schema::{StructuralSchema, remove_pointers};
@@ -124,9 +126,7 @@ impl Engine {
 
         // Structural errors win: rules do not speak about a field that is already broken.
         let mut errors = structural.errors;
-        findings
-            .errors
-            .retain(|e| !errors.iter().any(|s| field::is_within(&e.field, &s.field) && !s.field.is_empty()));
+        findings.errors.retain(|e| !errors.iter().any(|s| field::is_within(&e.field, &s.field) && !s.field.is_empty()));
         errors.append(&mut findings.errors);
         field::sort_errors(&mut errors);
         findings.warnings.dedup();

@@ -157,7 +157,10 @@ mod tests {
         assert_eq!(spec["replicas"], 1);
         assert_eq!(spec["idleTTL"], "5m");
         assert_eq!(spec["startupTimeout"], "30s");
-        assert_eq!(spec["healthCheck"], json!({"enabled": true, "interval": "30s", "timeout": "10s", "failureThreshold": 3}));
+        assert_eq!(
+            spec["healthCheck"],
+            json!({"enabled": true, "interval": "30s", "timeout": "10s", "failureThreshold": 3})
+        );
         assert_eq!(spec["circuitBreaker"], json!({"enabled": true, "failureThreshold": 5, "resetTimeout": "30s"}));
         assert_eq!(spec["transport"], "streamable-http");
         assert_eq!(spec["port"], 8080);

@@ -6,12 +6,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{EnvVar, SecurityContext, Volume};
 use serde_json::Value;
 
+use super::Findings;
 use super::field::{FieldError, FieldPath};
 use super::format::{
-    blocked_host_reason, dns1035_label_error, is_dns1123_subdomain, is_env_var_name, is_in_cluster_host,
-    parse_image, parse_positive_duration, parse_quantity,
+    blocked_host_reason, dns1035_label_error, is_dns1123_subdomain, is_env_var_name, is_in_cluster_host, parse_image,
+    parse_positive_duration, parse_quantity,
 };
-use super::Findings;
 use crate::crd::{MCPServer, MCPServerSpec, ProfileSource, ServerMode};
 
 /// Longest MCPServer name: it names the Deployment and Service, whose pods add suffixes.
@@ -46,7 +46,10 @@ pub fn validate_server(server: &MCPServer, old: Option<&MCPServer>, findings: &m
         findings.errors.push(FieldError::invalid(
             &spec_path.child("mode"),
             after.as_str(),
-            format!("field is immutable (was {:?}): delete and recreate the MCPServer to change its mode", before.as_str()),
+            format!(
+                "field is immutable (was {:?}): delete and recreate the MCPServer to change its mode",
+                before.as_str()
+            ),
         ));
     }
 }
@@ -55,10 +58,15 @@ pub fn validate_server(server: &MCPServer, old: Option<&MCPServer>, findings: &m
 /// image or endpoint; every field it does set must obey the same rules.
 pub fn validate_spec(spec: &MCPServerSpec, path: &FieldPath, partial: bool, findings: &mut Findings) {
     check_mode(spec, path, partial, findings);
-    if let Some(image) = &spec.image {
+    // A field the mode forbids is reported once, as forbidden, not also for its format.
+    if let Some(image) = &spec.image
+        && spec.mode != Some(ServerMode::Remote)
+    {
         check_image(image, &path.child("image"), findings);
     }
-    if let Some(endpoint) = &spec.endpoint {
+    if let Some(endpoint) = &spec.endpoint
+        && spec.mode != Some(ServerMode::Container)
+    {
         check_endpoint(endpoint, &path.child("endpoint"), findings);
     }
     check_durations(spec, path, findings);
@@ -145,9 +153,9 @@ fn check_image(image: &str, path: &FieldPath, findings: &mut Findings) {
             None => findings.warnings.push(format!(
                 "{path}: image {image:?} has no tag and resolves to \"latest\"; pin a version tag or an @sha256 digest"
             )),
-            Some("latest") => findings.warnings.push(format!(
-                "{path}: image tag \"latest\" is mutable; pin a version tag or an @sha256 digest"
-            )),
+            Some("latest") => findings
+                .warnings
+                .push(format!("{path}: image tag \"latest\" is mutable; pin a version tag or an @sha256 digest")),
             Some(_) => {}
         },
         Ok(_) => {}
@@ -163,7 +171,11 @@ fn check_endpoint(endpoint: &str, path: &FieldPath, findings: &mut Findings) {
     let url = match url::Url::parse(endpoint) {
         Ok(url) if url.has_host() => url,
         _ => {
-            errors.push(FieldError::invalid(path, endpoint, "must be an absolute URL such as https://mcp.example.com/mcp"));
+            errors.push(FieldError::invalid(
+                path,
+                endpoint,
+                "must be an absolute URL such as https://mcp.example.com/mcp",
+            ));
             return;
         }
     };
@@ -176,7 +188,9 @@ fn check_endpoint(endpoint: &str, path: &FieldPath, findings: &mut Findings) {
             endpoint,
             "plain http is allowed only for in-cluster hosts ending in .svc or .svc.cluster.local: use https",
         )),
-        other => errors.push(FieldError::invalid(path, endpoint, format!("scheme {other:?} is not supported: use https"))),
+        other => {
+            errors.push(FieldError::invalid(path, endpoint, format!("scheme {other:?} is not supported: use https")))
+        }
     }
     if !url.username().is_empty() || url.password().is_some() {
         errors.push(FieldError::forbidden(
@@ -295,7 +309,10 @@ fn check_security_context(sc: &SecurityContext, path: &FieldPath, findings: &mut
         forbid(path.child("privileged"), "privileged containers are not allowed: remove it or set it to false");
     }
     if sc.allow_privilege_escalation == Some(true) {
-        forbid(path.child("allowPrivilegeEscalation"), "privilege escalation is not allowed: remove it or set it to false");
+        forbid(
+            path.child("allowPrivilegeEscalation"),
+            "privilege escalation is not allowed: remove it or set it to false",
+        );
     }
     if sc.run_as_non_root == Some(false) {
         forbid(path.child("runAsNonRoot"), "servers must run as non-root: remove it or set it to true");
@@ -362,10 +379,7 @@ fn check_volumes(spec: &MCPServerSpec, path: &FieldPath, findings: &mut Findings
             if !ALLOWED_VOLUME_SOURCES.contains(&source.as_str()) {
                 findings.errors.push(FieldError::forbidden(
                     &item.child(&source),
-                    format!(
-                        "{source} volumes are not allowed: use one of {}",
-                        ALLOWED_VOLUME_SOURCES.join(", ")
-                    ),
+                    format!("{source} volumes are not allowed: use one of {}", ALLOWED_VOLUME_SOURCES.join(", ")),
                 ));
             }
         }
@@ -385,7 +399,9 @@ fn check_volumes(spec: &MCPServerSpec, path: &FieldPath, findings: &mut Findings
 /// The source fields a volume sets (`hostPath`, `configMap`, …), by their JSON names.
 pub fn volume_sources(volume: &Volume) -> Vec<String> {
     match serde_json::to_value(volume) {
-        Ok(Value::Object(map)) => map.into_iter().filter(|(k, v)| k != "name" && !v.is_null()).map(|(k, _)| k).collect(),
+        Ok(Value::Object(map)) => {
+            map.into_iter().filter(|(k, v)| k != "name" && !v.is_null()).map(|(k, _)| k).collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -425,19 +441,25 @@ fn check_permission_profile(spec: &MCPServerSpec, path: &FieldPath, findings: &m
     match profile.source {
         None => errors.push(FieldError::required(&path.child("type"), "set type to \"builtin\" or \"configmap\"")),
         Some(ProfileSource::Builtin) => match profile.name.as_deref() {
-            None => errors.push(FieldError::required(&path.child("name"), "name the builtin profile: \"none\" or \"network\"")),
+            None => errors
+                .push(FieldError::required(&path.child("name"), "name the builtin profile: \"none\" or \"network\"")),
             Some(name) if !BUILTIN_PROFILES.contains(&name) => {
                 errors.push(FieldError::not_supported(&path.child("name"), name, &BUILTIN_PROFILES))
             }
             Some(_) => {
                 if profile.key.is_some() {
-                    errors.push(FieldError::forbidden(&path.child("key"), "key is only for configmap profiles: remove it"));
+                    errors.push(FieldError::forbidden(
+                        &path.child("key"),
+                        "key is only for configmap profiles: remove it",
+                    ));
                 }
             }
         },
         Some(ProfileSource::Configmap) => {
             match profile.name.as_deref() {
-                None => errors.push(FieldError::required(&path.child("name"), "name the ConfigMap that holds the profile")),
+                None => {
+                    errors.push(FieldError::required(&path.child("name"), "name the ConfigMap that holds the profile"))
+                }
                 Some(name) if !is_dns1123_subdomain(name) => errors.push(FieldError::invalid(
                     &path.child("name"),
                     name,
@@ -446,7 +468,10 @@ fn check_permission_profile(spec: &MCPServerSpec, path: &FieldPath, findings: &m
                 Some(_) => {}
             }
             if profile.key.as_deref().is_none_or(str::is_empty) {
-                errors.push(FieldError::required(&path.child("key"), "name the ConfigMap key that holds the profile JSON"));
+                errors.push(FieldError::required(
+                    &path.child("key"),
+                    "name the ConfigMap key that holds the profile JSON",
+                ));
             }
         }
     }
