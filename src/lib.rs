@@ -5,4 +5,5 @@ pub mod policy;
 pub mod tls;
 pub mod admission;
 pub mod metrics;
+pub mod readiness;
 pub mod cli;

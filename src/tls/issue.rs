@@ -1,10 +1,11 @@
 //! Pure certificate issuing with rcgen: a CA and serving certificates it signs (ECDSA P-256).
 
+use std::fmt;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 use time::OffsetDateTime;
 
@@ -14,11 +15,11 @@ use super::TlsError;
 pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Default serving certificate lifetime: 90 days.
 pub const DEFAULT_SERVING_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Certificates start this long before "now", to absorb clock skew between nodes.
-const BACKDATE: Duration = Duration::from_secs(5 * 60);
+/// Certificates start up to this long before "now", to absorb clock skew between nodes.
+const MAX_BACKDATE: Duration = Duration::from_secs(5 * 60);
 
 /// A CA: its certificate and private key, in PEM.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CertificateAuthority {
     /// The CA certificate (PEM).
     pub cert_pem: String,
@@ -27,12 +28,30 @@ pub struct CertificateAuthority {
 }
 
 /// A serving certificate and its private key, in PEM.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct IssuedCertificate {
     /// The leaf certificate (PEM).
     pub cert_pem: String,
     /// Its private key (PEM, PKCS#8).
     pub key_pem: String,
+}
+
+impl fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for IssuedCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedCertificate")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 /// What a serving certificate must cover.
@@ -46,12 +65,21 @@ pub struct ServingCertRequest {
 
 /// The SANs the apiserver uses to reach a webhook Service: `<svc>.<ns>.svc` and `<svc>.<ns>.svc.cluster.local`.
 pub fn service_sans(service: &str, namespace: &str) -> Vec<String> {
-    vec![format!("{service}.{namespace}.svc"), format!("{service}.{namespace}.svc.cluster.local")]
+    vec![
+        format!("{service}.{namespace}.svc"),
+        format!("{service}.{namespace}.svc.cluster.local"),
+    ]
+}
+
+/// How far before "now" a certificate of this lifetime starts: 5 minutes, or a tenth of the
+/// lifetime when that is shorter (so that short test lifetimes stay meaningful).
+pub fn backdate(validity: Duration) -> Duration {
+    MAX_BACKDATE.min(validity / 10)
 }
 
 fn validity_window(validity: Duration) -> (OffsetDateTime, OffsetDateTime) {
     let now = OffsetDateTime::now_utc();
-    (now - BACKDATE, now + validity)
+    (now - backdate(validity), now + validity)
 }
 
 /// Issues a new self-signed CA.
@@ -62,28 +90,48 @@ pub fn issue_ca(common_name: &str, validity: Duration) -> Result<CertificateAuth
     name.push(DnType::CommonName, common_name);
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     (params.not_before, params.not_after) = validity_window(validity);
     let cert = params.self_signed(&key)?;
-    Ok(CertificateAuthority { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(CertificateAuthority {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
-/// Issues a serving certificate signed by `ca`.
-pub fn issue_serving(ca: &CertificateAuthority, request: &ServingCertRequest) -> Result<IssuedCertificate, TlsError> {
+/// Issues a serving certificate signed by `ca`; it never outlives the CA.
+pub fn issue_serving(
+    ca: &CertificateAuthority,
+    request: &ServingCertRequest,
+) -> Result<IssuedCertificate, TlsError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
+    let ca_not_after = super::policy::inspect(ca.cert_pem.as_bytes())
+        .map_err(TlsError::Pem)?
+        .not_after;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(request.sans.clone())?;
     let mut name = DistinguishedName::new();
-    name.push(DnType::CommonName, request.sans.first().cloned().unwrap_or_default());
+    name.push(
+        DnType::CommonName,
+        request.sans.first().cloned().unwrap_or_default(),
+    );
     params.distinguished_name = name;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     (params.not_before, params.not_after) = validity_window(request.validity);
+    params.not_after = params.not_after.min(ca_not_after);
     let cert = params.signed_by(&key, &issuer)?;
-    Ok(IssuedCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    Ok(IssuedCertificate {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 #[cfg(test)]
@@ -94,8 +142,16 @@ mod tests {
     fn serving_certificate_chains_to_its_ca_and_loads() {
         let ca = issue_ca("mcp-hangar-ca", DEFAULT_CA_VALIDITY).unwrap();
         let sans = service_sans("mcp-hangar", "mcp-system");
-        let leaf = issue_serving(&ca, &ServingCertRequest { sans: sans.clone(), validity: DEFAULT_SERVING_VALIDITY }).unwrap();
-        let key = crate::tls::certified_key(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
+        let leaf = issue_serving(
+            &ca,
+            &ServingCertRequest {
+                sans: sans.clone(),
+                validity: DEFAULT_SERVING_VALIDITY,
+            },
+        )
+        .unwrap();
+        let key =
+            crate::tls::certified_key(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
         assert_eq!(key.cert.len(), 1);
         let (_, parsed) = x509_parser::pem::parse_x509_pem(leaf.cert_pem.as_bytes()).unwrap();
         let cert = parsed.parse_x509().unwrap();
@@ -111,6 +167,11 @@ mod tests {
             .iter()
             .map(|n| n.to_string())
             .collect();
-        assert_eq!(names, sans.iter().map(|s| format!("DNSName({s})")).collect::<Vec<_>>());
+        assert_eq!(
+            names,
+            sans.iter()
+                .map(|s| format!("DNSName({s})"))
+                .collect::<Vec<_>>()
+        );
     }
 }
