@@ -591,3 +591,24 @@ async fn extra_sans_are_covered() {
     assert!(leaf.sans.contains(&"192.168.49.1".to_string()));
     replica.stop().await;
 }
+
+#[tokio::test]
+async fn readiness_names_the_error_when_the_secret_cannot_be_read() {
+    let fake = FakeApi::start().await;
+    seed_webhook_configurations(&fake);
+    fake.fail_next(1, Some(Method::GET), "/secrets?", 403);
+    let replica = Replica::start(&fake, default_config());
+    let explained = eventually(READY, || {
+        replica.readiness.unmet().iter().any(|(condition, reason)| {
+            condition == mcp_hangar::tls::CERTIFICATE_CONDITION && reason.contains("Forbidden")
+        })
+    })
+    .await;
+    assert!(
+        explained,
+        "the reason names the failure: {:?}",
+        replica.readiness.unmet()
+    );
+    assert!(replica.ready(READY).await, "the watch recovers");
+    replica.stop().await;
+}

@@ -99,6 +99,7 @@ pub async fn run(
     report(&info, &readiness);
     let mut served = (contents, info);
     let mut rejected: Option<(Vec<u8>, Vec<u8>)> = None;
+    let mut unreadable = false;
     tokio::pin!(shutdown);
     let mut ticks = tokio::time::interval(source.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -110,10 +111,15 @@ pub async fn run(
         let contents = match (read(&source.cert_file), read(&source.key_file)) {
             (Ok(cert), Ok(key)) => (cert, key),
             (Err(e), _) | (_, Err(e)) => {
-                tracing::warn!(error = %e, "cannot read the webhook certificate files; serving the previous certificate");
+                if !unreadable {
+                    tracing::warn!(error = %e, "cannot read the webhook certificate files; serving the previous certificate");
+                    unreadable = true;
+                }
+                report(&served.1, &readiness);
                 continue;
             }
         };
+        unreadable = false;
         if contents == served.0 || rejected.as_ref() == Some(&contents) {
             report(&served.1, &readiness);
             continue;

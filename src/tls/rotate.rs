@@ -147,6 +147,10 @@ struct Rotation {
     trusted_since: HashMap<Vec<u8>, Instant>,
     /// The last CA certificate (PEM) seen valid in the Secret.
     remembered_ca: Option<Vec<u8>>,
+    /// The last error of the Secret's watch, until it recovers.
+    secret_watch_error: Option<String>,
+    /// The last error of each configuration's watch, until it recovers.
+    config_watch_errors: Vec<Option<String>>,
     failures: u32,
     retry_at: Option<Instant>,
 }
@@ -186,6 +190,7 @@ pub async fn run(
             .iter()
             .map(|_| Observed::Unknown)
             .collect(),
+        config_watch_errors: config.webhook_configs.iter().map(|_| None).collect(),
         client,
         config,
         store,
@@ -196,6 +201,7 @@ pub async fn run(
         served: None,
         trusted_since: HashMap::new(),
         remembered_ca: None,
+        secret_watch_error: None,
         failures: 0,
         retry_at: None,
     };
@@ -206,20 +212,28 @@ pub async fn run(
         tokio::select! {
             event = secret_events.next() => match event {
                 Some(Ok(event)) => {
+                    rotation.secret_watch_error = None;
                     if let Some(state) = secret_follower.settle(event) {
                         rotation.observe_secret(state);
                     }
                 }
-                Some(Err(e)) => tracing::warn!(secret = %rotation.config.secret, error = %e, "watching the webhook TLS Secret"),
+                Some(Err(e)) => {
+                    tracing::warn!(secret = %rotation.config.secret, error = %e, "watching the webhook TLS Secret");
+                    rotation.secret_watch_error = Some(e.to_string());
+                }
                 None => return,
             },
             Some((index, event)) = config_events.next() => match event {
                 Ok(event) => {
+                    rotation.config_watch_errors[index] = None;
                     if let Some(state) = config_followers[index].settle(event) {
                         rotation.observe_config(index, state);
                     }
                 }
-                Err(e) => tracing::warn!(config = %rotation.config.webhook_configs[index], error = %e, "watching a webhook configuration"),
+                Err(e) => {
+                    tracing::warn!(config = %rotation.config.webhook_configs[index], error = %e, "watching a webhook configuration");
+                    rotation.config_watch_errors[index] = Some(e.to_string());
+                }
             },
             () = tokio::time::sleep_until(wake) => {}
             () = &mut shutdown => return,
@@ -377,6 +391,15 @@ impl Rotation {
         let Some(stored) = self.secret.present() else {
             return Ok(());
         };
+        let plan = policy::plan(
+            &stored.material,
+            &self.config.requirements,
+            OffsetDateTime::now_utc(),
+        );
+        if matches!(plan.ca, Decision::Replace(_)) {
+            // Never point the apiserver at a CA that is not valid.
+            return Ok(());
+        }
         let bundle = stored.material.ca_bundle();
         if bundle.is_empty() {
             return Ok(());
@@ -511,7 +534,12 @@ impl Rotation {
         match &self.served {
             None => {
                 let why = match &self.secret {
-                    Observed::Unknown => format!("Secret {} not read yet", self.config.secret),
+                    Observed::Unknown => match &self.secret_watch_error {
+                        Some(error) => {
+                            format!("Secret {} not read yet: {error}", self.config.secret)
+                        }
+                        None => format!("Secret {} not read yet", self.config.secret),
+                    },
                     _ => format!("no valid certificate in Secret {} yet", self.config.secret),
                 };
                 self.readiness.set_unmet(CERTIFICATE_CONDITION, why);
@@ -532,9 +560,18 @@ impl Rotation {
             .as_ref()
             .and_then(|served| served.issuer.as_deref());
         let mut problems = Vec::new();
-        for (webhook, state) in self.config.webhook_configs.iter().zip(&self.configs) {
+        for ((webhook, state), error) in self
+            .config
+            .webhook_configs
+            .iter()
+            .zip(&self.configs)
+            .zip(&self.config_watch_errors)
+        {
             match (state, issuer) {
-                (Observed::Unknown, _) => problems.push(format!("{webhook} not read yet")),
+                (Observed::Unknown, _) => match error {
+                    Some(error) => problems.push(format!("{webhook} not read yet: {error}")),
+                    None => problems.push(format!("{webhook} not read yet")),
+                },
                 (Observed::Absent, _) => problems.push(format!("{webhook} not found")),
                 (Observed::Present(config), Some(der)) if inject::trusts(config, der) => {}
                 (Observed::Present(_), _) => problems.push(format!(
