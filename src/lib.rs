@@ -5,4 +5,5 @@ pub mod cli;
 pub mod crd;
 pub mod metrics;
 pub mod policy;
+pub mod readiness;
 pub mod tls;

@@ -1,11 +1,15 @@
 //! Prometheus metrics: one registry for the whole process, names in one place.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 /// Admission requests by kind, operation and verdict.
 pub const ADMISSION_REQUESTS: &str = "mcp_hangar_admission_requests_total";
 /// Admission latency by endpoint.
 pub const ADMISSION_DURATION: &str = "mcp_hangar_admission_duration_seconds";
+/// Not-after of the webhook certificate being served, as a Unix timestamp.
+pub const WEBHOOK_CERTIFICATE_EXPIRY: &str = "mcp_hangar_webhook_certificate_expiry_timestamp_seconds";
+/// Certificates issued and stored by this process, by part (`serving`, `ca`).
+pub const WEBHOOK_CERTIFICATE_ROTATIONS: &str = "mcp_hangar_webhook_certificate_rotations_total";
 
 /// Latency buckets for admission, in seconds: the webhook answers in microseconds to milliseconds.
 const ADMISSION_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
@@ -18,6 +22,10 @@ pub struct Metrics {
     pub admission_requests: IntCounterVec,
     /// `mcp_hangar_admission_duration_seconds{endpoint}`
     pub admission_duration: HistogramVec,
+    /// `mcp_hangar_webhook_certificate_expiry_timestamp_seconds`
+    pub webhook_certificate_expiry: Gauge,
+    /// `mcp_hangar_webhook_certificate_rotations_total{part}`
+    pub webhook_certificate_rotations: IntCounterVec,
 }
 
 impl Metrics {
@@ -35,9 +43,30 @@ impl Metrics {
             &["endpoint"],
         )
         .expect("valid metric definition");
+        let webhook_certificate_expiry = Gauge::new(
+            WEBHOOK_CERTIFICATE_EXPIRY,
+            "Not-after of the webhook serving certificate being served, as a Unix timestamp.",
+        )
+        .expect("valid metric definition");
+        let webhook_certificate_rotations = IntCounterVec::new(
+            Opts::new(
+                WEBHOOK_CERTIFICATE_ROTATIONS,
+                "Webhook certificates issued and stored by this process, by part.",
+            ),
+            &["part"],
+        )
+        .expect("valid metric definition");
         registry.register(Box::new(admission_requests.clone())).expect("unique metric");
         registry.register(Box::new(admission_duration.clone())).expect("unique metric");
-        Metrics { registry, admission_requests, admission_duration }
+        registry.register(Box::new(webhook_certificate_expiry.clone())).expect("unique metric");
+        registry.register(Box::new(webhook_certificate_rotations.clone())).expect("unique metric");
+        Metrics {
+            registry,
+            admission_requests,
+            admission_duration,
+            webhook_certificate_expiry,
+            webhook_certificate_rotations,
+        }
     }
 
     /// The registry, for modules that add their own metrics.

@@ -1,16 +1,31 @@
 //! `mcp-hangar serve`: wires the engine, TLS, metrics and both listeners, and stops them
 //! gracefully on SIGTERM or Ctrl-C.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use super::{CliError, LogFormat, ServeArgs};
-use crate::admission::{self, Readiness, WebhookState, server};
+use super::{CliError, LogFormat, ServeArgs, TlsArgs, TlsMode};
+use crate::admission::{self, WebhookState, server};
 use crate::metrics::Metrics;
 use crate::policy::Engine;
-use crate::tls::{self, CertResolver};
+use crate::readiness::Readiness;
+use crate::tls::files::{self, FileSource};
+use crate::tls::inject::{WebhookConfigRef, WebhookKind};
+use crate::tls::issue::service_sans;
+use crate::tls::policy::Requirements;
+use crate::tls::rotate::{self, SelfManagedConfig};
+use crate::tls::store::SecretRef;
+use crate::tls::{self, CA_BUNDLE_CONDITION, CERTIFICATE_CONDITION, CertResolver};
+
+/// Readiness condition that turns false when the process starts shutting down.
+pub const RUNNING_CONDITION: &str = "running";
+/// First wait after a failed Kubernetes call of the self-managed TLS loop.
+const TLS_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -44,24 +59,95 @@ async fn termination_signal() {
     let _ = ctrl_c.await;
 }
 
+/// The self-managed TLS settings from the flags.
+pub fn self_managed_config(args: &TlsArgs) -> Result<SelfManagedConfig, CliError> {
+    let namespace = args.tls_service_namespace.clone().filter(|ns| !ns.is_empty()).ok_or_else(|| {
+        CliError::Usage(
+            "--tls-mode=self-managed needs the service namespace: --tls-service-namespace or POD_NAMESPACE".into(),
+        )
+    })?;
+    let mut sans = service_sans(&args.tls_service_name, &namespace);
+    sans.extend(args.tls_sans.iter().map(|san| san.trim().to_string()).filter(|san| !san.is_empty()));
+    if let Err(e) = rcgen::CertificateParams::new(sans.clone()) {
+        return Err(CliError::Usage(format!("--tls-san: not a DNS name or IP address: {e}")));
+    }
+    let webhook_configs = [
+        (WebhookKind::Mutating, &args.mutating_webhook_config),
+        (WebhookKind::Validating, &args.validating_webhook_config),
+    ]
+    .into_iter()
+    .filter(|(_, name)| !name.is_empty())
+    .map(|(kind, name)| WebhookConfigRef { kind, name: name.clone() })
+    .collect();
+    Ok(SelfManagedConfig {
+        secret: SecretRef {
+            namespace: args
+                .tls_secret_namespace
+                .clone()
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or_else(|| namespace.clone()),
+            name: args.tls_secret_name.clone(),
+        },
+        requirements: Requirements {
+            sans,
+            ca_common_name: format!("mcp-hangar webhook CA ({namespace})"),
+            ca_validity: args.tls_ca_validity,
+            serving_validity: args.tls_cert_validity,
+            renew_fraction: args.tls_renew_fraction,
+        },
+        webhook_configs,
+        trust_delay: args.tls_bundle_propagation_delay,
+        retry_interval: TLS_RETRY_INTERVAL,
+    })
+}
+
+/// Starts the certificate source of the chosen mode; a Kubernetes client is made only in the
+/// self-managed mode, so the files mode runs without a cluster.
+async fn start_certificates(
+    args: &TlsArgs,
+    resolver: Arc<CertResolver>,
+    readiness: Readiness,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<JoinHandle<()>, CliError> {
+    match args.mode {
+        TlsMode::Files => {
+            let (Some(cert_file), Some(key_file)) = (args.tls_cert_file.clone(), args.tls_key_file.clone()) else {
+                return Err(CliError::Usage("--tls-mode=files needs --tls-cert-file and --tls-key-file".into()));
+            };
+            let source = FileSource { cert_file, key_file, interval: args.tls_reload_interval };
+            let initial = files::load(&source)?;
+            Ok(tokio::spawn(files::run(source, initial, resolver, readiness, metrics, shutdown)))
+        }
+        TlsMode::SelfManaged => {
+            let config = self_managed_config(args)?;
+            readiness.set_unmet(CERTIFICATE_CONDITION, "starting");
+            readiness.set_unmet(CA_BUNDLE_CONDITION, "starting");
+            let client = kube::Client::try_default().await?;
+            tracing::info!(secret = %config.secret, sans = ?config.requirements.sans, "self-managed webhook TLS");
+            Ok(tokio::spawn(rotate::run(client, config, resolver, readiness, metrics, shutdown)))
+        }
+    }
+}
+
 pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     init_logging(args.log_format);
     let engine = Arc::new(Engine::new()?);
     let metrics = Metrics::new();
-    let key =
-        tls::certified_key_from_files(&args.tls_cert_file.to_string_lossy(), &args.tls_key_file.to_string_lossy())?;
-    let resolver = Arc::new(CertResolver::new(key));
-    let tls_config = tls::server_config(resolver)?;
-    let readiness = Readiness::default();
-
-    let webhook_listener = bind(args.webhook_addr).await?;
-    let admin_listener = bind(args.admin_addr).await?;
-    tracing::info!(webhook = %args.webhook_addr, admin = %args.admin_addr, "serving");
-
+    let readiness = Readiness::new();
+    let resolver = Arc::new(CertResolver::empty());
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let certificates =
+        start_certificates(&args.tls, resolver.clone(), readiness.clone(), metrics.clone(), stopped(stop_rx.clone()))
+            .await?;
+    let tls_config = tls::server_config(resolver)?;
+
+    let webhook_listener = bind(args.webhook_addr).await?;
+    let admin_listener = bind(args.admin_addr).await?;
+    tracing::info!(webhook = %args.webhook_addr, admin = %args.admin_addr, "serving");
     let router = admission::webhook_router(WebhookState { engine, metrics: metrics.clone() });
     let webhook = tokio::spawn(server::serve_tls(
         webhook_listener,
@@ -75,15 +161,15 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
         admission::admin_router(metrics, readiness.clone()),
         stopped(stop_rx),
     ));
-    readiness.set(true);
 
     termination_signal().await;
     tracing::info!(delay = ?args.shutdown_delay, "shutting down: readiness is now false");
-    readiness.set(false);
+    readiness.set_unmet(RUNNING_CONDITION, "shutting down");
     tokio::time::sleep(args.shutdown_delay).await;
     let _ = stop_tx.send(true);
     let _ = webhook.await;
     let _ = admin.await;
+    let _ = certificates.await;
     tracing::info!("stopped");
     Ok(())
 }
