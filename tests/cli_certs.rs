@@ -80,7 +80,7 @@ async fn generated_certificates_serve_https_without_a_cluster() {
     let (webhook, admin) = (free_port(), free_port());
     let _server = Server(
         Command::new(BINARY)
-            .args(["serve", "--tls-mode=files", "--log-format", "text"])
+            .args(["serve", "--tls-mode=files", "--policy-source=shipped", "--log-format", "text"])
             .arg("--tls-cert-file")
             .arg(out.join("tls.crt"))
             .arg("--tls-key-file")

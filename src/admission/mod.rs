@@ -1,5 +1,6 @@
 //! The admission webhook: HTTP routes over the pure [`review::answer`], and the servers.
 
+pub mod live_policy;
 pub mod review;
 pub mod server;
 

@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "MCP_HANGAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// Where the webhook's permission profiles and admission policy come from: the cluster
+    /// (watched, edits apply at once) or the copy shipped in the binary (no cluster needed).
+    #[arg(long, env = "MCP_HANGAR_POLICY_SOURCE", value_enum, default_value_t = PolicySource::Cluster)]
+    pub policy_source: PolicySource,
 }
 
 /// Where the webhook's certificate comes from.
@@ -237,6 +241,15 @@ pub enum OutputFormat {
     Text,
     /// One JSON document with every result.
     Json,
+}
+
+/// Where the webhook's policy comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PolicySource {
+    /// MCPPermissionProfiles and the MCPAdmissionPolicy in the cluster, watched.
+    Cluster,
+    /// The defaults shipped in `policy/`, built into the binary.
+    Shipped,
 }
 
 /// How logs are written.

@@ -9,8 +9,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{CliError, LogFormat, ServeArgs, TlsArgs, TlsMode};
-use crate::admission::{self, WebhookState, server};
+use super::{CliError, LogFormat, PolicySource, ServeArgs, TlsArgs, TlsMode};
+use crate::admission::{self, WebhookState, live_policy, server};
 use crate::metrics::Metrics;
 use crate::policy::Engine;
 use crate::readiness::Readiness;
@@ -105,6 +105,7 @@ pub fn self_managed_config(args: &TlsArgs) -> Result<SelfManagedConfig, CliError
 /// self-managed mode, so the files mode runs without a cluster.
 async fn start_certificates(
     args: &TlsArgs,
+    client: Option<kube::Client>,
     resolver: Arc<CertResolver>,
     readiness: Readiness,
     metrics: Metrics,
@@ -123,7 +124,9 @@ async fn start_certificates(
             let config = self_managed_config(args)?;
             readiness.set_unmet(CERTIFICATE_CONDITION, "starting");
             readiness.set_unmet(CA_BUNDLE_CONDITION, "starting");
-            let client = kube::Client::try_default().await?;
+            let Some(client) = client else {
+                return Err(CliError::Usage("--tls-mode=self-managed needs a Kubernetes client".into()));
+            };
             tracing::info!(secret = %config.secret, sans = ?config.requirements.sans, "self-managed webhook TLS");
             Ok(tokio::spawn(rotate::run(client, config, resolver, readiness, metrics, shutdown)))
         }
@@ -140,9 +143,26 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let certificates =
-        start_certificates(&args.tls, resolver.clone(), readiness.clone(), metrics.clone(), stopped(stop_rx.clone()))
-            .await?;
+    let needs_cluster = args.tls.mode == TlsMode::SelfManaged || args.policy_source == PolicySource::Cluster;
+    let client = if needs_cluster { Some(kube::Client::try_default().await?) } else { None };
+    let certificates = start_certificates(
+        &args.tls,
+        client.clone(),
+        resolver.clone(),
+        readiness.clone(),
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    )
+    .await?;
+    let live_policy = match (&client, args.policy_source) {
+        (Some(client), PolicySource::Cluster) => Some(tokio::spawn(live_policy::run(
+            client.clone(),
+            engine.clone(),
+            readiness.clone(),
+            stopped(stop_rx.clone()),
+        ))),
+        _ => None,
+    };
     let tls_config = tls::server_config(resolver)?;
 
     let webhook_listener = bind(args.webhook_addr).await?;
@@ -170,6 +190,9 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let _ = webhook.await;
     let _ = admin.await;
     let _ = certificates.await;
+    if let Some(live_policy) = live_policy {
+        let _ = live_policy.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
