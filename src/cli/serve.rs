@@ -111,7 +111,7 @@ async fn start_certificates(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<JoinHandle<()>, CliError> {
-    match args.mode {
+    match args.effective_mode() {
         TlsMode::Files => {
             let (Some(cert_file), Some(key_file)) = (args.tls_cert_file.clone(), args.tls_key_file.clone()) else {
                 return Err(CliError::Usage("--tls-mode=files needs --tls-cert-file and --tls-key-file".into()));
@@ -143,8 +143,17 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let needs_cluster = args.tls.mode == TlsMode::SelfManaged || args.policy_source == PolicySource::Cluster;
-    let client = if needs_cluster { Some(kube::Client::try_default().await?) } else { None };
+    let client = match (args.tls.effective_mode(), args.policy_source) {
+        (TlsMode::SelfManaged, _) | (_, PolicySource::Cluster) => Some(kube::Client::try_default().await?),
+        (TlsMode::Files, PolicySource::Auto) => match kube::Client::try_default().await {
+            Ok(client) => Some(client),
+            Err(e) => {
+                tracing::info!(reason = %e, "no Kubernetes client: the webhook uses the shipped policy");
+                None
+            }
+        },
+        (TlsMode::Files, PolicySource::Shipped) => None,
+    };
     let certificates = start_certificates(
         &args.tls,
         client.clone(),
@@ -155,7 +164,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     )
     .await?;
     let live_policy = match (&client, args.policy_source) {
-        (Some(client), PolicySource::Cluster) => Some(tokio::spawn(live_policy::run(
+        (Some(client), PolicySource::Cluster | PolicySource::Auto) => Some(tokio::spawn(live_policy::run(
             client.clone(),
             engine.clone(),
             readiness.clone(),
