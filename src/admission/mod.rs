@@ -1,6 +1,7 @@
 //! The admission webhook: HTTP routes over the pure [`review::answer`], and the servers.
 
 pub mod live_policy;
+pub mod registration;
 pub mod review;
 pub mod server;
 
@@ -27,6 +28,9 @@ pub const VALIDATE_PATH: &str = "/validate";
 pub const MUTATING_WEBHOOK_NAME: &str = "mutate.mcp-hangar.io";
 /// Name of the validating webhook in its ValidatingWebhookConfiguration.
 pub const VALIDATING_WEBHOOK_NAME: &str = "validate.mcp-hangar.io";
+/// Name of the pod-level check (Pods and Deployments of MCPServers) in the ValidatingWebhookConfiguration;
+/// served on [`VALIDATE_PATH`] too.
+pub const POD_VALIDATING_WEBHOOK_NAME: &str = "pods.validate.mcp-hangar.io";
 /// Largest request body accepted (the apiserver's own objects stay well below).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
 /// Longest time one request may take, body included.

@@ -17,16 +17,16 @@ pub fn render_crds() -> String {
 }
 
 pub(super) fn run(args: &CrdsArgs) -> Result<ExitCode, CliError> {
-    let Some(dir) = &args.out_dir else {
+    if args.out_dir.is_empty() {
         super::emit(&render_crds());
         return Ok(ExitCode::SUCCESS);
-    };
-    std::fs::create_dir_all(dir)
-        .map_err(|source| CliError::Io { context: format!("creating {}", dir.display()), source })?;
-    for kind in Kind::ALL {
-        let path = dir.join(format!("{}.{}.yaml", kind.plural(), crate::crd::GROUP));
-        std::fs::write(&path, crd_yaml(kind))
-            .map_err(|source| CliError::Io { context: format!("writing {}", path.display()), source })?;
+    }
+    let files: Vec<(String, String)> = Kind::ALL
+        .into_iter()
+        .map(|kind| (format!("{}.{}.yaml", kind.plural(), crate::crd::GROUP), crd_yaml(kind)))
+        .collect();
+    for dir in &args.out_dir {
+        super::write_files(dir, &files)?;
     }
     Ok(ExitCode::SUCCESS)
 }

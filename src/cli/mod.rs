@@ -1,4 +1,4 @@
-//! Command line: `serve`, `validate`, `crds`, `policy`, `certs`. Each subcommand parses its flags with
+//! Command line: `serve`, `validate`, `crds`, `webhooks`, `policy`, `certs`. Each subcommand parses its flags with
 //! clap and calls into the library; nothing here decides a verdict.
 
 mod certs;
@@ -6,6 +6,7 @@ mod crds;
 pub mod policy;
 mod serve;
 pub mod validate;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use crds::render_crds;
+pub use webhooks::render_webhooks;
 
 /// mcp-hangar: Kubernetes operator for MCP servers.
 #[derive(Debug, Parser)]
@@ -32,6 +34,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print the CustomResourceDefinitions generated from the Rust types.
     Crds(CrdsArgs),
+    /// Print the webhook registrations (MutatingWebhookConfiguration, ValidatingWebhookConfiguration).
+    Webhooks(WebhooksArgs),
     /// Work with permission profiles and the admission policy.
     Policy(PolicyArgs),
     /// Certificates for local development.
@@ -233,14 +237,54 @@ pub enum PolicyCommand {
         /// A file or directory of MCPPermissionProfile and MCPAdmissionPolicy manifests.
         dir: PathBuf,
     },
+    /// Check, then server-side apply permission profiles and admission policy manifests (profiles
+    /// first), retrying while the cluster or the webhook is not ready yet.
+    Apply(PolicyApplyArgs),
+}
+
+/// Flags of `policy apply`.
+#[derive(Debug, Args)]
+pub struct PolicyApplyArgs {
+    /// A file or directory of MCPPermissionProfile and MCPAdmissionPolicy manifests (hidden
+    /// entries, such as a mounted ConfigMap's `..data`, are passed over).
+    #[arg(short = 'f', long = "filename")]
+    pub dir: PathBuf,
+    /// Field manager of the server-side apply; fields it set before and no longer sets are removed.
+    #[arg(long, default_value = "mcp-hangar-policy")]
+    pub field_manager: String,
+    /// Give up when the objects are still not applied after this long.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// Flags of `crds`.
 #[derive(Debug, Args)]
 pub struct CrdsArgs {
-    /// Write one file per CRD into this directory instead of printing them.
+    /// Write one file per CRD into this directory instead of printing them (repeatable: the same
+    /// files into each, e.g. `crds/` and the chart's `crds/`).
+    #[arg(long)]
+    pub out_dir: Vec<PathBuf>,
+}
+
+/// Flags of `webhooks`.
+#[derive(Debug, Args)]
+pub struct WebhooksArgs {
+    /// Write `mutatingwebhookconfiguration.yaml` and `validatingwebhookconfiguration.yaml` into
+    /// this directory instead of printing them.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// Namespace of the webhook Service (the operator's namespace; never sent to the webhook).
+    #[arg(long, default_value = crate::admission::registration::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Name of the webhook Service (`serve --tls-service-name`).
+    #[arg(long, default_value = crate::admission::registration::DEFAULT_SERVICE_NAME)]
+    pub service: String,
+    /// Name of both configurations (`serve --mutating-webhook-config`, `--validating-webhook-config`).
+    #[arg(long, default_value = crate::admission::registration::DEFAULT_CONFIGURATION_NAME)]
+    pub name: String,
+    /// Another namespace never sent to the webhook (repeatable); `kube-system` and `--namespace` always are.
+    #[arg(long = "exclude-namespace")]
+    pub exclude_namespaces: Vec<String>,
 }
 
 /// How `validate` prints its results.
@@ -306,6 +350,9 @@ pub enum CliError {
     /// Flags that do not go together.
     #[error("{0}")]
     Usage(String),
+    /// `policy apply` could not apply every object.
+    #[error(transparent)]
+    Apply(#[from] policy::ApplyError),
     /// A file or socket operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -323,13 +370,26 @@ fn emit(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
+/// Writes generated files into `dir` (created if missing), each as `(file name, contents)`.
+fn write_files(dir: &std::path::Path, files: &[(String, String)]) -> Result<(), CliError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|source| CliError::Io { context: format!("creating {}", dir.display()), source })?;
+    for (name, contents) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, contents)
+            .map_err(|source| CliError::Io { context: format!("writing {}", path.display()), source })?;
+    }
+    Ok(())
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
         Command::Validate(args) => validate::run(&args),
         Command::Crds(args) => crds::run(&args),
-        Command::Policy(args) => policy::run(&args),
+        Command::Webhooks(args) => webhooks::run(&args),
+        Command::Policy(args) => policy::run(&args).await,
         Command::Certs(args) => certs::run(&args),
     }
 }

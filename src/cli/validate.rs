@@ -50,7 +50,8 @@ impl std::fmt::Display for ReadError {
 }
 
 /// Lists the manifest files under the given paths, like `kubectl -f`: files as given,
-/// directories by their `.yaml`, `.yml` and `.json` files (below them too when `recursive`).
+/// directories by their `.yaml`, `.yml` and `.json` files (below them too when `recursive`),
+/// hidden entries (`.name`) of directories left out.
 pub fn manifest_files(paths: &[PathBuf], recursive: bool) -> (Vec<PathBuf>, Vec<ReadError>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
@@ -70,7 +71,13 @@ fn collect(path: &Path, recursive: bool, top: bool, files: &mut Vec<PathBuf>, er
             Ok(entries) => entries,
             Err(e) => return errors.push(error(e.to_string())),
         };
-        let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        // Hidden entries are passed over: a mounted ConfigMap holds its files twice, through
+        // `..data/` and the links beside it.
+        let mut children: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .map(|e| e.path())
+            .collect();
         children.sort();
         for child in children {
             let is_manifest = matches!(child.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"));
