@@ -4,5 +4,6 @@ pub mod crd;
 pub mod policy;
 pub mod tls;
 pub mod admission;
+pub mod controller;
 pub mod metrics;
 pub mod cli;

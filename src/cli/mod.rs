@@ -1,7 +1,9 @@
-//! Command line: `serve`, `validate`, `crds`. Each subcommand parses its flags with clap
+//! Command line: `serve`, `validate`, `crds`, `render`. Each subcommand parses its flags with clap
 //! and calls into the library; nothing here decides a verdict.
 
+mod controller;
 mod crds;
+pub mod render;
 mod serve;
 pub mod validate;
 
@@ -10,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use controller::ControllerArgs;
 pub use crds::render_crds;
 
 /// mcp-hangar: Kubernetes operator for MCP servers.
@@ -24,12 +27,14 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the admission webhook (HTTPS) and the admin endpoints (metrics, health).
+    /// Serve the admission webhook (HTTPS), the controller and the admin endpoints (metrics, health).
     Serve(ServeArgs),
     /// Run the webhook's mutate-then-validate on manifest files, without a cluster.
     Validate(ValidateArgs),
     /// Print the CustomResourceDefinitions generated from the Rust types.
     Crds(CrdsArgs),
+    /// Print the objects the controller would apply for MCPServer manifests, without a cluster.
+    Render(RenderArgs),
 }
 
 /// Flags of `serve`.
@@ -41,12 +46,12 @@ pub struct ServeArgs {
     /// Address of the plain-HTTP admin listener (/metrics, /healthz, /readyz).
     #[arg(long, env = "MCP_HANGAR_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: std::net::SocketAddr,
-    /// PEM certificate (chain) the webhook serves.
+    /// PEM certificate (chain) the webhook serves; required with the webhook.
     #[arg(long, env = "MCP_HANGAR_TLS_CERT_FILE")]
-    pub tls_cert_file: PathBuf,
-    /// PEM private key of the certificate.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate; required with the webhook.
     #[arg(long, env = "MCP_HANGAR_TLS_KEY_FILE")]
-    pub tls_key_file: PathBuf,
+    pub tls_key_file: Option<PathBuf>,
     /// After SIGTERM, how long to keep serving while readiness reports false, so endpoints drain.
     #[arg(long, env = "MCP_HANGAR_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: std::time::Duration,
@@ -56,6 +61,29 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "MCP_HANGAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// Serve the admission webhook; `--webhook=false` runs the controller alone.
+    #[arg(long, env = "MCP_HANGAR_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook: bool,
+    /// Run the controller; `--controller=false` serves the webhook alone, with no cluster.
+    #[arg(long, env = "MCP_HANGAR_CONTROLLER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub controller: bool,
+    /// Controller settings.
+    #[command(flatten)]
+    pub controller_options: ControllerArgs,
+}
+
+/// Flags of `render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// A file or directory of YAML/JSON manifests (multi-document); repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also read the directories below a directory.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Namespace of servers that name none.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
 }
 
 /// Flags of `validate`.
@@ -111,6 +139,12 @@ pub enum CliError {
     /// TLS setup failed.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The serve flags do not make sense together.
+    #[error("{0}")]
+    Usage(String),
+    /// The Kubernetes client could not be set up.
+    #[error("kubernetes: {0}")]
+    Kube(String),
     /// A file or socket operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -134,5 +168,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Serve(args) => serve::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Validate(args) => validate::run(&args),
         Command::Crds(args) => crds::run(&args),
+        Command::Render(args) => render::run(&args),
     }
 }

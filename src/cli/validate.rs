@@ -265,32 +265,39 @@ fn result_of(
     }
 }
 
-/// Reads and reviews every input.
-pub fn validate_paths(engine: &Engine, paths: &[PathBuf], recursive: bool) -> Report {
-    let (files, unreadable) = manifest_files(paths, recursive);
-    let mut report = Report { unreadable, ..Report::default() };
+/// Reads every object of the inputs, with what could not be read (no objects at all counts
+/// as unreadable).
+pub fn read_paths(paths: &[PathBuf], recursive: bool) -> (Vec<Document>, Vec<ReadError>) {
+    let (files, mut unreadable) = manifest_files(paths, recursive);
     let mut documents = Vec::new();
     for file in files {
         let text = match std::fs::read(&file).map(String::from_utf8) {
             Ok(Ok(text)) => text,
             Ok(Err(_)) => {
-                report.unreadable.push(ReadError { file, line: None, message: "not UTF-8 text".into() });
+                unreadable.push(ReadError { file, line: None, message: "not UTF-8 text".into() });
                 continue;
             }
             Err(e) => {
-                report.unreadable.push(ReadError { file, line: None, message: e.to_string() });
+                unreadable.push(ReadError { file, line: None, message: e.to_string() });
                 continue;
             }
         };
         match read_documents(&file, &text) {
             Ok(mut docs) => documents.append(&mut docs),
-            Err(e) => report.unreadable.push(e),
+            Err(e) => unreadable.push(e),
         }
     }
-    if documents.is_empty() && report.unreadable.is_empty() {
+    if documents.is_empty() && unreadable.is_empty() {
         let file = paths.first().cloned().unwrap_or_default();
-        report.unreadable.push(ReadError { file, line: None, message: "no objects found".into() });
+        unreadable.push(ReadError { file, line: None, message: "no objects found".into() });
     }
+    (documents, unreadable)
+}
+
+/// Reads and reviews every input.
+pub fn validate_paths(engine: &Engine, paths: &[PathBuf], recursive: bool) -> Report {
+    let (documents, unreadable) = read_paths(paths, recursive);
+    let mut report = Report { unreadable, ..Report::default() };
     review_documents(engine, &documents, &mut report);
     report
 }

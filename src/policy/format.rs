@@ -73,7 +73,8 @@ pub fn format_duration(d: Duration) -> String {
         out.push_str(&format!("{m}m"));
     }
     if ms > 0 {
-        out.push_str(&format!("{s}.{:03}s", ms).trim_end_matches('0').to_string());
+        out.push_str(format!("{s}.{ms:03}").trim_end_matches('0'));
+        out.push('s');
     } else if s > 0 || out.is_empty() {
         out.push_str(&format!("{s}s"));
     }
