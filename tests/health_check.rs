@@ -200,7 +200,7 @@ async fn refused_connections_and_bad_urls_fail() {
     }
 }
 
-/// A CA and a serving certificate for `localhost`, issued with rcgen.
+/// A CA and a serving certificate for `mcp.example.com`, issued with rcgen.
 fn test_pki() -> (
     rustls::pki_types::CertificateDer<'static>,
     Arc<rustls::ServerConfig>,
@@ -212,7 +212,7 @@ fn test_pki() -> (
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+    let leaf = CertificateParams::new(vec!["mcp.example.com".to_string()])
         .unwrap()
         .signed_by(&leaf_key, &issuer)
         .unwrap();
@@ -233,7 +233,8 @@ async fn https_endpoints_are_verified() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (server, router) = McpTestServer::prepare(listener.local_addr().unwrap(), &["secure-tool"]);
     let _stop = mcp_server::serve_tls(listener, server_config, router);
-    let url = format!("https://localhost:{}/mcp", server.addr().port());
+    let url = format!("https://mcp.example.com:{}/mcp", server.addr().port());
+    let loopback = || [("mcp.example.com".to_string(), server.addr().ip())];
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca).unwrap();
@@ -243,7 +244,7 @@ async fn https_endpoints_are_verified() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let report = McpClient::new(trusting)
+    let report = McpClient::with_host_overrides(trusting, loopback())
         .check(&url, None, TIMEOUT)
         .await
         .unwrap();
@@ -254,7 +255,7 @@ async fn https_endpoints_are_verified() {
         .unwrap()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-    let error = McpClient::new(untrusting)
+    let error = McpClient::with_host_overrides(untrusting, loopback())
         .check(&url, None, TIMEOUT)
         .await
         .unwrap_err();
@@ -262,4 +263,27 @@ async fn https_endpoints_are_verified() {
         matches!(&error, HealthError::Connection { detail, .. } if detail.to_lowercase().contains("certificate")),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn host_overrides_replace_dns_for_their_names_only() {
+    let server = McpTestServer::start(&["a"]).await;
+    let port = server.addr().port();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let client =
+        McpClient::with_host_overrides(tls, [("Remote.Tools.svc".to_string(), server.addr().ip())]);
+    let url = format!("http://remote.tools.svc:{port}/mcp");
+    assert_eq!(
+        client.check(&url, None, TIMEOUT).await.unwrap().tools,
+        ["a"]
+    );
+    let other = format!("http://other.invalid:{port}/mcp");
+    let error = client.check(&other, None, TIMEOUT).await.unwrap_err();
+    assert!(matches!(error, HealthError::Connection { .. }), "{error}");
 }

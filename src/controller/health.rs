@@ -12,7 +12,12 @@
 //! Every body is read with a size limit, redirects are not followed, and nothing a server
 //! sends is logged or echoed beyond a short error message.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
@@ -23,6 +28,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use serde_json::{Value, json};
 
@@ -108,7 +114,38 @@ pub struct HealthReport {
     pub tools: Vec<String>,
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient = Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>;
+
+/// Resolves host names through the system, except for fixed overrides (as `curl --resolve`).
+#[derive(Clone)]
+struct Resolver {
+    overrides: Arc<HashMap<String, IpAddr>>,
+    system: GaiResolver,
+}
+
+type Resolved = std::vec::IntoIter<SocketAddr>;
+
+impl tower::Service<Name> for Resolver {
+    type Response = Resolved;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Resolved, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        if let Some(ip) = self.overrides.get(&name.as_str().to_ascii_lowercase()) {
+            let resolved = vec![SocketAddr::new(*ip, 0)].into_iter();
+            return Box::pin(std::future::ready(Ok(resolved)));
+        }
+        let mut system = self.system.clone();
+        Box::pin(async move {
+            let addresses = tower::Service::call(&mut system, name).await?;
+            Ok(addresses.collect::<Vec<_>>().into_iter())
+        })
+    }
+}
 
 /// An MCP client for health checks; cheap to clone, connections are pooled.
 #[derive(Clone)]
@@ -127,11 +164,31 @@ fn quote(text: &str) -> String {
 impl McpClient {
     /// A client trusting the roots of `tls` for https endpoints.
     pub fn new(tls: rustls::ClientConfig) -> Self {
+        Self::with_host_overrides(tls, [])
+    }
+
+    /// A client that connects to the given addresses for these host names, instead of
+    /// asking DNS (TLS still verifies the name).
+    pub fn with_host_overrides(
+        tls: rustls::ClientConfig,
+        overrides: impl IntoIterator<Item = (String, IpAddr)>,
+    ) -> Self {
+        let resolver = Resolver {
+            overrides: Arc::new(
+                overrides
+                    .into_iter()
+                    .map(|(host, ip)| (host.to_ascii_lowercase(), ip))
+                    .collect(),
+            ),
+            system: GaiResolver::new(),
+        };
+        let mut http = HttpConnector::new_with_resolver(resolver);
+        http.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         let http = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
