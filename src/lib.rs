@@ -1,9 +1,9 @@
 //! mcp-hangar: a Kubernetes operator for MCP servers, built around a strict admission webhook.
 
+pub mod admission;
+pub mod cli;
+pub mod controller;
 pub mod crd;
+pub mod metrics;
 pub mod policy;
 pub mod tls;
-pub mod admission;
-pub mod controller;
-pub mod metrics;
-pub mod cli;

@@ -13,9 +13,7 @@ fn binary() -> Command {
 }
 
 fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -26,41 +24,17 @@ fn scratch(name: &str) -> PathBuf {
 
 #[test]
 fn render_prints_the_children_as_yaml() {
-    let output = binary()
-        .args(["render", "-f"])
-        .arg(example("mcpserver-basic.yaml"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = binary().args(["render", "-f"]).arg(example("mcpserver-basic.yaml")).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8(output.stdout).unwrap();
     let objects: Vec<Value> = serde_saphyr::from_multiple(&stdout).unwrap();
     let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
-    assert_eq!(
-        kinds,
-        [
-            "ServiceAccount",
-            "Role",
-            "RoleBinding",
-            "NetworkPolicy",
-            "Service",
-            "Deployment"
-        ]
-    );
+    assert_eq!(kinds, ["ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "Service", "Deployment"]);
     let deployment = &objects[5];
     assert_eq!(deployment["metadata"]["namespace"], "mcp-servers");
-    assert_eq!(
-        deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"],
-        "512Mi"
-    );
+    assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"], "512Mi");
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(
-        stderr.contains("Warning:"),
-        "the webhook's warnings are shown: {stderr}"
-    );
+    assert!(stderr.contains("Warning:"), "the webhook's warnings are shown: {stderr}");
 }
 
 #[test]
@@ -73,42 +47,23 @@ fn render_refuses_an_invalid_server_with_the_webhook_errors() {
     )
     .unwrap();
     let output = binary().args(["render", "-f"]).arg(&file).output().unwrap();
-    let validate = binary()
-        .args(["validate", "-f"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let validate = binary().args(["validate", "-f"]).arg(&file).output().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty());
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(
-        stderr.contains("* spec.env[0].value: Forbidden"),
-        "{stderr}"
-    );
-    assert_eq!(
-        stderr,
-        String::from_utf8(validate.stdout).unwrap(),
-        "same text as validate"
-    );
+    assert!(stderr.contains("* spec.env[0].value: Forbidden"), "{stderr}");
+    assert_eq!(stderr, String::from_utf8(validate.stdout).unwrap(), "same text as validate");
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn get(port: u16, path: &str) -> Option<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     Some(answer)
@@ -138,14 +93,7 @@ fn serve_without_the_controller_needs_no_cluster() {
     let (cert, key) = test_certificate(&dir);
     let admin = free_port();
     let child = binary()
-        .args([
-            "serve",
-            "--controller=false",
-            "--log-format",
-            "text",
-            "--shutdown-delay",
-            "0s",
-        ])
+        .args(["serve", "--controller=false", "--log-format", "text", "--shutdown-delay", "0s"])
         .args(["--webhook-addr", &format!("127.0.0.1:{}", free_port())])
         .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .arg("--tls-cert-file")
@@ -170,13 +118,7 @@ fn serve_without_the_controller_needs_no_cluster() {
     };
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = server.0.try_wait().unwrap() {
@@ -207,10 +149,7 @@ fn serve_with_the_controller_and_no_cluster_says_what_to_do() {
 
 #[test]
 fn serve_needs_something_to_serve() {
-    let output = binary()
-        .args(["serve", "--webhook=false", "--controller=false"])
-        .output()
-        .unwrap();
+    let output = binary().args(["serve", "--webhook=false", "--controller=false"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("nothing to serve"));
 }

@@ -37,30 +37,12 @@ fn server_path(name: &str) -> String {
 
 fn child_paths(name: &str) -> [(&'static str, String); 6] {
     [
-        (
-            "ServiceAccount",
-            format!("/api/v1/namespaces/{NS}/serviceaccounts/{name}"),
-        ),
-        (
-            "Role",
-            format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/{name}"),
-        ),
-        (
-            "RoleBinding",
-            format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/{name}"),
-        ),
-        (
-            "NetworkPolicy",
-            format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{name}"),
-        ),
-        (
-            "Service",
-            format!("/api/v1/namespaces/{NS}/services/{name}"),
-        ),
-        (
-            "Deployment",
-            format!("/apis/apps/v1/namespaces/{NS}/deployments/{name}"),
-        ),
+        ("ServiceAccount", format!("/api/v1/namespaces/{NS}/serviceaccounts/{name}")),
+        ("Role", format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/{name}")),
+        ("RoleBinding", format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/{name}")),
+        ("NetworkPolicy", format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/{name}")),
+        ("Service", format!("/api/v1/namespaces/{NS}/services/{name}")),
+        ("Deployment", format!("/apis/apps/v1/namespaces/{NS}/deployments/{name}")),
     ]
 }
 
@@ -87,11 +69,7 @@ fn register_kinds(fake: &FakeApi) {
         ("v1", "services", "Service"),
         ("v1", "serviceaccounts", "ServiceAccount"),
         ("rbac.authorization.k8s.io/v1", "roles", "Role"),
-        (
-            "rbac.authorization.k8s.io/v1",
-            "rolebindings",
-            "RoleBinding",
-        ),
+        ("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
         ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
         ("coordination.k8s.io/v1", "leases", "Lease"),
         ("events.k8s.io/v1", "events", "Event"),
@@ -101,23 +79,16 @@ fn register_kinds(fake: &FakeApi) {
 }
 
 fn health_client(mcp: Option<&McpTestServer>) -> McpClient {
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
     let overrides = mcp.map(|m| (REMOTE_HOST.to_string(), m.addr().ip()));
     McpClient::with_host_overrides(tls, overrides)
 }
 
-fn context(
-    fake: &FakeApi,
-    metrics: &Metrics,
-    mcp: Option<&McpTestServer>,
-    instance: &str,
-) -> Arc<Context> {
+fn context(fake: &FakeApi, metrics: &Metrics, mcp: Option<&McpTestServer>, instance: &str) -> Arc<Context> {
     Arc::new(Context::new(
         fake.client(),
         Arc::new(Engine::new().unwrap()),
@@ -136,12 +107,7 @@ impl Harness {
         let ctx = context(&fake, &metrics, mcp, "test-replica");
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(controller::run(ctx, None, stopped));
-        Harness {
-            fake,
-            metrics,
-            stop,
-            task: Some(task),
-        }
+        Harness { fake, metrics, stop, task: Some(task) }
     }
 
     fn servers(&self) -> Api<MCPServer> {
@@ -154,19 +120,11 @@ impl Harness {
             "metadata": {"name": name, "namespace": NS}, "spec": spec,
         }))
         .unwrap();
-        self.servers()
-            .create(&PostParams::default(), &server)
-            .await
-            .unwrap()
+        self.servers().create(&PostParams::default(), &server).await.unwrap()
     }
 
     /// Waits until the object at `path` satisfies `condition`; panics with its last state.
-    async fn wait(
-        &self,
-        path: &str,
-        what: &str,
-        condition: impl Fn(Option<&Value>) -> bool,
-    ) -> Option<Value> {
+    async fn wait(&self, path: &str, what: &str, condition: impl Fn(Option<&Value>) -> bool) -> Option<Value> {
         let (last, met) = self.fake.wait_for(path, WAIT, condition).await;
         assert!(met, "timed out waiting for {what}; last state: {last:#?}");
         last
@@ -204,8 +162,7 @@ impl Harness {
     }
 
     fn events(&self) -> Vec<Value> {
-        self.fake
-            .list(&format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"))
+        self.fake.list(&format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"))
     }
 
     fn event_reasons(&self, name: &str) -> Vec<String> {
@@ -219,10 +176,7 @@ impl Harness {
     async fn stop(mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task)
-                .await
-                .expect("the controller stops")
-                .unwrap();
+            tokio::time::timeout(WAIT, task).await.expect("the controller stops").unwrap();
         }
     }
 }
@@ -231,10 +185,7 @@ impl Harness {
 async fn eventually(what: &str, check: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -250,7 +201,10 @@ fn condition<'a>(server: &'a Value, type_: &str) -> &'a Value {
 async fn create_makes_owned_children_and_honest_status() {
     let harness = Harness::start(None).await;
     let server = harness
-        .create("fetch", json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0", "args": ["--port", "8080"]}))
+        .create(
+            "fetch",
+            json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0", "args": ["--port", "8080"]}),
+        )
         .await;
     let uid = server.metadata.uid.clone().unwrap();
     for (kind, path) in child_paths("fetch") {
@@ -259,20 +213,14 @@ async fn create_makes_owned_children_and_honest_status() {
         assert_eq!(owner["uid"], uid.as_str(), "{kind}");
         assert_eq!(owner["controller"], true, "{kind}");
         assert_eq!(owner["blockOwnerDeletion"], true, "{kind}");
-        assert_eq!(
-            child["metadata"]["labels"]["app.kubernetes.io/managed-by"], "mcp-hangar",
-            "{kind}"
-        );
+        assert_eq!(child["metadata"]["labels"]["app.kubernetes.io/managed-by"], "mcp-hangar", "{kind}");
     }
     let deployment = harness.fake.get(&deployment_path("fetch")).unwrap();
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["containers"][0]["image"], "ghcr.io/example/fetch:1.0.0");
     assert_eq!(pod["containers"][0]["args"], json!(["--port", "8080"]));
     assert_eq!(pod["automountServiceAccountToken"], false);
-    assert_eq!(
-        pod["securityContext"]["seccompProfile"]["type"],
-        "RuntimeDefault"
-    );
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
     assert_eq!(pod["containers"][0]["securityContext"]["runAsUser"], 65534);
     assert_eq!(deployment["spec"]["replicas"], 1);
     let requests = harness.fake.requests();
@@ -281,21 +229,12 @@ async fn create_makes_owned_children_and_honest_status() {
         .filter(|r| r.content_type.as_deref() == Some("application/apply-patch+yaml"))
         .filter(|r| r.query.contains("fieldManager=mcp-hangar") && r.query.contains("force=true"))
         .count();
-    assert!(
-        applies >= 6,
-        "children are server-side applied by mcp-hangar with force"
-    );
+    assert!(applies >= 6, "children are server-side applied by mcp-hangar with force");
 
     let stored = harness.wait_state("fetch", "Initializing").await;
     let status = &stored["status"];
-    assert_eq!(
-        status["url"],
-        "http://fetch.tools.svc.cluster.local:8080/mcp"
-    );
-    assert_eq!(
-        status["selector"],
-        "app.kubernetes.io/instance=fetch,app.kubernetes.io/managed-by=mcp-hangar"
-    );
+    assert_eq!(status["url"], "http://fetch.tools.svc.cluster.local:8080/mcp");
+    assert_eq!(status["selector"], "app.kubernetes.io/instance=fetch,mcp-hangar.io/mcp-server=true");
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(status["readyReplicas"], 0);
     assert!(status["lastStartedAt"].is_string());
@@ -304,22 +243,16 @@ async fn create_makes_owned_children_and_honest_status() {
     assert_eq!(condition(&stored, "Progressing")["status"], "True");
     assert_eq!(condition(&stored, "Available")["reason"], "NoReadyReplicas");
     assert_eq!(condition(&stored, "Degraded")["status"], "False");
-    eventually("a Starting event", || {
-        harness
-            .event_reasons("fetch")
-            .contains(&"Starting".to_string())
-    })
-    .await;
+    eventually("a Starting event", || harness.event_reasons("fetch").contains(&"Starting".to_string())).await;
     eventually("the state metric", || {
-        harness.metrics.render().contains(
-            r#"mcp_operator_provider_state{name="fetch",namespace="tools",state="Initializing"} 1"#,
-        )
+        harness
+            .metrics
+            .render()
+            .contains(r#"mcp_operator_provider_state{name="fetch",namespace="tools",state="Initializing"} 1"#)
     })
     .await;
     let metrics = harness.metrics.render();
-    assert!(metrics.contains(
-        r#"mcp_operator_provider_state{name="fetch",namespace="tools",state="Ready"} 0"#
-    ));
+    assert!(metrics.contains(r#"mcp_operator_provider_state{name="fetch",namespace="tools",state="Ready"} 0"#));
     assert!(metrics.contains(r#"mcp_operator_reconcile_total{result="success"}"#));
     assert!(metrics.contains("mcp_operator_reconcile_duration_seconds_count"));
     harness.stop().await;
@@ -328,23 +261,11 @@ async fn create_makes_owned_children_and_honest_status() {
 #[tokio::test]
 async fn deleted_and_hand_edited_children_are_put_back() {
     let harness = Harness::start(None).await;
-    harness
-        .create(
-            "fetch",
-            json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"}),
-        )
-        .await;
+    harness.create("fetch", json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"})).await;
     let service_path = service_path("fetch");
-    let original = harness
-        .wait(&service_path, "the Service", |o| o.is_some())
-        .await
-        .unwrap();
-    let services: Api<k8s_openapi::api::core::v1::Service> =
-        Api::namespaced(harness.fake.client(), NS);
-    services
-        .delete("fetch", &DeleteParams::default())
-        .await
-        .unwrap();
+    let original = harness.wait(&service_path, "the Service", |o| o.is_some()).await.unwrap();
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(harness.fake.client(), NS);
+    services.delete("fetch", &DeleteParams::default()).await.unwrap();
     let restored = harness
         .wait(&service_path, "the Service to come back", |o| {
             o.is_some_and(|o| o["metadata"]["uid"] != original["metadata"]["uid"])
@@ -360,29 +281,18 @@ async fn deleted_and_hand_edited_children_are_put_back() {
     harness.fake.put(&path, edited);
     let repaired = harness
         .wait(&path, "the Deployment to be repaired", |o| {
-            o.is_some_and(|o| {
-                o["spec"]["template"]["spec"]["containers"][0]["image"]
-                    == "ghcr.io/example/fetch:1.0.0"
-            })
+            o.is_some_and(|o| o["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/example/fetch:1.0.0")
         })
         .await
         .unwrap();
-    assert_eq!(
-        repaired["spec"]["template"]["spec"]["automountServiceAccountToken"],
-        false
-    );
+    assert_eq!(repaired["spec"]["template"]["spec"]["automountServiceAccountToken"], false);
     harness.stop().await;
 }
 
 #[tokio::test]
 async fn spec_changes_reach_the_deployment() {
     let harness = Harness::start(None).await;
-    harness
-        .create(
-            "fetch",
-            json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"}),
-        )
-        .await;
+    harness.create("fetch", json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"})).await;
     let path = deployment_path("fetch");
     harness.wait(&path, "the Deployment", |o| o.is_some()).await;
     harness
@@ -396,10 +306,7 @@ async fn spec_changes_reach_the_deployment() {
         .unwrap();
     let updated = harness
         .wait(&path, "the new image", |o| {
-            o.is_some_and(|o| {
-                o["spec"]["template"]["spec"]["containers"][0]["image"]
-                    == "ghcr.io/example/fetch:1.1.0"
-            })
+            o.is_some_and(|o| o["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/example/fetch:1.1.0")
         })
         .await
         .unwrap();
@@ -412,11 +319,7 @@ async fn spec_changes_reach_the_deployment() {
 
     harness
         .servers()
-        .patch(
-            "fetch",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 0}})),
-        )
+        .patch("fetch", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}})))
         .await
         .unwrap();
     let cold = harness.wait_state("fetch", "Cold").await;
@@ -428,29 +331,15 @@ async fn spec_changes_reach_the_deployment() {
 #[tokio::test]
 async fn deleting_the_server_removes_its_children_and_metrics() {
     let harness = Harness::start(None).await;
-    harness
-        .create(
-            "fetch",
-            json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"}),
-        )
-        .await;
+    harness.create("fetch", json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"})).await;
     harness.wait_state("fetch", "Initializing").await;
-    harness
-        .servers()
-        .delete("fetch", &DeleteParams::default())
-        .await
-        .unwrap();
+    harness.servers().delete("fetch", &DeleteParams::default()).await.unwrap();
     for (kind, path) in child_paths("fetch") {
-        harness
-            .wait(&path, &format!("{kind} to go"), |o| o.is_none())
-            .await;
+        harness.wait(&path, &format!("{kind} to go"), |o| o.is_none()).await;
     }
     let deadline = tokio::time::Instant::now() + WAIT;
     while harness.metrics.render().contains(r#"name="fetch""#) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "metrics of a deleted server remain"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "metrics of a deleted server remain");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     harness.stop().await;
@@ -470,9 +359,7 @@ async fn a_ready_container_is_health_checked_through_its_service() {
             }),
         )
         .await;
-    harness
-        .wait(&service_path("search"), "the Service", |o| o.is_some())
-        .await;
+    harness.wait(&service_path("search"), "the Service", |o| o.is_some()).await;
     harness.wait_state("search", "Initializing").await;
     harness.set_cluster_ip("search", "127.0.0.1");
     harness.set_ready_replicas("search", 1);
@@ -485,40 +372,23 @@ async fn a_ready_container_is_health_checked_through_its_service() {
     assert_eq!(status["readyReplicas"], 1);
     assert_eq!(condition(&ready, "Ready")["reason"], "HealthCheckPassed");
     assert_eq!(condition(&ready, "Available")["status"], "True");
-    assert_eq!(
-        condition(&ready, "Progressing")["reason"],
-        "RolloutComplete"
-    );
+    assert_eq!(condition(&ready, "Progressing")["reason"], "RolloutComplete");
     assert!(mcp.methods().contains(&"tools/list".to_string()));
     eventually("the tools metric", || {
-        harness
-            .metrics
-            .render()
-            .contains(r#"mcp_operator_provider_tools_count{name="search",namespace="tools"} 2"#)
+        harness.metrics.render().contains(r#"mcp_operator_provider_tools_count{name="search",namespace="tools"} 2"#)
     })
     .await;
 
     harness.set_ready_replicas("search", 0);
     harness
         .servers()
-        .patch(
-            "search",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 2}})),
-        )
+        .patch("search", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}})))
         .await
         .unwrap();
-    harness
-        .wait(&deployment_path("search"), "two replicas", |o| {
-            o.is_some_and(|o| o["spec"]["replicas"] == 2)
-        })
-        .await;
+    harness.wait(&deployment_path("search"), "two replicas", |o| o.is_some_and(|o| o["spec"]["replicas"] == 2)).await;
     harness.set_ready_replicas("search", 1);
     let partial = harness.wait_state("search", "Degraded").await;
-    assert_eq!(
-        condition(&partial, "Degraded")["reason"],
-        "ReplicasUnavailable"
-    );
+    assert_eq!(condition(&partial, "Degraded")["reason"], "ReplicasUnavailable");
     assert_eq!(condition(&partial, "Available")["status"], "True");
     harness.stop().await;
 }
@@ -543,59 +413,37 @@ async fn a_failing_remote_degrades_dies_and_recovers() {
     assert_eq!(ready["status"]["tools"], json!(["lookup"]));
     assert_eq!(condition(&ready, "Progressing")["reason"], "NoWorkload");
     for (kind, path) in child_paths("remote") {
-        assert!(
-            harness.fake.get(&path).is_none(),
-            "remote servers own no {kind}"
-        );
+        assert!(harness.fake.get(&path).is_none(), "remote servers own no {kind}");
     }
 
     mcp.set_answer(Answer::Status(503));
     let degraded = harness.wait_state("remote", "Degraded").await;
-    let reason = condition(&degraded, "Degraded")["reason"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(
-        ["HealthCheckFailing", "CircuitOpen"].contains(&reason.as_str()),
-        "{reason}"
-    );
-    assert!(
-        condition(&degraded, "Degraded")["message"]
-            .as_str()
-            .unwrap()
-            .contains("HTTP 503")
-    );
+    let reason = condition(&degraded, "Degraded")["reason"].as_str().unwrap().to_string();
+    assert!(["HealthCheckFailing", "CircuitOpen"].contains(&reason.as_str()), "{reason}");
+    assert!(condition(&degraded, "Degraded")["message"].as_str().unwrap().contains("HTTP 503"));
     let dead = harness.wait_state("remote", "Dead").await;
     assert_eq!(condition(&dead, "Ready")["reason"], "CircuitOpenTooLong");
     assert!(dead["status"]["consecutiveFailures"].as_i64().unwrap() >= 4);
     eventually("the Dead metric", || {
-        harness.metrics.render().contains(
-            r#"mcp_operator_provider_state{name="remote",namespace="tools",state="Dead"} 1"#,
-        )
+        harness
+            .metrics
+            .render()
+            .contains(r#"mcp_operator_provider_state{name="remote",namespace="tools",state="Dead"} 1"#)
     })
     .await;
     let metrics = harness.metrics.render();
-    assert!(metrics.contains(
-        r#"mcp_operator_provider_health_check_failures_total{name="remote",namespace="tools"}"#
-    ));
+    assert!(metrics.contains(r#"mcp_operator_provider_health_check_failures_total{name="remote",namespace="tools"}"#));
 
     mcp.set_answer(Answer::Json);
     let recovered = harness.wait_state("remote", "Ready").await;
     assert_eq!(recovered["status"]["consecutiveFailures"], 0);
     assert_eq!(condition(&recovered, "Degraded")["status"], "False");
     for expected in ["HealthCheckPassed", "CircuitOpenTooLong"] {
-        eventually(&format!("a {expected} event"), || {
-            harness
-                .event_reasons("remote")
-                .contains(&expected.to_string())
-        })
-        .await;
+        eventually(&format!("a {expected} event"), || harness.event_reasons("remote").contains(&expected.to_string()))
+            .await;
     }
-    let warnings = harness
-        .events()
-        .iter()
-        .filter(|e| e["regarding"]["name"] == "remote" && e["type"] == "Warning")
-        .count();
+    let warnings =
+        harness.events().iter().filter(|e| e["regarding"]["name"] == "remote" && e["type"] == "Warning").count();
     assert!(warnings >= 2, "Degraded and Dead are warnings");
     harness.stop().await;
 }
@@ -612,62 +460,26 @@ async fn servers_that_bypassed_the_webhook_are_refused() {
     let dead = harness.wait_state("privileged", "Dead").await;
     let ready = condition(&dead, "Ready");
     assert_eq!(ready["reason"], "InvalidSpec");
-    assert!(
-        ready["message"]
-            .as_str()
-            .unwrap()
-            .contains("spec.securityContext.privileged")
-    );
+    assert!(ready["message"].as_str().unwrap().contains("spec.securityContext.privileged"));
     for (kind, path) in child_paths("privileged") {
-        assert!(
-            harness.fake.get(&path).is_none(),
-            "no {kind} for a refused server"
-        );
+        assert!(harness.fake.get(&path).is_none(), "no {kind} for a refused server");
     }
-    eventually("an InvalidSpec event", || {
-        harness
-            .event_reasons("privileged")
-            .contains(&"InvalidSpec".to_string())
-    })
-    .await;
+    eventually("an InvalidSpec event", || harness.event_reasons("privileged").contains(&"InvalidSpec".to_string()))
+        .await;
     harness.stop().await;
 }
 
 #[tokio::test]
 async fn rejected_children_are_reported_and_retryable_failures_retried() {
     let harness = Harness::start(None).await;
-    harness
-        .fake
-        .fail_next(2, None, "/networkpolicies/flaky", 500);
-    harness
-        .create(
-            "flaky",
-            json!({"mode": "container", "image": "ghcr.io/example/x:1.0.0"}),
-        )
-        .await;
+    harness.fake.fail_next(2, None, "/networkpolicies/flaky", 500);
+    harness.create("flaky", json!({"mode": "container", "image": "ghcr.io/example/x:1.0.0"})).await;
     harness.wait_state("flaky", "Initializing").await;
-    eventually("an ApplyFailed event", || {
-        harness
-            .event_reasons("flaky")
-            .contains(&"ApplyFailed".to_string())
-    })
-    .await;
-    assert!(
-        harness
-            .metrics
-            .render()
-            .contains(r#"mcp_operator_reconcile_total{result="error"}"#)
-    );
+    eventually("an ApplyFailed event", || harness.event_reasons("flaky").contains(&"ApplyFailed".to_string())).await;
+    assert!(harness.metrics.render().contains(r#"mcp_operator_reconcile_total{result="error"}"#));
 
-    harness
-        .fake
-        .fail_next(100, None, "/deployments/rejected", 422);
-    harness
-        .create(
-            "rejected",
-            json!({"mode": "container", "image": "ghcr.io/example/x:1.0.0"}),
-        )
-        .await;
+    harness.fake.fail_next(100, None, "/deployments/rejected", 422);
+    harness.create("rejected", json!({"mode": "container", "image": "ghcr.io/example/x:1.0.0"})).await;
     let dead = harness.wait_state("rejected", "Dead").await;
     assert_eq!(condition(&dead, "Ready")["reason"], "ApplyRejected");
     harness.stop().await;
@@ -693,24 +505,14 @@ async fn only_the_leader_reconciles_and_a_released_lease_moves_on() {
     let (stop_a, stopped_a) = watch::channel(false);
     let (stop_b, stopped_b) = watch::channel(false);
     let elector_a = LeaderElector::new(lease_api(&fake), "lease", "replica-a", quick_timing());
-    let run_a = tokio::spawn(controller::run(
-        context(&fake, &metrics, None, "replica-a"),
-        Some(elector_a),
-        stopped_a,
-    ));
+    let run_a = tokio::spawn(controller::run(context(&fake, &metrics, None, "replica-a"), Some(elector_a), stopped_a));
     let lease_path = "/apis/coordination.k8s.io/v1/namespaces/mcp-system/leases/lease";
-    let (lease, held) = fake
-        .wait_for(lease_path, WAIT, |l| {
-            l.is_some_and(|l| l["spec"]["holderIdentity"] == "replica-a")
-        })
-        .await;
+    let (lease, held) =
+        fake.wait_for(lease_path, WAIT, |l| l.is_some_and(|l| l["spec"]["holderIdentity"] == "replica-a")).await;
     assert!(held, "{lease:?}");
     let elector_b = LeaderElector::new(lease_api(&fake), "lease", "replica-b", quick_timing());
-    let run_b = tokio::spawn(controller::run(
-        context(&fake, &Metrics::new(), None, "replica-b"),
-        Some(elector_b),
-        stopped_b,
-    ));
+    let run_b =
+        tokio::spawn(controller::run(context(&fake, &Metrics::new(), None, "replica-b"), Some(elector_b), stopped_b));
 
     let servers: Api<MCPServer> = Api::namespaced(fake.client(), NS);
     let server: MCPServer = serde_json::from_value(json!({
@@ -719,50 +521,26 @@ async fn only_the_leader_reconciles_and_a_released_lease_moves_on() {
         "spec": {"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"},
     }))
     .unwrap();
-    servers
-        .create(&PostParams::default(), &server)
-        .await
-        .unwrap();
-    let (_, reconciled) = fake
-        .wait_for(&server_path("fetch"), WAIT, |s| {
-            s.is_some_and(|s| s["status"]["state"] == "Initializing")
-        })
-        .await;
+    servers.create(&PostParams::default(), &server).await.unwrap();
+    let (_, reconciled) =
+        fake.wait_for(&server_path("fetch"), WAIT, |s| s.is_some_and(|s| s["status"]["state"] == "Initializing")).await;
     assert!(reconciled);
     let events_path = format!("/apis/events.k8s.io/v1/namespaces/{NS}/events");
     eventually("an event", || !fake.list(&events_path).is_empty()).await;
     let events = fake.list(&events_path);
-    assert!(
-        events.iter().all(|e| e["reportingInstance"] == "replica-a"),
-        "{events:#?}"
-    );
+    assert!(events.iter().all(|e| e["reportingInstance"] == "replica-a"), "{events:#?}");
 
     let _ = stop_a.send(true);
     tokio::time::timeout(WAIT, run_a).await.unwrap().unwrap();
     let (lease, moved) = fake
-        .wait_for(lease_path, Duration::from_secs(5), |l| {
-            l.is_some_and(|l| l["spec"]["holderIdentity"] == "replica-b")
-        })
+        .wait_for(lease_path, Duration::from_secs(5), |l| l.is_some_and(|l| l["spec"]["holderIdentity"] == "replica-b"))
         .await;
-    assert!(
-        moved,
-        "the released lease goes to the other replica at once: {lease:?}"
-    );
+    assert!(moved, "the released lease goes to the other replica at once: {lease:?}");
     assert_eq!(lease.unwrap()["spec"]["leaseTransitions"], 1);
 
-    servers
-        .patch(
-            "fetch",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 0}})),
-        )
-        .await
-        .unwrap();
-    let (_, cold) = fake
-        .wait_for(&server_path("fetch"), WAIT, |s| {
-            s.is_some_and(|s| s["status"]["state"] == "Cold")
-        })
-        .await;
+    servers.patch("fetch", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 0}}))).await.unwrap();
+    let (_, cold) =
+        fake.wait_for(&server_path("fetch"), WAIT, |s| s.is_some_and(|s| s["status"]["state"] == "Cold")).await;
     assert!(cold, "the new leader reconciles");
     let _ = stop_b.send(true);
     tokio::time::timeout(WAIT, run_b).await.unwrap().unwrap();
@@ -777,30 +555,12 @@ async fn a_silent_leader_is_replaced_after_the_lease_duration() {
     let mut silent = LeaderElector::new(lease_api(&fake), "lease", "silent", quick_timing());
     assert!(silent.try_acquire_or_renew().await.unwrap());
     let mut candidate = LeaderElector::new(lease_api(&fake), "lease", "candidate", quick_timing());
-    assert!(
-        !candidate.try_acquire_or_renew().await.unwrap(),
-        "a fresh lease is respected"
-    );
-    assert!(
-        silent.try_acquire_or_renew().await.unwrap(),
-        "the holder renews"
-    );
-    assert!(
-        !candidate.try_acquire_or_renew().await.unwrap(),
-        "a renewed lease is respected"
-    );
+    assert!(!candidate.try_acquire_or_renew().await.unwrap(), "a fresh lease is respected");
+    assert!(silent.try_acquire_or_renew().await.unwrap(), "the holder renews");
+    assert!(!candidate.try_acquire_or_renew().await.unwrap(), "a renewed lease is respected");
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert!(
-        candidate.try_acquire_or_renew().await.unwrap(),
-        "an unrenewed lease is taken over"
-    );
-    assert!(
-        !silent.try_acquire_or_renew().await.unwrap(),
-        "the old holder now follows"
-    );
+    assert!(candidate.try_acquire_or_renew().await.unwrap(), "an unrenewed lease is taken over");
+    assert!(!silent.try_acquire_or_renew().await.unwrap(), "the old holder now follows");
     let lease = lease_api(&fake).get("lease").await.unwrap();
-    assert_eq!(
-        lease.spec.unwrap().holder_identity.as_deref(),
-        Some("candidate")
-    );
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("candidate"));
 }

@@ -23,10 +23,7 @@ async fn json_answers_give_the_tools_and_the_session_is_honoured() {
     assert_eq!(report.tools, ["search", "fetch", "summarize"]);
     assert_eq!(report.server_name.as_deref(), Some("test-mcp"));
     assert_eq!(report.protocol_version, SERVER_PROTOCOL);
-    assert_eq!(
-        server.methods(),
-        ["initialize", "notifications/initialized", "tools/list"]
-    );
+    assert_eq!(server.methods(), ["initialize", "notifications/initialized", "tools/list"]);
     let seen = server.seen();
     let initialize = &seen[0];
     assert_eq!(initialize.session, None);
@@ -42,11 +39,7 @@ async fn json_answers_give_the_tools_and_the_session_is_honoured() {
         assert!(Instant::now() < deadline, "the session was never ended");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let delete = server
-        .seen()
-        .into_iter()
-        .find(|s| s.http == "DELETE")
-        .unwrap();
+    let delete = server.seen().into_iter().find(|s| s.http == "DELETE").unwrap();
     assert_eq!(delete.session.as_deref(), Some(SESSION_ID));
 }
 
@@ -63,10 +56,7 @@ async fn event_streams_left_open_do_not_block_the_check() {
     let server = McpTestServer::start(&["a"]).await;
     server.set_answer(Answer::SseKeepOpen);
     let started = Instant::now();
-    let report = client()
-        .check(&server.url(), None, Duration::from_secs(3))
-        .await
-        .unwrap();
+    let report = client().check(&server.url(), None, Duration::from_secs(3)).await.unwrap();
     assert_eq!(report.tools, ["a"]);
     assert!(started.elapsed() < Duration::from_secs(3));
 }
@@ -77,67 +67,35 @@ async fn tool_pages_are_followed() {
     server.set_page_size(2);
     let report = client().check(&server.url(), None, TIMEOUT).await.unwrap();
     assert_eq!(report.tools, ["t1", "t2", "t3", "t4", "t5"]);
-    let lists = server
-        .methods()
-        .iter()
-        .filter(|m| *m == "tools/list")
-        .count();
+    let lists = server.methods().iter().filter(|m| *m == "tools/list").count();
     assert_eq!(lists, 3);
 }
 
 #[tokio::test]
 async fn the_older_sse_transport_is_spoken() {
     let server = McpTestServer::start(&["legacy-tool"]).await;
-    let report = client()
-        .check(&server.legacy_url(), Some(Transport::Sse), TIMEOUT)
-        .await
-        .unwrap();
+    let report = client().check(&server.legacy_url(), Some(Transport::Sse), TIMEOUT).await.unwrap();
     assert_eq!(report.tools, ["legacy-tool"]);
-    assert_eq!(
-        server.methods(),
-        ["initialize", "notifications/initialized", "tools/list"]
-    );
+    assert_eq!(server.methods(), ["initialize", "notifications/initialized", "tools/list"]);
 }
 
 #[tokio::test]
 async fn http_errors_fail_the_check() {
     let server = McpTestServer::start(&["a"]).await;
     server.set_answer(Answer::Status(500));
-    let error = client()
-        .check(&server.url(), None, TIMEOUT)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        error,
-        HealthError::Status {
-            method: "initialize",
-            status: 500
-        }
-    );
-    let legacy = client()
-        .check(&server.legacy_url(), Some(Transport::Sse), TIMEOUT)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(legacy, HealthError::Status { status: 500, .. }),
-        "{legacy}"
-    );
+    let error = client().check(&server.url(), None, TIMEOUT).await.unwrap_err();
+    assert_eq!(error, HealthError::Status { method: "initialize", status: 500 });
+    let legacy = client().check(&server.legacy_url(), Some(Transport::Sse), TIMEOUT).await.unwrap_err();
+    assert!(matches!(legacy, HealthError::Status { status: 500, .. }), "{legacy}");
 }
 
 #[tokio::test]
 async fn json_rpc_errors_fail_the_check() {
     let server = McpTestServer::start(&["a"]).await;
     server.set_answer(Answer::RpcError);
-    let error = client()
-        .check(&server.url(), None, TIMEOUT)
-        .await
-        .unwrap_err();
+    let error = client().check(&server.url(), None, TIMEOUT).await.unwrap_err();
     match error {
-        HealthError::Rpc {
-            method,
-            code,
-            message,
-        } => {
+        HealthError::Rpc { method, code, message } => {
             assert_eq!((method, code), ("initialize", -32603));
             assert_eq!(message, "internal failure");
         }
@@ -149,10 +107,7 @@ async fn json_rpc_errors_fail_the_check() {
 async fn a_web_page_is_not_an_mcp_server() {
     let server = McpTestServer::start(&["a"]).await;
     server.set_answer(Answer::NotMcp);
-    let error = client()
-        .check(&server.url(), None, TIMEOUT)
-        .await
-        .unwrap_err();
+    let error = client().check(&server.url(), None, TIMEOUT).await.unwrap_err();
     assert!(
         matches!(&error, HealthError::Protocol { method: "initialize", detail } if detail.contains("text/html")),
         "{error}"
@@ -165,10 +120,7 @@ async fn a_hanging_server_times_out() {
     server.set_answer(Answer::Hang);
     let timeout = Duration::from_millis(300);
     let started = Instant::now();
-    let error = client()
-        .check(&server.url(), None, timeout)
-        .await
-        .unwrap_err();
+    let error = client().check(&server.url(), None, timeout).await.unwrap_err();
     assert_eq!(error, HealthError::Timeout(timeout));
     assert!(started.elapsed() >= timeout);
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -181,30 +133,15 @@ async fn refused_connections_and_bad_urls_fail() {
     drop(listener);
     let url = format!("http://127.0.0.1:{port}/mcp");
     let error = client().check(&url, None, TIMEOUT).await.unwrap_err();
-    assert!(
-        matches!(
-            &error,
-            HealthError::Connection {
-                method: "initialize",
-                ..
-            }
-        ),
-        "{error}"
-    );
+    assert!(matches!(&error, HealthError::Connection { method: "initialize", .. }), "{error}");
     for bad in ["not a url", "ftp://example.com/mcp", "file:///etc/passwd"] {
         let error = client().check(bad, None, TIMEOUT).await.unwrap_err();
-        assert!(
-            matches!(error, HealthError::InvalidUrl(_)),
-            "{bad}: {error}"
-        );
+        assert!(matches!(error, HealthError::InvalidUrl(_)), "{bad}: {error}");
     }
 }
 
 /// A CA and a serving certificate for `mcp.example.com`, issued with rcgen.
-fn test_pki() -> (
-    rustls::pki_types::CertificateDer<'static>,
-    Arc<rustls::ServerConfig>,
-) {
+fn test_pki() -> (rustls::pki_types::CertificateDer<'static>, Arc<rustls::ServerConfig>) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -212,10 +149,8 @@ fn test_pki() -> (
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["mcp.example.com".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
+    let leaf =
+        CertificateParams::new(vec!["mcp.example.com".to_string()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -244,10 +179,7 @@ async fn https_endpoints_are_verified() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let report = McpClient::with_host_overrides(trusting, loopback())
-        .check(&url, None, TIMEOUT)
-        .await
-        .unwrap();
+    let report = McpClient::with_host_overrides(trusting, loopback()).check(&url, None, TIMEOUT).await.unwrap();
     assert_eq!(report.tools, ["secure-tool"]);
 
     let untrusting = rustls::ClientConfig::builder_with_provider(provider)
@@ -255,10 +187,7 @@ async fn https_endpoints_are_verified() {
         .unwrap()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-    let error = McpClient::with_host_overrides(untrusting, loopback())
-        .check(&url, None, TIMEOUT)
-        .await
-        .unwrap_err();
+    let error = McpClient::with_host_overrides(untrusting, loopback()).check(&url, None, TIMEOUT).await.unwrap_err();
     assert!(
         matches!(&error, HealthError::Connection { detail, .. } if detail.to_lowercase().contains("certificate")),
         "{error}"
@@ -269,20 +198,14 @@ async fn https_endpoints_are_verified() {
 async fn host_overrides_replace_dns_for_their_names_only() {
     let server = McpTestServer::start(&["a"]).await;
     let port = server.addr().port();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(rustls::RootCertStore::empty())
-    .with_no_client_auth();
-    let client =
-        McpClient::with_host_overrides(tls, [("Remote.Tools.svc".to_string(), server.addr().ip())]);
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let client = McpClient::with_host_overrides(tls, [("Remote.Tools.svc".to_string(), server.addr().ip())]);
     let url = format!("http://remote.tools.svc:{port}/mcp");
-    assert_eq!(
-        client.check(&url, None, TIMEOUT).await.unwrap().tools,
-        ["a"]
-    );
+    assert_eq!(client.check(&url, None, TIMEOUT).await.unwrap().tools, ["a"]);
     let other = format!("http://other.invalid:{port}/mcp");
     let error = client.check(&other, None, TIMEOUT).await.unwrap_err();
     assert!(matches!(error, HealthError::Connection { .. }), "{error}");

@@ -1,85 +1,35 @@
-//! Every pod the controller renders passes the Pod Security Standards `restricted` level,
-//! judged by a checker that agrees with the upstream conformance fixtures.
+//! Every pod the controller renders passes the Pod Security Standards `restricted` level
+//! and its server's profile, judged by the same checks the webhook runs on workloads.
 
-#[path = "support/pss.rs"]
-mod pss;
-
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use mcp_hangar::cli::render::render_paths;
+use mcp_hangar::controller::profile::resolve_named;
 use mcp_hangar::controller::resources::desired_children;
-use mcp_hangar::crd::MCPServer;
-use mcp_hangar::policy::Engine;
+use mcp_hangar::crd::{Kind, MCPServer, PodSecurityLevel};
+use mcp_hangar::policy::{Engine, Operation, WorkloadKind};
 use serde_json::{Value, json};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/psa-fixtures/restricted/v1.37")
-}
-
-fn read_pods(dir: &Path) -> Vec<(String, Value)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (the fixtures live in ../shared)", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|path| {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let pod: Value = serde_saphyr::from_str(&text).unwrap();
-            (
-                path.file_name().unwrap().to_string_lossy().into_owned(),
-                pod,
-            )
-        })
-        .collect()
+/// Both checks on a rendered Deployment: the restricted level, and the profile (the
+/// webhook's pod-level check).
+fn assert_admissible(engine: &Engine, deployment: &Value) {
+    let level = engine.check_pod_security(WorkloadKind::Deployment, deployment, PodSecurityLevel::Restricted);
+    assert!(level.allowed(), "{:?}\n{deployment:#}", level.errors);
+    let profile = engine.review_workload(WorkloadKind::Deployment, Operation::Create, deployment);
+    assert!(profile.allowed(), "{:?}\n{deployment:#}", profile.errors);
 }
 
 #[test]
-fn the_checker_agrees_with_every_upstream_fixture() {
-    let passing = read_pods(&fixtures().join("pass"));
-    let failing = read_pods(&fixtures().join("fail"));
-    assert!(
-        passing.len() >= 20 && failing.len() >= 70,
-        "fixtures are missing"
-    );
-    for (file, pod) in &passing {
-        let violations = pss::restricted_violations(pod);
-        assert!(violations.is_empty(), "pass/{file}: {violations:?}");
-    }
-    for (file, pod) in &failing {
-        assert!(
-            !pss::restricted_violations(pod).is_empty(),
-            "fail/{file} was not caught"
-        );
-    }
-}
-
-/// The pod of the Deployment in a set of rendered objects.
-fn pods(objects: &[Value]) -> Vec<Value> {
-    objects
-        .iter()
-        .filter(|o| o["kind"] == "Deployment")
-        .map(|d| {
-            let template = &d["spec"]["template"];
-            json!({"apiVersion": "v1", "kind": "Pod", "metadata": template["metadata"], "spec": template["spec"]})
-        })
-        .collect()
-}
-
-#[test]
-fn every_example_renders_a_restricted_pod() {
+fn every_example_renders_an_admissible_restricted_pod() {
     let engine = Engine::new().unwrap();
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     let rendered = render_paths(&engine, &[examples], false, "default");
     assert_eq!(rendered.exit_code, 0, "{}", rendered.diagnostics);
     let objects: Vec<Value> = serde_saphyr::from_multiple(&rendered.yaml).unwrap();
-    let pods = pods(&objects);
-    assert!(pods.len() >= 6);
-    for pod in pods {
-        let violations = pss::restricted_violations(&pod);
-        assert!(violations.is_empty(), "{violations:?}\n{pod:#}");
+    let deployments: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "Deployment").collect();
+    assert!(deployments.len() >= 6);
+    for deployment in deployments {
+        assert_admissible(&engine, deployment);
     }
 }
 
@@ -103,39 +53,39 @@ fn the_most_relaxed_server_the_webhook_admits_is_still_restricted() {
                 {"name": "e", "projected": {"sources": []}},
                 {"name": "f", "downwardAPI": {}},
             ],
-            "volumeMounts": [{"name": "a", "mountPath": "/tmp"}],
-            "permissionProfile": {"type": "builtin", "name": "network"},
+            "volumeMounts": [
+                {"name": "a", "mountPath": "/tmp"},
+                {"name": "b", "mountPath": "/etc/config", "readOnly": true},
+            ],
         },
     });
-    let verdict = engine.review(
-        mcp_hangar::crd::Kind::Server,
-        mcp_hangar::policy::Operation::Create,
-        &object,
-        None,
-    );
+    let verdict = engine.review(Kind::Server, Operation::Create, &object, None);
     assert!(verdict.allowed(), "{:?}", verdict.errors);
     let server: MCPServer = serde_json::from_value(object).unwrap();
-    let deployment = desired_children(&server).unwrap().deployment.unwrap();
-    let objects = vec![serde_json::to_value(deployment).unwrap()];
-    for pod in pods(&objects) {
-        let violations = pss::restricted_violations(&pod);
-        assert!(violations.is_empty(), "{violations:?}");
-    }
+    let profile = resolve_named("none", &engine.state()).unwrap();
+    let deployment = desired_children(&server, &profile).unwrap().deployment.unwrap();
+    assert_admissible(&engine, &serde_json::to_value(deployment).unwrap());
 }
 
 #[test]
-fn the_checker_would_catch_a_pod_without_the_secure_defaults() {
+fn the_checks_would_catch_a_pod_without_the_secure_defaults() {
+    let engine = Engine::new().unwrap();
     let server: MCPServer = serde_json::from_value(json!({
         "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
         "metadata": {"name": "plain", "namespace": "tools"},
         "spec": {"mode": "container", "image": "ghcr.io/org/plain:1.0.0"},
     }))
     .unwrap();
-    let deployment = desired_children(&server).unwrap().deployment.unwrap();
-    let mut pod = pods(&[serde_json::to_value(deployment).unwrap()]).remove(0);
-    assert!(pss::restricted_violations(&pod).is_empty());
-    pod["spec"]["securityContext"] = json!({});
-    pod["spec"]["containers"][0]["securityContext"] = json!({});
-    let violations = pss::restricted_violations(&pod);
-    assert!(violations.len() >= 4, "{violations:?}");
+    let profile = resolve_named("none", &engine.state()).unwrap();
+    let deployment = desired_children(&server, &profile).unwrap().deployment.unwrap();
+    let mut deployment = serde_json::to_value(deployment).unwrap();
+    assert_admissible(&engine, &deployment);
+    let pod = &mut deployment["spec"]["template"]["spec"];
+    pod["securityContext"] = json!({});
+    pod["containers"][0]["securityContext"] = json!({});
+    pod["automountServiceAccountToken"] = json!(true);
+    let level = engine.check_pod_security(WorkloadKind::Deployment, &deployment, PodSecurityLevel::Restricted);
+    assert!(level.errors.len() >= 3, "{:?}", level.errors);
+    let profile = engine.review_workload(WorkloadKind::Deployment, Operation::Create, &deployment);
+    assert!(!profile.allowed());
 }

@@ -2,14 +2,14 @@
 //! tested and benchmarked without a server.
 
 use kube::core::DynamicObject;
+use kube::core::Status;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND};
 use kube::core::response::{StatusCause, StatusDetails, StatusSummary};
-use kube::core::Status;
 use serde_json::{Value, json};
 
 use super::Endpoint;
 use crate::crd::{GROUP, Kind, VERSION};
-use crate::policy::{Engine, FieldError, Operation, Verdict};
+use crate::policy::{Engine, FieldError, Operation, Verdict, WorkloadKind};
 
 /// The outcome of one request, ready to send, with labels for metrics.
 #[derive(Debug)]
@@ -57,21 +57,12 @@ pub fn answer(engine: &Engine, endpoint: Endpoint, body: &[u8]) -> Answer {
     }
     let operation = operation_of(&request);
     let op_label = format!("{:?}", request.operation).to_uppercase();
-    let Some(kind) = handled_kind(&request) else {
-        let gvk = &request.kind;
-        let message = format!(
-            "{}.{}/{} is not handled by {}: it handles {} of {GROUP}/{VERSION}",
-            gvk.kind,
-            gvk.group,
-            gvk.version,
-            endpoint.path(),
-            Kind::ALL.map(Kind::as_str).join(", ")
-        );
-        let response = AdmissionResponse::from(&request).deny(message);
-        let mut response = response;
-        response.result.code = 400;
-        response.result.reason = "BadRequest".into();
-        return decided(response, gvk.kind.clone(), op_label, "denied");
+    let target = match (target_of(&request), endpoint) {
+        (Some(Target::Workload(_)), Endpoint::Mutate) | (None, _) => {
+            let response = AdmissionResponse::from(&request).deny(unhandled_message(&request, endpoint));
+            return decided(bad_request(response), request.kind.kind.clone(), op_label, "denied");
+        }
+        (Some(target), _) => target,
     };
     let object = match (&request.object, operation) {
         (_, Operation::Delete | Operation::Connect) => Value::Null,
@@ -80,16 +71,15 @@ pub fn answer(engine: &Engine, endpoint: Endpoint, body: &[u8]) -> Answer {
             Err(e) => return Answer::bad_request(format!("request.object could not be read: {e}")),
         },
         (None, _) => {
-            let mut response = AdmissionResponse::from(&request).deny("request.object is required for CREATE and UPDATE");
-            response.result.code = 400;
-            response.result.reason = "BadRequest".into();
-            return decided(response, kind.to_string(), op_label, "denied");
+            let response = AdmissionResponse::from(&request).deny("request.object is required for CREATE and UPDATE");
+            return decided(bad_request(response), target.name().to_string(), op_label, "denied");
         }
     };
     let old = request.old_object.as_ref().and_then(|o| serde_json::to_value(o).ok());
     let response = AdmissionResponse::from(&request);
-    match endpoint {
-        Endpoint::Mutate => {
+    let kind_label = target.name().to_string();
+    match (endpoint, target) {
+        (Endpoint::Mutate, Target::Ours(kind)) => {
             let patch = engine.defaults(kind, operation, &object);
             let response = if patch.0.is_empty() {
                 response
@@ -99,16 +89,76 @@ pub fn answer(engine: &Engine, endpoint: Endpoint, body: &[u8]) -> Answer {
                     Err(e) => return Answer::bad_request(format!("could not encode the patch: {e}")),
                 }
             };
-            decided(response, kind.to_string(), op_label, "allowed")
+            decided(response, kind_label, op_label, "allowed")
         }
-        Endpoint::Validate => {
-            let verdict = engine.review(kind, operation, &object, old.as_ref());
-            let name = object_name(&request, &object);
-            let response = respond(response, kind, &name, &verdict);
+        (Endpoint::Validate, target) => {
+            let verdict = match target {
+                Target::Ours(kind) => engine.review(kind, operation, &object, old.as_ref()),
+                Target::Workload(kind) => engine.review_workload(kind, operation, &object),
+            };
+            let name = object_name(&request, old.as_ref().unwrap_or(&object));
             let label = if verdict.allowed() { "allowed" } else { "denied" };
-            decided(response, kind.to_string(), op_label, label)
+            decided(respond(response, target, operation, &name, &verdict), kind_label, op_label, label)
+        }
+        (Endpoint::Mutate, Target::Workload(_)) => unreachable!("refused above"),
+    }
+}
+
+/// What a request is about: one of our kinds, or a workload for the pod-level check.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Ours(Kind),
+    Workload(WorkloadKind),
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Ours(kind) => kind.as_str(),
+            Target::Workload(kind) => kind.as_str(),
         }
     }
+
+    /// The kind qualified by its group, as Kubernetes messages name it (`MCPServer.mcp-hangar.io`, `Deployment.apps`).
+    fn qualified(self) -> String {
+        match self {
+            Target::Ours(kind) => format!("{kind}.{GROUP}"),
+            Target::Workload(WorkloadKind::Pod) => "Pod".to_string(),
+            Target::Workload(WorkloadKind::Deployment) => "Deployment.apps".to_string(),
+        }
+    }
+
+    fn group(self) -> &'static str {
+        match self {
+            Target::Ours(_) => GROUP,
+            Target::Workload(WorkloadKind::Pod) => "",
+            Target::Workload(WorkloadKind::Deployment) => "apps",
+        }
+    }
+}
+
+fn target_of<T: kube::core::Resource>(request: &AdmissionRequest<T>) -> Option<Target> {
+    let gvk = &request.kind;
+    if gvk.group == GROUP && gvk.version == VERSION {
+        return Kind::from_kind(&gvk.kind).map(Target::Ours);
+    }
+    WorkloadKind::from_gvk(&gvk.group, &gvk.version, &gvk.kind).map(Target::Workload)
+}
+
+fn unhandled_message<T: kube::core::Resource>(request: &AdmissionRequest<T>, endpoint: Endpoint) -> String {
+    let gvk = &request.kind;
+    let api_version = if gvk.group.is_empty() { gvk.version.clone() } else { format!("{}/{}", gvk.group, gvk.version) };
+    let mut handled = format!("{} ({GROUP}/{VERSION})", Kind::ALL.map(Kind::as_str).join(", "));
+    if endpoint == Endpoint::Validate {
+        handled.push_str(", Pod (v1) and Deployment (apps/v1)");
+    }
+    format!("kind {} ({api_version}) is not handled by {}: it handles {handled}", gvk.kind, endpoint.path())
+}
+
+fn bad_request(mut response: AdmissionResponse) -> AdmissionResponse {
+    response.result.code = 400;
+    response.result.reason = "BadRequest".into();
+    response
 }
 
 fn operation_of<T: kube::core::Resource>(request: &AdmissionRequest<T>) -> Operation {
@@ -121,14 +171,6 @@ fn operation_of<T: kube::core::Resource>(request: &AdmissionRequest<T>) -> Opera
     }
 }
 
-fn handled_kind<T: kube::core::Resource>(request: &AdmissionRequest<T>) -> Option<Kind> {
-    let gvk = &request.kind;
-    if gvk.group != GROUP || gvk.version != VERSION {
-        return None;
-    }
-    Kind::from_kind(&gvk.kind)
-}
-
 fn object_name<T: kube::core::Resource>(request: &AdmissionRequest<T>, object: &Value) -> String {
     if !request.name.is_empty() {
         return request.name.clone();
@@ -137,8 +179,15 @@ fn object_name<T: kube::core::Resource>(request: &AdmissionRequest<T>, object: &
     meta["name"].as_str().or_else(|| meta["generateName"].as_str()).unwrap_or_default().to_string()
 }
 
-/// Fills a response from a verdict: warnings always, a 422 Invalid status when denied.
-fn respond(mut response: AdmissionResponse, kind: Kind, name: &str, verdict: &Verdict) -> AdmissionResponse {
+/// Fills a response from a verdict: warnings always; when denied, a 422 Invalid status, or
+/// a 403 Forbidden one for a refused deletion.
+fn respond(
+    mut response: AdmissionResponse,
+    target: Target,
+    operation: Operation,
+    name: &str,
+    verdict: &Verdict,
+) -> AdmissionResponse {
     if !verdict.warnings.is_empty() {
         response.warnings = Some(verdict.warnings.clone());
     }
@@ -146,30 +195,54 @@ fn respond(mut response: AdmissionResponse, kind: Kind, name: &str, verdict: &Ve
         return response;
     }
     response.allowed = false;
-    response.result = invalid_status(kind, name, &verdict.errors);
+    response.result = if operation == Operation::Delete {
+        forbidden_status(target, name, &verdict.errors)
+    } else {
+        invalid_status(target, name, &verdict.errors)
+    };
     response
 }
 
+fn status_details(target: Target, name: &str, errors: &[FieldError]) -> StatusDetails {
+    StatusDetails {
+        name: name.to_string(),
+        group: target.group().to_string(),
+        kind: target.name().to_string(),
+        uid: String::new(),
+        causes: errors
+            .iter()
+            .map(|e| StatusCause {
+                reason: e.error_type.reason().to_string(),
+                message: e.body(),
+                field: e.field.clone(),
+            })
+            .collect(),
+        retry_after_seconds: 0,
+    }
+}
+
 /// The Status Kubernetes' `NewInvalid` builds: code 422, reason Invalid, one cause per field error.
-pub fn invalid_status(kind: Kind, name: &str, errors: &[FieldError]) -> Status {
-    let causes = errors
-        .iter()
-        .map(|e| StatusCause { reason: e.error_type.reason().to_string(), message: e.body(), field: e.field.clone() })
-        .collect();
+fn invalid_status(target: Target, name: &str, errors: &[FieldError]) -> Status {
     Status {
         status: Some(StatusSummary::Failure),
         code: 422,
-        message: format!("{kind}.{GROUP} {name:?} is invalid: {}", aggregate(errors)),
+        message: format!("{} {name:?} is invalid: {}", target.qualified(), aggregate(errors)),
         metadata: None,
         reason: "Invalid".into(),
-        details: Some(StatusDetails {
-            name: name.to_string(),
-            group: GROUP.to_string(),
-            kind: kind.to_string(),
-            uid: String::new(),
-            causes,
-            retry_after_seconds: 0,
-        }),
+        details: Some(status_details(target, name, errors)),
+    }
+}
+
+/// The Status Kubernetes' `NewForbidden` builds: code 403, reason Forbidden.
+fn forbidden_status(target: Target, name: &str, errors: &[FieldError]) -> Status {
+    let reasons: Vec<&str> = errors.iter().map(|e| e.detail.as_str()).collect();
+    Status {
+        status: Some(StatusSummary::Failure),
+        code: 403,
+        message: format!("{} {name:?} is forbidden: {}", target.qualified(), reasons.join("; ")),
+        metadata: None,
+        reason: "Forbidden".into(),
+        details: Some(status_details(target, name, errors)),
     }
 }
 
@@ -183,13 +256,22 @@ pub fn aggregate(errors: &[FieldError]) -> String {
 
 fn decided(response: AdmissionResponse, kind: String, operation: String, verdict: &'static str) -> Answer {
     let mut body = serde_json::to_value(response.into_review()).unwrap_or(Value::Null);
-    mirror_cause_types(&mut body);
+    to_wire_format(&mut body);
     Answer { status: 200, body, kind, operation, verdict }
 }
 
-/// The Go field of a cause's type is `Type`, serialized as `reason`; clients that read
-/// the field name find it under `type` as well.
-fn mirror_cause_types(body: &mut Value) {
+/// Brings kube's serialization to the exact wire format of `admission.k8s.io/v1`:
+/// - `patch` is a Go `[]byte`, i.e. a base64 string (kube writes an array of numbers);
+/// - a cause's type is the Go field `Type`, serialized as `reason`; clients that read the
+///   field name find it under `type` as well.
+fn to_wire_format(body: &mut Value) {
+    use base64::Engine as _;
+    if let Some(patch) = body.pointer_mut("/response/patch")
+        && let Some(bytes) =
+            patch.as_array().map(|a| a.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect::<Vec<u8>>())
+    {
+        *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
     if let Some(Value::Array(causes)) = body.pointer_mut("/response/status/details/causes") {
         for cause in causes {
             if let Some(reason) = cause.get("reason").cloned() {

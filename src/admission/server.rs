@@ -86,6 +86,10 @@ pub async fn serve_tls(
 }
 
 /// Serves the admin routes over plain HTTP until `shutdown` completes.
-pub async fn serve_plain(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve_plain(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }

@@ -44,31 +44,25 @@ pub(super) async fn start(
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, CliError> {
-    let client = Client::try_default().await.map_err(|e| CliError::Kube(format!(
-        "{e}: run in a cluster or set KUBECONFIG, or pass --controller=false to serve the webhook alone"
-    )))?;
+    let client = Client::try_default().await.map_err(|e| {
+        CliError::Kube(format!(
+            "{e}: run in a cluster or set KUBECONFIG, or pass --controller=false to serve the webhook alone"
+        ))
+    })?;
     let health = McpClient::with_native_roots().map_err(|e| CliError::Kube(e.to_string()))?;
     let identity = default_identity();
-    let config = ControllerConfig {
-        concurrency: args.controller_concurrency,
-        cluster_domain: args.cluster_domain.clone(),
-    };
+    let config =
+        ControllerConfig { concurrency: args.controller_concurrency, cluster_domain: args.cluster_domain.clone() };
     let elector = args.leader_election.then(|| {
         let namespace = args
             .leader_election_namespace
             .clone()
-            .or_else(|| {
-                std::env::var("POD_NAMESPACE")
-                    .ok()
-                    .filter(|n| !n.is_empty())
-            })
+            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
             .unwrap_or_else(|| client.default_namespace().to_string());
         tracing::info!(%namespace, lease = %args.lease_name, %identity, "leader election");
         let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
         LeaderElector::new(leases, &args.lease_name, &identity, LeaseTiming::default())
     });
-    let context = Arc::new(Context::new(
-        client, engine, metrics, health, config, &identity,
-    ));
+    let context = Arc::new(Context::new(client, engine, metrics, health, config, &identity));
     Ok(tokio::spawn(controller::run(context, elector, shutdown)))
 }

@@ -21,7 +21,8 @@ pub(super) fn run(args: &CrdsArgs) -> Result<ExitCode, CliError> {
         super::emit(&render_crds());
         return Ok(ExitCode::SUCCESS);
     };
-    std::fs::create_dir_all(dir).map_err(|source| CliError::Io { context: format!("creating {}", dir.display()), source })?;
+    std::fs::create_dir_all(dir)
+        .map_err(|source| CliError::Io { context: format!("creating {}", dir.display()), source })?;
     for kind in Kind::ALL {
         let path = dir.join(format!("{}.{}.yaml", kind.plural(), crate::crd::GROUP));
         std::fs::write(&path, crd_yaml(kind))

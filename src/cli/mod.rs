@@ -3,6 +3,7 @@
 
 mod controller;
 mod crds;
+pub mod policy;
 pub mod render;
 mod serve;
 pub mod validate;
@@ -35,6 +36,8 @@ pub enum Command {
     Crds(CrdsArgs),
     /// Print the objects the controller would apply for MCPServer manifests, without a cluster.
     Render(RenderArgs),
+    /// Work with permission profiles and the admission policy.
+    Policy(PolicyArgs),
 }
 
 /// Flags of `serve`.
@@ -98,6 +101,48 @@ pub struct ValidateArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Evaluate under the profiles and admission policy in this directory instead of the shipped `policy/`.
+    #[arg(long, value_name = "DIR")]
+    pub policy: Option<PathBuf>,
+    /// Check Pods and the pod templates of Deployments against a Pod Security Standards level instead.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub pod_security: Option<PodSecurityArg>,
+}
+
+/// A Pod Security Standards level on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PodSecurityArg {
+    /// The restricted level.
+    Restricted,
+    /// The baseline level.
+    Baseline,
+}
+
+impl From<PodSecurityArg> for crate::crd::PodSecurityLevel {
+    fn from(arg: PodSecurityArg) -> Self {
+        match arg {
+            PodSecurityArg::Restricted => crate::crd::PodSecurityLevel::Restricted,
+            PodSecurityArg::Baseline => crate::crd::PodSecurityLevel::Baseline,
+        }
+    }
+}
+
+/// Flags of `policy`.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// What to do with policy manifests.
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+/// The `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check permission profiles and admission policy manifests; report every error with file, document and field.
+    Check {
+        /// A file or directory of MCPPermissionProfile and MCPAdmissionPolicy manifests.
+        dir: PathBuf,
+    },
 }
 
 /// Flags of `crds`.
@@ -127,7 +172,8 @@ pub enum LogFormat {
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    crate::policy::format::parse_positive_duration(text).or_else(|e| if text == "0s" || text == "0" { Ok(std::time::Duration::ZERO) } else { Err(e) })
+    crate::policy::format::parse_positive_duration(text)
+        .or_else(|e| if text == "0s" || text == "0" { Ok(std::time::Duration::ZERO) } else { Err(e) })
 }
 
 /// Errors a subcommand reports before exiting non-zero.
@@ -169,5 +215,6 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Validate(args) => validate::run(&args),
         Command::Crds(args) => crds::run(&args),
         Command::Render(args) => render::run(&args),
+        Command::Policy(args) => policy::run(&args),
     }
 }

@@ -12,9 +12,10 @@ use serde_json::Value;
 
 use super::validate::{self, Document, EXIT_ALLOWED, EXIT_DENIED, EXIT_UNREADABLE, Report};
 use super::{CliError, RenderArgs};
+use crate::controller::profile::{self, ProfileRef};
 use crate::controller::resources;
 use crate::crd::{Kind, MCPServer, ServerMode};
-use crate::policy::Engine;
+use crate::policy::{Engine, PolicyState};
 
 /// What `render` prints and how it exits.
 #[derive(Debug, Default)]
@@ -29,13 +30,9 @@ pub struct Rendered {
 
 /// Renders the children of every MCPServer in the inputs; servers without a namespace are
 /// placed in `namespace`.
-pub fn render_paths(
-    engine: &Engine,
-    paths: &[PathBuf],
-    recursive: bool,
-    namespace: &str,
-) -> Rendered {
+pub fn render_paths(engine: &Engine, paths: &[PathBuf], recursive: bool, namespace: &str) -> Rendered {
     let (documents, unreadable) = validate::read_paths(paths, recursive);
+    let policy = engine.state();
     let mut rendered = Rendered::default();
     let mut documents_out = Vec::new();
     let mut refused = false;
@@ -44,9 +41,7 @@ pub fn render_paths(
         let mut report = Report::default();
         validate::review_documents(engine, std::slice::from_ref(&document), &mut report);
         let Some(result) = report.results.first() else {
-            rendered
-                .diagnostics
-                .push_str(&validate::render_text(&report));
+            rendered.diagnostics.push_str(&validate::render_text(&report));
             continue;
         };
         if result.kind != Kind::Server.as_str() {
@@ -59,9 +54,7 @@ pub fn render_paths(
         }
         if !result.allowed {
             refused = true;
-            rendered
-                .diagnostics
-                .push_str(&validate::render_text(&report));
+            rendered.diagnostics.push_str(&validate::render_text(&report));
             continue;
         }
         for warning in &result.warnings {
@@ -71,7 +64,7 @@ pub fn render_paths(
         match json_patch::patch(&mut object, &result.patch)
             .map_err(|e| e.to_string())
             .and_then(|()| serde_json::from_value::<MCPServer>(object).map_err(|e| e.to_string()))
-            .and_then(|server| render_server(&server).map_err(|e| e.to_string()))
+            .and_then(|server| render_server(&server, &policy))
         {
             Ok(mut docs) => documents_out.append(&mut docs),
             Err(error) => {
@@ -100,19 +93,16 @@ pub fn render_paths(
 
 fn with_namespace(mut document: Document, namespace: &str) -> Document {
     if let Some(Value::Object(metadata)) = document.object.get_mut("metadata")
-        && metadata
-            .get("namespace")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
+        && metadata.get("namespace").and_then(Value::as_str).is_none_or(str::is_empty)
     {
         metadata.insert("namespace".into(), Value::String(namespace.to_string()));
     }
     document
 }
 
-/// The YAML documents of one (defaulted) server's children, each headed by a comment.
-pub fn render_server(server: &MCPServer) -> Result<Vec<String>, resources::ResourceError> {
-    let children = resources::desired_children(server)?;
+/// The YAML documents of one (defaulted) server's children under `policy`, each headed by
+/// a comment. ConfigMap profiles live in the cluster, so they cannot be rendered offline.
+pub fn render_server(server: &MCPServer, policy: &PolicyState) -> Result<Vec<String>, String> {
     let name = server.metadata.name.clone().unwrap_or_default();
     let namespace = server.metadata.namespace.clone().unwrap_or_default();
     if server.spec.mode == Some(ServerMode::Remote) {
@@ -121,6 +111,15 @@ pub fn render_server(server: &MCPServer) -> Result<Vec<String>, resources::Resou
             "# MCPServer {namespace}/{name}: remote mode runs no workload; the controller health-checks {endpoint}\n"
         )]);
     }
+    let profile = match profile::profile_ref(server, policy).map_err(|e| e.to_string())? {
+        ProfileRef::Named(name) => profile::resolve_named(&name, policy).map_err(|e| e.to_string())?,
+        ProfileRef::ConfigMap { name, key } => {
+            return Err(format!(
+                "its permission profile is read from ConfigMap {name:?} (key {key:?}) in the cluster; render only resolves named profiles"
+            ));
+        }
+    };
+    let children = resources::desired_children(server, &profile).map_err(|e| e.to_string())?;
     Ok(children
         .into_children()
         .into_iter()
@@ -157,15 +156,8 @@ mod tests {
         assert_eq!(rendered.exit_code, EXIT_ALLOWED, "{}", rendered.diagnostics);
         let objects: Vec<Value> = serde_saphyr::from_multiple(&rendered.yaml).unwrap();
         let deployments = objects.iter().filter(|o| o["kind"] == "Deployment").count();
-        assert!(
-            deployments >= 6,
-            "one Deployment per container server, got {deployments}"
-        );
-        assert!(
-            rendered
-                .yaml
-                .contains("# MCPServer mcp-servers/external-api: remote mode runs no workload")
-        );
+        assert!(deployments >= 6, "one Deployment per container server, got {deployments}");
+        assert!(rendered.yaml.contains("# MCPServer mcp-servers/external-api: remote mode runs no workload"));
         assert!(rendered.diagnostics.contains("MCPServerGroup"));
     }
 
@@ -199,38 +191,15 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(rendered.exit_code, EXIT_DENIED);
         assert!(rendered.yaml.is_empty());
-        assert!(
-            rendered
-                .diagnostics
-                .contains("The MCPServer \"bad\" is invalid:"),
-            "{}",
-            rendered.diagnostics
-        );
-        assert!(
-            rendered
-                .diagnostics
-                .contains("* spec.image: Required value"),
-            "{}",
-            rendered.diagnostics
-        );
-        assert!(
-            rendered
-                .diagnostics
-                .contains("spec.securityContext.privileged"),
-            "{}",
-            rendered.diagnostics
-        );
+        assert!(rendered.diagnostics.contains("The MCPServer \"bad\" is invalid:"), "{}", rendered.diagnostics);
+        assert!(rendered.diagnostics.contains("* spec.image: Required value"), "{}", rendered.diagnostics);
+        assert!(rendered.diagnostics.contains("spec.securityContext.privileged"), "{}", rendered.diagnostics);
     }
 
     #[test]
     fn missing_files_are_unreadable() {
         let engine = Engine::new().unwrap();
-        let rendered = render_paths(
-            &engine,
-            &[PathBuf::from("/nonexistent/server.yaml")],
-            false,
-            "default",
-        );
+        let rendered = render_paths(&engine, &[PathBuf::from("/nonexistent/server.yaml")], false, "default");
         assert_eq!(rendered.exit_code, EXIT_UNREADABLE);
     }
 }

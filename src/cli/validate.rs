@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{CliError, OutputFormat, ValidateArgs};
-use crate::crd::{API_VERSION, Kind};
-use crate::policy::{Engine, Operation, Verdict};
+use crate::crd::{API_VERSION, Kind, PodSecurityLevel};
+use crate::policy::{Engine, Operation, WorkloadKind};
 
 /// Exit code when every object is allowed.
 pub const EXIT_ALLOWED: u8 = 0;
@@ -210,8 +210,22 @@ impl Report {
     }
 }
 
+/// What `validate` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// mcp-hangar objects, exactly as the webhook would on CREATE.
+    Objects,
+    /// Pods and the pod templates of Deployments, against a Pod Security Standards level.
+    PodSecurity(PodSecurityLevel),
+}
+
 /// Reviews every object of the given documents exactly as the webhook would on CREATE.
 pub fn review_documents(engine: &Engine, documents: &[Document], report: &mut Report) {
+    review_documents_in(engine, documents, Mode::Objects, report);
+}
+
+/// Reviews every object of the given documents in the given mode.
+pub fn review_documents_in(engine: &Engine, documents: &[Document], mode: Mode, report: &mut Report) {
     for doc in documents {
         let object = &doc.object;
         let text = |key: &str| object.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
@@ -220,53 +234,50 @@ pub fn review_documents(engine: &Engine, documents: &[Document], report: &mut Re
         let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
         let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
         let file = doc.file.display().to_string();
-        let kind = (api_version == API_VERSION).then(|| Kind::from_kind(&kind_name)).flatten();
-        let Some(kind) = kind else {
-            report.skipped.push(Skipped {
-                api_version,
-                kind: kind_name,
-                namespace,
-                name,
-                file,
-                reason: format!("not a kind of {API_VERSION}"),
-            });
+        let verdict = match mode {
+            Mode::Objects => (api_version == API_VERSION)
+                .then(|| Kind::from_kind(&kind_name))
+                .flatten()
+                .map(|kind| engine.review(kind, Operation::Create, object, None)),
+            Mode::PodSecurity(level) => {
+                let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version.as_str()));
+                WorkloadKind::from_gvk(group, version, &kind_name)
+                    .map(|kind| engine.check_pod_security(kind, object, level))
+            }
+        };
+        let Some(verdict) = verdict else {
+            let reason = match mode {
+                Mode::Objects => format!("not a kind of {API_VERSION}"),
+                Mode::PodSecurity(_) => "not a Pod or an apps/v1 Deployment".to_string(),
+            };
+            report.skipped.push(Skipped { api_version, kind: kind_name, namespace, name, file, reason });
             continue;
         };
-        let verdict = engine.review(kind, Operation::Create, object, None);
-        report.results.push(result_of(kind, api_version, namespace, name, file, doc.index, verdict));
+        let violations = verdict
+            .errors
+            .iter()
+            .map(|e| Violation {
+                field: e.field.clone(),
+                error_type: e.error_type.reason().to_string(),
+                message: e.body(),
+            })
+            .collect();
+        report.results.push(ObjectResult {
+            api_version,
+            kind: kind_name,
+            namespace,
+            name,
+            allowed: verdict.allowed(),
+            violations,
+            warnings: verdict.warnings,
+            patch: verdict.patch,
+            file,
+            document: doc.index,
+        });
     }
 }
 
-fn result_of(
-    kind: Kind,
-    api_version: String,
-    namespace: Option<String>,
-    name: String,
-    file: String,
-    document: usize,
-    verdict: Verdict,
-) -> ObjectResult {
-    let violations = verdict
-        .errors
-        .iter()
-        .map(|e| Violation { field: e.field.clone(), error_type: e.error_type.reason().to_string(), message: e.body() })
-        .collect();
-    ObjectResult {
-        api_version,
-        kind: kind.to_string(),
-        namespace,
-        name,
-        allowed: verdict.allowed(),
-        violations,
-        warnings: verdict.warnings,
-        patch: verdict.patch,
-        file,
-        document,
-    }
-}
-
-/// Reads every object of the inputs, with what could not be read (no objects at all counts
-/// as unreadable).
+/// Reads every manifest under the given paths.
 pub fn read_paths(paths: &[PathBuf], recursive: bool) -> (Vec<Document>, Vec<ReadError>) {
     let (files, mut unreadable) = manifest_files(paths, recursive);
     let mut documents = Vec::new();
@@ -294,11 +305,16 @@ pub fn read_paths(paths: &[PathBuf], recursive: bool) -> (Vec<Document>, Vec<Rea
     (documents, unreadable)
 }
 
-/// Reads and reviews every input.
+/// Reads and reviews every input as the webhook would.
 pub fn validate_paths(engine: &Engine, paths: &[PathBuf], recursive: bool) -> Report {
+    validate_paths_in(engine, paths, recursive, Mode::Objects)
+}
+
+/// Reads and reviews every input in the given mode.
+pub fn validate_paths_in(engine: &Engine, paths: &[PathBuf], recursive: bool, mode: Mode) -> Report {
     let (documents, unreadable) = read_paths(paths, recursive);
     let mut report = Report { unreadable, ..Report::default() };
-    review_documents(engine, &documents, &mut report);
+    review_documents_in(engine, &documents, mode, &mut report);
     report
 }
 
@@ -309,7 +325,10 @@ pub fn render_text(report: &Report) -> String {
         for warning in &result.warnings {
             let _ = writeln!(out, "Warning: {warning}");
         }
-        let resource = format!("{}.{}", result.kind.to_ascii_lowercase(), crate::crd::GROUP);
+        let resource = match result.api_version.split_once('/') {
+            Some((group, _)) => format!("{}.{group}", result.kind.to_ascii_lowercase()),
+            None => result.kind.to_ascii_lowercase(),
+        };
         if result.allowed {
             let _ = writeln!(out, "{}: {resource}/{} valid", result.file, result.name);
         } else {
@@ -320,7 +339,11 @@ pub fn render_text(report: &Report) -> String {
         }
     }
     for skipped in &report.skipped {
-        let _ = writeln!(out, "{}: {}/{} {:?} skipped: {}", skipped.file, skipped.api_version, skipped.kind, skipped.name, skipped.reason);
+        let _ = writeln!(
+            out,
+            "{}: {}/{} {:?} skipped: {}",
+            skipped.file, skipped.api_version, skipped.kind, skipped.name, skipped.reason
+        );
     }
     for error in &report.unreadable {
         let _ = writeln!(out, "error: {error}");
@@ -329,8 +352,21 @@ pub fn render_text(report: &Report) -> String {
 }
 
 pub(super) fn run(args: &ValidateArgs) -> Result<ExitCode, CliError> {
-    let engine = Engine::new()?;
-    let report = validate_paths(&engine, &args.files, args.recursive);
+    let engine = match &args.policy {
+        None => Engine::new()?,
+        Some(dir) => match super::policy::load_policy_dir(dir) {
+            Ok(state) => Engine::with_state(state)?,
+            Err(report) => {
+                super::emit(&super::policy::render_problems(&report));
+                return Ok(ExitCode::from(EXIT_UNREADABLE));
+            }
+        },
+    };
+    let mode = match args.pod_security {
+        Some(level) => Mode::PodSecurity(level.into()),
+        None => Mode::Objects,
+    };
+    let report = validate_paths_in(&engine, &args.files, args.recursive, mode);
     match args.output {
         OutputFormat::Text => super::emit(&render_text(&report)),
         OutputFormat::Json => super::emit(&format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default())),

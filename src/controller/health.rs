@@ -174,12 +174,7 @@ impl McpClient {
         overrides: impl IntoIterator<Item = (String, IpAddr)>,
     ) -> Self {
         let resolver = Resolver {
-            overrides: Arc::new(
-                overrides
-                    .into_iter()
-                    .map(|(host, ip)| (host.to_ascii_lowercase(), ip))
-                    .collect(),
-            ),
+            overrides: Arc::new(overrides.into_iter().map(|(host, ip)| (host.to_ascii_lowercase(), ip)).collect()),
             system: GaiResolver::new(),
         };
         let mut http = HttpConnector::new_with_resolver(resolver);
@@ -207,9 +202,7 @@ impl McpClient {
             Ok(builder) => builder.with_no_client_auth(),
             Err(e) => {
                 tracing::warn!(error = %e, "no system root certificates: https health checks will fail");
-                builder
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
+                builder.with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth()
             }
         };
         Ok(McpClient::new(config))
@@ -224,9 +217,7 @@ impl McpClient {
     ) -> Result<HealthReport, HealthError> {
         let base = url::Url::parse(url).map_err(|e| HealthError::InvalidUrl(e.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") || !base.has_host() {
-            return Err(HealthError::InvalidUrl(
-                "use an http or https URL with a host".into(),
-            ));
+            return Err(HealthError::InvalidUrl("use an http or https URL with a host".into()));
         }
         let session = async {
             match transport {
@@ -234,9 +225,7 @@ impl McpClient {
                 _ => self.streamable_session(&base).await,
             }
         };
-        tokio::time::timeout(timeout, session)
-            .await
-            .map_err(|_| HealthError::Timeout(timeout))?
+        tokio::time::timeout(timeout, session).await.map_err(|_| HealthError::Timeout(timeout))?
     }
 
     async fn send(
@@ -244,47 +233,24 @@ impl McpClient {
         request: Request<Full<Bytes>>,
         method: &'static str,
     ) -> Result<Response<Incoming>, HealthError> {
-        self.http
-            .request(request)
-            .await
-            .map_err(|e| HealthError::Connection {
-                method,
-                detail: error_chain(&e),
-            })
+        self.http.request(request).await.map_err(|e| HealthError::Connection { method, detail: error_chain(&e) })
     }
 
     async fn streamable_session(&self, base: &url::Url) -> Result<HealthReport, HealthError> {
         let uri = to_uri(base)?;
-        let mut session = StreamableSession {
-            uri,
-            id: None,
-            protocol: None,
-        };
-        let init = self
-            .streamable_call(
-                &mut session,
-                1,
-                "initialize",
-                initialize_params(PROTOCOL_VERSION),
-            )
-            .await?;
+        let mut session = StreamableSession { uri, id: None, protocol: None };
+        let init = self.streamable_call(&mut session, 1, "initialize", initialize_params(PROTOCOL_VERSION)).await?;
         let (protocol_version, server_name) = read_initialize(&init)?;
         session.protocol = Some(protocol_version.clone());
         self.streamable_notify(&session).await?;
         let mut pages = ToolPages::default();
         while let Some(params) = pages.next_params()? {
             let id = pages.request_id();
-            let result = self
-                .streamable_call(&mut session, id, "tools/list", params)
-                .await?;
+            let result = self.streamable_call(&mut session, id, "tools/list", params).await?;
             pages.read(&result)?;
         }
         self.close_session(&session);
-        Ok(HealthReport {
-            protocol_version,
-            server_name,
-            tools: pages.tools,
-        })
+        Ok(HealthReport { protocol_version, server_name, tools: pages.tools })
     }
 
     fn post(
@@ -307,9 +273,7 @@ impl McpClient {
                 builder = builder.header(PROTOCOL_HEADER, protocol.as_str());
             }
         }
-        builder
-            .body(Full::new(Bytes::from(message.to_string())))
-            .map_err(|e| HealthError::InvalidUrl(e.to_string()))
+        builder.body(Full::new(Bytes::from(message.to_string()))).map_err(|e| HealthError::InvalidUrl(e.to_string()))
     }
 
     async fn streamable_call(
@@ -323,33 +287,21 @@ impl McpClient {
         let request = self.post(&session.uri, Some(session), &message)?;
         let response = self.send(request, method).await?;
         if response.status() != StatusCode::OK {
-            return Err(HealthError::Status {
-                method,
-                status: response.status().as_u16(),
-            });
+            return Err(HealthError::Status { method, status: response.status().as_u16() });
         }
         if let Some(value) = response.headers().get(SESSION_HEADER) {
             let id = value
                 .to_str()
                 .ok()
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| (0x21..=0x7e).contains(&b)))
-                .ok_or(HealthError::Protocol {
-                    method,
-                    detail: "Mcp-Session-Id must be visible ASCII".into(),
-                })?;
-            session.id = Some(
-                HeaderValue::from_str(id).map_err(|e| HealthError::Protocol {
-                    method,
-                    detail: e.to_string(),
-                })?,
-            );
+                .ok_or(HealthError::Protocol { method, detail: "Mcp-Session-Id must be visible ASCII".into() })?;
+            session.id =
+                Some(HeaderValue::from_str(id).map_err(|e| HealthError::Protocol { method, detail: e.to_string() })?);
         }
         let protocol_error = |detail: String| HealthError::Protocol { method, detail };
         let answer = match content_type(&response).as_str() {
             "application/json" => {
-                let body = read_limited(response.into_body(), MAX_ANSWER_BYTES)
-                    .await
-                    .map_err(protocol_error)?;
+                let body = read_limited(response.into_body(), MAX_ANSWER_BYTES).await.map_err(protocol_error)?;
                 let value: Value = serde_json::from_slice(&body)
                     .map_err(|e| protocol_error(format!("the answer is not JSON: {e}")))?;
                 find_answer(value, id)
@@ -374,8 +326,7 @@ impl McpClient {
                 )));
             }
         };
-        let answer =
-            answer.ok_or_else(|| protocol_error(format!("no JSON-RPC answer with id {id}")))?;
+        let answer = answer.ok_or_else(|| protocol_error(format!("no JSON-RPC answer with id {id}")))?;
         rpc_result(answer, method)
     }
 
@@ -385,10 +336,7 @@ impl McpClient {
         let request = self.post(&session.uri, Some(session), &message)?;
         let response = self.send(request, METHOD).await?;
         if !response.status().is_success() {
-            return Err(HealthError::Status {
-                method: METHOD,
-                status: response.status().as_u16(),
-            });
+            return Err(HealthError::Status { method: METHOD, status: response.status().as_u16() });
         }
         Ok(())
     }
@@ -422,16 +370,10 @@ impl McpClient {
             .map_err(|e| HealthError::InvalidUrl(e.to_string()))?;
         let response = self.send(request, OPEN).await?;
         if response.status() != StatusCode::OK {
-            return Err(HealthError::Status {
-                method: OPEN,
-                status: response.status().as_u16(),
-            });
+            return Err(HealthError::Status { method: OPEN, status: response.status().as_u16() });
         }
         if content_type(&response) != "text/event-stream" {
-            return Err(HealthError::Protocol {
-                method: OPEN,
-                detail: "the stream is not text/event-stream".into(),
-            });
+            return Err(HealthError::Protocol { method: OPEN, detail: "the stream is not text/event-stream".into() });
         }
         let mut events = EventStream::new(response.into_body(), MAX_ANSWER_BYTES * 4);
         let protocol_error = |method, detail| HealthError::Protocol { method, detail };
@@ -440,51 +382,27 @@ impl McpClient {
                 Some(event) if event.event == "endpoint" => break event.data,
                 Some(_) => continue,
                 None => {
-                    return Err(protocol_error(
-                        OPEN,
-                        "the stream ended before an endpoint event".into(),
-                    ));
+                    return Err(protocol_error(OPEN, "the stream ended before an endpoint event".into()));
                 }
             }
         };
-        let target = base
-            .join(endpoint.trim())
-            .map_err(|e| protocol_error(OPEN, format!("invalid endpoint event: {e}")))?;
+        let target =
+            base.join(endpoint.trim()).map_err(|e| protocol_error(OPEN, format!("invalid endpoint event: {e}")))?;
         if target.origin() != base.origin() {
-            return Err(protocol_error(
-                OPEN,
-                "the endpoint event points to another origin".into(),
-            ));
+            return Err(protocol_error(OPEN, "the endpoint event points to another origin".into()));
         }
-        let mut session = LegacySession {
-            uri: to_uri(&target)?,
-            events,
-        };
-        let init = self
-            .legacy_call(
-                &mut session,
-                1,
-                "initialize",
-                initialize_params(LEGACY_PROTOCOL_VERSION),
-            )
-            .await?;
+        let mut session = LegacySession { uri: to_uri(&target)?, events };
+        let init = self.legacy_call(&mut session, 1, "initialize", initialize_params(LEGACY_PROTOCOL_VERSION)).await?;
         let (protocol_version, server_name) = read_initialize(&init)?;
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        self.legacy_post(&session, &note, "notifications/initialized")
-            .await?;
+        self.legacy_post(&session, &note, "notifications/initialized").await?;
         let mut pages = ToolPages::default();
         while let Some(params) = pages.next_params()? {
             let id = pages.request_id();
-            let result = self
-                .legacy_call(&mut session, id, "tools/list", params)
-                .await?;
+            let result = self.legacy_call(&mut session, id, "tools/list", params).await?;
             pages.read(&result)?;
         }
-        Ok(HealthReport {
-            protocol_version,
-            server_name,
-            tools: pages.tools,
-        })
+        Ok(HealthReport { protocol_version, server_name, tools: pages.tools })
     }
 
     async fn legacy_post(
@@ -496,10 +414,7 @@ impl McpClient {
         let request = self.post(&session.uri, None, message)?;
         let response = self.send(request, method).await?;
         if !response.status().is_success() {
-            return Err(HealthError::Status {
-                method,
-                status: response.status().as_u16(),
-            });
+            return Err(HealthError::Status { method, status: response.status().as_u16() });
         }
         Ok(())
     }
@@ -514,15 +429,10 @@ impl McpClient {
         let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         self.legacy_post(session, &message, method).await?;
         loop {
-            let event = session
-                .events
-                .next()
-                .await
-                .map_err(|detail| HealthError::Protocol { method, detail })?
-                .ok_or_else(|| HealthError::Protocol {
-                    method,
-                    detail: "the event stream ended before the answer".into(),
-                })?;
+            let event =
+                session.events.next().await.map_err(|detail| HealthError::Protocol { method, detail })?.ok_or_else(
+                    || HealthError::Protocol { method, detail: "the event stream ended before the answer".into() },
+                )?;
             if let Some(answer) = event_answer(&event, id) {
                 return rpc_result(answer, method);
             }
@@ -546,9 +456,7 @@ fn user_agent() -> &'static str {
 }
 
 fn to_uri(url: &url::Url) -> Result<Uri, HealthError> {
-    url.as_str()
-        .parse()
-        .map_err(|e: hyper::http::uri::InvalidUri| HealthError::InvalidUrl(e.to_string()))
+    url.as_str().parse().map_err(|e: hyper::http::uri::InvalidUri| HealthError::InvalidUrl(e.to_string()))
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -592,14 +500,8 @@ fn read_initialize(result: &Value) -> Result<(String, Option<String>), HealthErr
     let version = result
         .get("protocolVersion")
         .and_then(Value::as_str)
-        .ok_or(HealthError::Protocol {
-            method: "initialize",
-            detail: "the result has no protocolVersion".into(),
-        })?;
-    let name = result
-        .pointer("/serverInfo/name")
-        .and_then(Value::as_str)
-        .map(quote);
+        .ok_or(HealthError::Protocol { method: "initialize", detail: "the result has no protocolVersion".into() })?;
+    let name = result.pointer("/serverInfo/name").and_then(Value::as_str).map(quote);
     Ok((quote(version), name))
 }
 
@@ -640,10 +542,7 @@ impl ToolPages {
         let tools = result
             .get("tools")
             .and_then(Value::as_array)
-            .ok_or(HealthError::Protocol {
-                method: "tools/list",
-                detail: "the result has no tools array".into(),
-            })?;
+            .ok_or(HealthError::Protocol { method: "tools/list", detail: "the result has no tools array".into() })?;
         let names = tools
             .iter()
             .filter_map(|tool| tool.get("name").and_then(Value::as_str))
@@ -653,11 +552,7 @@ impl ToolPages {
                 self.tools.push(name.to_string());
             }
         }
-        self.cursor = result
-            .get("nextCursor")
-            .and_then(Value::as_str)
-            .filter(|c| !c.is_empty())
-            .map(str::to_string);
+        self.cursor = result.get("nextCursor").and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_string);
         self.done = self.cursor.is_none();
         Ok(())
     }
@@ -668,8 +563,7 @@ fn find_answer(value: Value, id: u64) -> Option<Value> {
     match value {
         Value::Array(items) => items.into_iter().find_map(|item| find_answer(item, id)),
         Value::Object(ref map)
-            if map.get("id") == Some(&json!(id))
-                && (map.contains_key("result") || map.contains_key("error")) =>
+            if map.get("id") == Some(&json!(id)) && (map.contains_key("result") || map.contains_key("error")) =>
         {
             Some(value)
         }
@@ -682,9 +576,7 @@ fn event_answer(event: &SseEvent, id: u64) -> Option<Value> {
     if !(event.event.is_empty() || event.event == "message") {
         return None;
     }
-    serde_json::from_str(&event.data)
-        .ok()
-        .and_then(|value| find_answer(value, id))
+    serde_json::from_str(&event.data).ok().and_then(|value| find_answer(value, id))
 }
 
 fn rpc_result(answer: Value, method: &'static str) -> Result<Value, HealthError> {
@@ -773,13 +665,7 @@ struct EventStream {
 
 impl EventStream {
     fn new(body: Incoming, limit: usize) -> Self {
-        EventStream {
-            body,
-            parser: SseParser::default(),
-            pending: VecDeque::new(),
-            read: 0,
-            limit,
-        }
+        EventStream { body, parser: SseParser::default(), pending: VecDeque::new(), read: 0, limit }
     }
 
     /// The next event; `None` at the end of the stream.
@@ -791,8 +677,7 @@ impl EventStream {
             let Some(frame) = self.body.frame().await else {
                 return Ok(None);
             };
-            let frame =
-                frame.map_err(|e| format!("the event stream broke: {}", error_chain(&e)))?;
+            let frame = frame.map_err(|e| format!("the event stream broke: {}", error_chain(&e)))?;
             if let Some(data) = frame.data_ref() {
                 self.read += data.len();
                 if self.read > self.limit {
@@ -817,20 +702,11 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                SseEvent {
-                    event: "endpoint".into(),
-                    data: "/messages?s=1".into()
-                },
-                SseEvent {
-                    event: String::new(),
-                    data: "{\"a\":\n1}".into()
-                },
+                SseEvent { event: "endpoint".into(), data: "/messages?s=1".into() },
+                SseEvent { event: String::new(), data: "{\"a\":\n1}".into() },
             ]
         );
-        assert!(
-            parser.push(b"id: 7\nretry: 10\n\n").is_empty(),
-            "no data, no event"
-        );
+        assert!(parser.push(b"id: 7\nretry: 10\n\n").is_empty(), "no data, no event");
     }
 
     #[test]
@@ -839,11 +715,7 @@ mod tests {
         assert_eq!(find_answer(answer.clone(), 2), Some(answer.clone()));
         assert_eq!(find_answer(answer.clone(), 3), None);
         let request = json!({"jsonrpc": "2.0", "id": 2, "method": "ping"});
-        assert_eq!(
-            find_answer(request.clone(), 2),
-            None,
-            "a request is not an answer"
-        );
+        assert_eq!(find_answer(request.clone(), 2), None, "a request is not an answer");
         let batch = json!([request, answer.clone()]);
         assert_eq!(find_answer(batch, 2), Some(answer));
     }
@@ -882,9 +754,7 @@ mod tests {
         let mut pages = ToolPages::default();
         for _ in 0..MAX_TOOL_PAGES {
             pages.next_params().unwrap();
-            pages
-                .read(&json!({"tools": [], "nextCursor": "again"}))
-                .unwrap();
+            pages.read(&json!({"tools": [], "nextCursor": "again"})).unwrap();
         }
         assert!(pages.next_params().is_err());
     }

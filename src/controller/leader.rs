@@ -64,9 +64,7 @@ pub fn decide(
         None | Some("") => LeaseDecision::Acquire,
         Some(holder) if holder == identity => LeaseDecision::Renew,
         Some(_) if unchanged_for >= lease_duration => LeaseDecision::Acquire,
-        Some(holder) => LeaseDecision::Follow {
-            holder: holder.to_string(),
-        },
+        Some(holder) => LeaseDecision::Follow { holder: holder.to_string() },
     }
 }
 
@@ -80,11 +78,7 @@ pub fn default_identity() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_string())
-        })
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
         .unwrap_or_else(|| "mcp-hangar".into());
     format!("{host}_{}", std::process::id())
 }
@@ -105,13 +99,7 @@ fn seconds(d: Duration) -> i32 {
 impl LeaderElector {
     /// A candidate for the Lease `name` of `api`'s namespace.
     pub fn new(api: Api<Lease>, name: &str, identity: &str, timing: LeaseTiming) -> Self {
-        LeaderElector {
-            api,
-            name: name.to_string(),
-            identity: identity.to_string(),
-            timing,
-            observed: None,
-        }
+        LeaderElector { api, name: name.to_string(), identity: identity.to_string(), timing, observed: None }
     }
 
     /// This candidate's identity.
@@ -124,10 +112,7 @@ impl LeaderElector {
         let now = MicroTime(Timestamp::now());
         let Some(mut lease) = self.api.get_opt(&self.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.name.clone()),
-                    ..ObjectMeta::default()
-                },
+                metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(self.identity.clone()),
                     lease_duration_seconds: Some(seconds(self.timing.lease_duration)),
@@ -155,28 +140,18 @@ impl LeaderElector {
             .and_then(|s| u64::try_from(s).ok())
             .map(Duration::from_secs)
             .unwrap_or(self.timing.lease_duration);
-        match decide(
-            spec.holder_identity.as_deref(),
-            &self.identity,
-            since.elapsed(),
-            duration,
-        ) {
+        match decide(spec.holder_identity.as_deref(), &self.identity, since.elapsed(), duration) {
             LeaseDecision::Follow { .. } => return Ok(false),
             LeaseDecision::Acquire => {
                 spec.acquire_time = Some(now.clone());
-                spec.lease_transitions =
-                    Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
+                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
             }
             LeaseDecision::Renew => {}
         }
         spec.holder_identity = Some(self.identity.clone());
         spec.lease_duration_seconds = Some(seconds(self.timing.lease_duration));
         spec.renew_time = Some(now);
-        match self
-            .api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-        {
+        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
             Ok(written) => {
                 let version = written.metadata.resource_version.unwrap_or_default();
                 self.observed = Some((version, Instant::now()));
@@ -201,10 +176,7 @@ impl LeaderElector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        self.api
-            .replace(&self.name, &PostParams::default(), &lease)
-            .await
-            .map(|_| ())
+        self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| ())
     }
 
     /// Campaigns until `shutdown` turns true, publishing leadership on `leading`; releases the
@@ -229,8 +201,7 @@ impl LeaderElector {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, lease = %self.name, "lease request failed");
-                    let expired =
-                        renewed.is_none_or(|at| at.elapsed() >= self.timing.renew_deadline);
+                    let expired = renewed.is_none_or(|at| at.elapsed() >= self.timing.renew_deadline);
                     if *leading.borrow() && expired {
                         tracing::warn!(identity = %self.identity, "could not renew the lease in time: no longer the leader");
                         leading.send_replace(false);
@@ -265,25 +236,11 @@ mod tests {
             (None, Duration::ZERO, LeaseDecision::Acquire),
             (Some(""), Duration::ZERO, LeaseDecision::Acquire),
             (Some("me"), Duration::from_secs(100), LeaseDecision::Renew),
-            (
-                Some("other"),
-                Duration::from_secs(14),
-                LeaseDecision::Follow {
-                    holder: "other".into(),
-                },
-            ),
-            (
-                Some("other"),
-                Duration::from_secs(15),
-                LeaseDecision::Acquire,
-            ),
+            (Some("other"), Duration::from_secs(14), LeaseDecision::Follow { holder: "other".into() }),
+            (Some("other"), Duration::from_secs(15), LeaseDecision::Acquire),
         ];
         for (holder, unchanged, expected) in table {
-            assert_eq!(
-                decide(holder, "me", unchanged, LEASE),
-                expected,
-                "{holder:?}"
-            );
+            assert_eq!(decide(holder, "me", unchanged, LEASE), expected, "{holder:?}");
         }
     }
 

@@ -36,12 +36,13 @@ use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
+use crate::crd::MANAGER;
 use crate::crd::{MCPServer, ServerState};
 use crate::metrics::Metrics;
 use crate::policy::Engine;
 use health::McpClient;
 use leader::LeaderElector;
-use resources::{LABEL_MANAGED_BY, MANAGED_BY};
+use resources::LABEL_MANAGED_BY;
 
 /// Name the controller reports events under.
 pub const CONTROLLER_NAME: &str = "mcp-hangar";
@@ -63,10 +64,7 @@ pub struct ControllerConfig {
 
 impl Default for ControllerConfig {
     fn default() -> Self {
-        ControllerConfig {
-            concurrency: DEFAULT_CONCURRENCY,
-            cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
-        }
+        ControllerConfig { concurrency: DEFAULT_CONCURRENCY, cluster_domain: DEFAULT_CLUSTER_DOMAIN.into() }
     }
 }
 
@@ -98,10 +96,7 @@ impl Context {
         config: ControllerConfig,
         instance: &str,
     ) -> Self {
-        let reporter = Reporter {
-            controller: CONTROLLER_NAME.into(),
-            instance: Some(instance.to_string()),
-        };
+        let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(instance.to_string()) };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
@@ -119,9 +114,7 @@ impl Context {
         let key = server.uid().unwrap_or_default();
         let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         let attempt = attempts.entry(key).or_insert(0);
-        let delay = BACKOFF_BASE
-            .saturating_mul(2u32.saturating_pow(*attempt))
-            .min(state::RESYNC);
+        let delay = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(*attempt)).min(state::RESYNC);
         *attempt = attempt.saturating_add(1);
         delay
     }
@@ -135,29 +128,17 @@ impl Context {
 }
 
 /// Records a server's state and tools in the metrics.
-pub fn record_server_metrics(
-    metrics: &Metrics,
-    server: &MCPServer,
-    state: ServerState,
-    tools: i32,
-) {
+pub fn record_server_metrics(metrics: &Metrics, server: &MCPServer, state: ServerState, tools: i32) {
     let name = server.name_any();
     let namespace = server.namespace().unwrap_or_default();
     for candidate in state::ALL_STATES {
         let value = i64::from(candidate == state);
         metrics
             .server_state
-            .with_label_values(&[
-                name.as_str(),
-                namespace.as_str(),
-                state::state_name(candidate),
-            ])
+            .with_label_values(&[name.as_str(), namespace.as_str(), state::state_name(candidate)])
             .set(value);
     }
-    metrics
-        .server_tools
-        .with_label_values(&[name.as_str(), namespace.as_str()])
-        .set(i64::from(tools));
+    metrics.server_tools.with_label_values(&[name.as_str(), namespace.as_str()]).set(i64::from(tools));
 }
 
 /// Removes every series of a deleted server.
@@ -171,36 +152,26 @@ pub fn forget_server_metrics(metrics: &Metrics, server: &MCPServer) {
             state::state_name(candidate),
         ]);
     }
-    let _ = metrics
-        .server_tools
-        .remove_label_values(&[name.as_str(), namespace.as_str()]);
-    let _ = metrics
-        .server_health_failures
-        .remove_label_values(&[name.as_str(), namespace.as_str()]);
+    let _ = metrics.server_tools.remove_label_values(&[name.as_str(), namespace.as_str()]);
+    let _ = metrics.server_health_failures.remove_label_values(&[name.as_str(), namespace.as_str()]);
 }
 
 /// Runs the Controller until `stop` completes; in-flight reconciles finish first.
-pub async fn run_controller(
-    ctx: Arc<Context>,
-    stop: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let (reader, writer) = reflector::store();
     let metrics = ctx.metrics.clone();
-    let servers = watcher(
-        Api::<MCPServer>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .inspect_ok(move |event| {
-        if let watcher::Event::Delete(server) = event {
-            forget_server_metrics(&metrics, server);
-        }
-    })
-    .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
-    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
+    let servers = watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(server) = event {
+                forget_server_metrics(&metrics, server);
+            }
+        })
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     Controller::for_stream(servers, reader)
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned.clone())
@@ -230,15 +201,10 @@ async fn changed_to(receiver: &mut watch::Receiver<bool>, value: bool) -> bool {
 /// Reconciles while this replica leads (always, without an elector) until `shutdown` turns
 /// true. Losing the lease aborts reconciles at once, so two replicas never write together;
 /// shutting down lets them finish, then releases the lease.
-pub async fn run(
-    ctx: Arc<Context>,
-    elector: Option<LeaderElector>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(ctx: Arc<Context>, elector: Option<LeaderElector>, mut shutdown: watch::Receiver<bool>) {
     let (leading_tx, mut leading) = watch::channel(elector.is_none());
     let (campaign_stop, campaign_stopped) = watch::channel(false);
-    let campaign =
-        elector.map(|elector| tokio::spawn(elector.run(leading_tx.clone(), campaign_stopped)));
+    let campaign = elector.map(|elector| tokio::spawn(elector.run(leading_tx.clone(), campaign_stopped)));
     loop {
         tokio::select! {
             led = changed_to(&mut leading, true) => if !led { break },

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
@@ -25,10 +25,12 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::Context;
+use super::profile::{self, ProfileError, ProfileRef, ResolvedProfile};
 use super::resources::{self, Child, ChildKind, ChildSet, FIELD_MANAGER, Owner, ResourceError};
 use super::state::{self, Check, Evaluation, Observation, Settings, Workload, reason};
 use crate::crd::{API_VERSION, Kind, MCPServer, MCPServerStatus, ServerMode, ServerState};
-use crate::policy::Operation;
+use crate::policy::profile::EffectiveProfile;
+use crate::policy::{Operation, PolicyState, WorkloadKind};
 
 /// Longest event note the API accepts is 1 kB; notes are cut below that.
 const MAX_NOTE: usize = 1000;
@@ -42,6 +44,9 @@ pub enum ReconcileError {
     /// The children could not be built.
     #[error(transparent)]
     Resource(#[from] ResourceError),
+    /// The permission profile could not be resolved.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
     /// A child could not be applied.
     #[error("applying {kind} {name}: {source}")]
     Apply {
@@ -71,9 +76,7 @@ impl ReconcileError {
     /// True when trying again soon may help.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ReconcileError::Apply { source, .. } | ReconcileError::Kube { source, .. } => {
-                is_retryable(source)
-            }
+            ReconcileError::Apply { source, .. } | ReconcileError::Kube { source, .. } => is_retryable(source),
             _ => false,
         }
     }
@@ -93,18 +96,12 @@ pub fn is_retryable(error: &kube::Error) -> bool {
 }
 
 /// The reconciler given to `kube::runtime::Controller`.
-pub async fn reconcile(
-    server: Arc<MCPServer>,
-    ctx: Arc<Context>,
-) -> Result<Action, ReconcileError> {
+pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let timer = ctx.metrics.reconcile_duration.start_timer();
     let result = reconcile_server(&server, &ctx).await;
     timer.observe_duration();
     let outcome = if result.is_ok() { "success" } else { "error" };
-    ctx.metrics
-        .reconcile_total
-        .with_label_values(&[outcome])
-        .inc();
+    ctx.metrics.reconcile_total.with_label_values(&[outcome]).inc();
     if result.is_ok() {
         ctx.reset_retries(&server);
     }
@@ -114,11 +111,7 @@ pub async fn reconcile(
 /// The error policy given to `kube::runtime::Controller`: backoff for retryable errors,
 /// the resync period for the rest.
 pub fn error_policy(server: Arc<MCPServer>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
-    if error.is_retryable() {
-        Action::requeue(ctx.next_retry(&server))
-    } else {
-        Action::requeue(state::RESYNC)
-    }
+    if error.is_retryable() { Action::requeue(ctx.next_retry(&server)) } else { Action::requeue(state::RESYNC) }
 }
 
 /// The current time to whole seconds, the precision status timestamps are stored with.
@@ -131,80 +124,54 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, R
     if server.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let namespace = server
-        .metadata
-        .namespace
-        .clone()
-        .ok_or(ReconcileError::Incomplete("namespace"))?;
+    let namespace = server.metadata.namespace.clone().ok_or(ReconcileError::Incomplete("namespace"))?;
     let now = now();
     let previous = server.status.clone().unwrap_or_default();
 
-    let verdict = ctx.engine.review(
-        Kind::Server,
-        Operation::Create,
-        &serde_json::to_value(server)?,
-        None,
-    );
+    let verdict = ctx.engine.review(Kind::Server, Operation::Create, &serde_json::to_value(server)?, None);
     if !verdict.allowed() {
         let message = format!(
             "the spec breaks the admission rules (was the webhook bypassed?): {}",
-            verdict
-                .errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
+            join_errors(&verdict.errors)
         );
         return refuse(ctx, server, &previous, reason::INVALID_SPEC, message, now).await;
     }
-    let defaulted = resources::with_defaults(server)?;
-    let children = match resources::desired_children(&defaulted) {
-        Ok(children) => children,
-        Err(e @ (ResourceError::MissingName | ResourceError::MissingNamespace)) => {
-            return Err(e.into());
-        }
-        Err(e) => {
-            return refuse(
-                ctx,
-                server,
-                &previous,
-                reason::UNSUPPORTED_SPEC,
-                e.to_string(),
-                now,
-            )
-            .await;
-        }
-    };
+    let policy = ctx.engine.state();
+    let defaulted = resources::with_defaults(server, policy.default_profile())?;
     let settings = Settings::of(&defaulted.spec);
 
     let (workload, url, target, selector) = match defaulted.spec.mode {
         Some(ServerMode::Container) => {
             let owner = Owner::of(&defaulted)?;
+            let refused = |why: &'static str, message: String| refuse(ctx, server, &previous, why, message, now);
+            let profile = match resolve_profile(ctx, &defaulted, &namespace, &policy).await {
+                Ok(profile) => profile,
+                Err(ReconcileError::Profile(e)) => {
+                    return refused(reason::PROFILE_UNAVAILABLE, e.to_string()).await;
+                }
+                Err(e) => return Err(e),
+            };
+            let children = match resources::desired_children(&defaulted, &profile) {
+                Ok(children) => children,
+                Err(e @ (ResourceError::MissingName | ResourceError::MissingNamespace)) => {
+                    return Err(e.into());
+                }
+                Err(e) => return refused(reason::UNSUPPORTED_SPEC, e.to_string()).await,
+            };
+            if let Some(message) = pod_security_violations(ctx, &children, &profile) {
+                return refused(reason::INVALID_SPEC, message).await;
+            }
             let applied = match apply_children(ctx, server, &namespace, children).await {
                 Ok(applied) => applied,
                 Err(e) if !e.is_retryable() => {
-                    return refuse(
-                        ctx,
-                        server,
-                        &previous,
-                        reason::APPLY_REJECTED,
-                        e.to_string(),
-                        now,
-                    )
-                    .await;
+                    return refused(reason::APPLY_REJECTED, e.to_string()).await;
                 }
                 Err(e) => return Err(e),
             };
             let url = resources::service_url(&defaulted, &ctx.config.cluster_domain)?;
-            let target =
-                service_target(&applied.service, &owner, &defaulted).unwrap_or_else(|| url.clone());
+            let target = service_target(&applied.service, &owner, &defaulted).unwrap_or_else(|| url.clone());
             let desired = defaulted.spec.replicas.unwrap_or(1);
-            (
-                workload_of(desired, &applied.deployment),
-                url,
-                target,
-                Some(owner.selector_string()),
-            )
+            (workload_of(desired, &applied.deployment), url, target, Some(owner.selector_string()))
         }
         _ => {
             let endpoint = defaulted.spec.endpoint.clone().unwrap_or_default();
@@ -223,17 +190,54 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, R
         settings: &settings,
         workload,
         check,
-        allow_list: defaulted
-            .spec
-            .tools
-            .as_ref()
-            .and_then(|t| t.allow_list.as_deref()),
+        allow_list: defaulted.spec.tools.as_ref().and_then(|t| t.allow_list.as_deref()),
         url,
         selector,
         now,
     });
     publish(ctx, server, &previous, &evaluation).await?;
     Ok(Action::requeue(evaluation.requeue_after))
+}
+
+/// The server's permission profile: from the policy in force, or read from its ConfigMap.
+async fn resolve_profile(
+    ctx: &Context,
+    server: &MCPServer,
+    namespace: &str,
+    policy: &PolicyState,
+) -> Result<ResolvedProfile, ReconcileError> {
+    match profile::profile_ref(server, policy)? {
+        ProfileRef::Named(name) => Ok(profile::resolve_named(&name, policy)?),
+        ProfileRef::ConfigMap { name, key } => {
+            let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+            let map = maps.get_opt(&name).await.map_err(|source| ReconcileError::Kube {
+                action: "reading the permission profile ConfigMap",
+                source,
+            })?;
+            let json = map.as_ref().and_then(|m| m.data.as_ref()).and_then(|data| data.get(&key)).map(String::as_str);
+            Ok(profile::resolve_configmap(&name, &key, json)?)
+        }
+    }
+}
+
+/// What the rendered pod breaks of its profile's Pod Security Standards level, if anything
+/// (the builders never produce such a pod; this guards against it anyway).
+fn pod_security_violations(ctx: &Context, children: &ChildSet, profile: &ResolvedProfile) -> Option<String> {
+    let deployment = serde_json::to_value(children.deployment.as_ref()?).ok()?;
+    let level = EffectiveProfile::of(&profile.spec).level;
+    let verdict = ctx.engine.check_pod_security(WorkloadKind::Deployment, &deployment, level);
+    (!verdict.allowed()).then(|| {
+        format!(
+            "the rendered pod breaks the {} Pod Security Standards level of profile {:?}: {}",
+            level.as_str(),
+            profile.name,
+            join_errors(&verdict.errors)
+        )
+    })
+}
+
+fn join_errors(errors: &[crate::policy::FieldError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// Marks a server the controller will not run as Dead, with the reason.
@@ -258,19 +262,12 @@ async fn run_check(
     defaulted: &MCPServer,
     settings: &Settings,
 ) -> Check {
-    match ctx
-        .health
-        .check(target, defaulted.spec.transport, settings.timeout)
-        .await
-    {
+    match ctx.health.check(target, defaulted.spec.transport, settings.timeout).await {
         Ok(report) => Check::Passed(report.tools),
         Err(error) => {
             let name = server.name_any();
             let namespace = server.namespace().unwrap_or_default();
-            ctx.metrics
-                .server_health_failures
-                .with_label_values(&[name.as_str(), namespace.as_str()])
-                .inc();
+            ctx.metrics.server_health_failures.with_label_values(&[name.as_str(), namespace.as_str()]).inc();
             tracing::info!(server = %name, %namespace, %error, "health check failed");
             Check::Failed(error.to_string())
         }
@@ -286,28 +283,16 @@ async fn publish(
 ) -> Result<(), ReconcileError> {
     let status = &evaluation.status;
     if status != previous {
-        let api: Api<MCPServer> =
-            Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+        let api: Api<MCPServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
         let patch = json!({"apiVersion": API_VERSION, "kind": "MCPServer", "status": status});
-        api.patch_status(
-            &server.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(|source| ReconcileError::Kube {
-            action: "writing status",
-            source,
-        })?;
+        api.patch_status(&server.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(|source| ReconcileError::Kube { action: "writing status", source })?;
     }
     if let Some(state) = status.state {
         if previous.state != Some(state) {
             let from = previous.state.map(state::state_name).unwrap_or("None");
-            let note = format!(
-                "{from} → {}: {}",
-                state::state_name(state),
-                evaluation.message
-            );
+            let note = format!("{from} → {}: {}", state::state_name(state), evaluation.message);
             let warning = matches!(state, ServerState::Degraded | ServerState::Dead);
             publish_event(ctx, server, warning, evaluation.reason, "StateChange", note).await;
         }
@@ -321,24 +306,13 @@ fn record_metrics(ctx: &Context, server: &MCPServer, state: ServerState, tools: 
 }
 
 /// Publishes an event on the server; a failure to publish is logged, never fatal.
-async fn publish_event(
-    ctx: &Context,
-    server: &MCPServer,
-    warning: bool,
-    reason: &str,
-    action: &str,
-    note: String,
-) {
+async fn publish_event(ctx: &Context, server: &MCPServer, warning: bool, reason: &str, action: &str, note: String) {
     let mut note: String = note.chars().take(MAX_NOTE).collect();
     if note.len() > MAX_NOTE {
         note.truncate(MAX_NOTE);
     }
     let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
+        type_: if warning { EventType::Warning } else { EventType::Normal },
         reason: reason.into(),
         note: Some(note),
         action: action.into(),
@@ -357,19 +331,10 @@ struct Applied {
 
 async fn apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K, kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    api.patch(
-        &object.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(object),
-    )
-    .await
+    api.patch(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await
 }
 
 /// Applies every wanted child in order and prunes the owned ones no longer wanted; an
@@ -380,14 +345,8 @@ async fn apply_children(
     namespace: &str,
     children: ChildSet,
 ) -> Result<Applied, ReconcileError> {
-    let wanted: Vec<ChildKind> = ChildKind::ALL
-        .into_iter()
-        .filter(|k| children.has(*k))
-        .collect();
-    let mut applied = Applied {
-        deployment: None,
-        service: None,
-    };
+    let wanted: Vec<ChildKind> = ChildKind::ALL.into_iter().filter(|k| children.has(*k)).collect();
+    let mut applied = Applied { deployment: None, service: None };
     for child in children.into_children() {
         let kind = child.kind();
         let result = match &child {
@@ -395,19 +354,11 @@ async fn apply_children(
             Child::Role(o) => apply(ctx, namespace, o).await.map(|_| ()),
             Child::RoleBinding(o) => apply(ctx, namespace, o).await.map(|_| ()),
             Child::NetworkPolicy(o) => apply(ctx, namespace, o).await.map(|_| ()),
-            Child::Service(o) => apply(ctx, namespace, o)
-                .await
-                .map(|s| applied.service = Some(s)),
-            Child::Deployment(o) => apply(ctx, namespace, o)
-                .await
-                .map(|d| applied.deployment = Some(d)),
+            Child::Service(o) => apply(ctx, namespace, o).await.map(|s| applied.service = Some(s)),
+            Child::Deployment(o) => apply(ctx, namespace, o).await.map(|d| applied.deployment = Some(d)),
         };
         if let Err(source) = result {
-            let error = ReconcileError::Apply {
-                kind,
-                name: server.name_any(),
-                source,
-            };
+            let error = ReconcileError::Apply { kind, name: server.name_any(), source };
             publish_event(ctx, server, true, "ApplyFailed", "Apply", error.to_string()).await;
             return Err(error);
         }
@@ -420,12 +371,7 @@ async fn apply_children(
 
 /// Deletes the child of that kind if this server controls it. A ServiceAccount the spec
 /// names is never deleted, even one this server created earlier.
-async fn prune(
-    ctx: &Context,
-    server: &MCPServer,
-    namespace: &str,
-    kind: ChildKind,
-) -> Result<(), ReconcileError> {
+async fn prune(ctx: &Context, server: &MCPServer, namespace: &str, kind: ChildKind) -> Result<(), ReconcileError> {
     if kind == ChildKind::ServiceAccount
         && server.spec.service_account_name.as_deref() == server.metadata.name.as_deref()
     {
@@ -439,22 +385,12 @@ async fn prune(
         ChildKind::Service => delete_owned::<Service>(ctx, server, namespace).await,
         ChildKind::Deployment => delete_owned::<Deployment>(ctx, server, namespace).await,
     };
-    result.map_err(|source| ReconcileError::Kube {
-        action: "pruning a child",
-        source,
-    })
+    result.map_err(|source| ReconcileError::Kube { action: "pruning a child", source })
 }
 
-async fn delete_owned<K>(
-    ctx: &Context,
-    server: &MCPServer,
-    namespace: &str,
-) -> Result<(), kube::Error>
+async fn delete_owned<K>(ctx: &Context, server: &MCPServer, namespace: &str) -> Result<(), kube::Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let name = server.name_any();
@@ -462,18 +398,13 @@ where
         return Ok(());
     };
     let server_uid = server.uid();
-    let controlled = existing
-        .owner_references()
-        .iter()
-        .any(|r| r.controller == Some(true) && Some(&r.uid) == server_uid.as_ref());
+    let controlled =
+        existing.owner_references().iter().any(|r| r.controller == Some(true) && Some(&r.uid) == server_uid.as_ref());
     if !controlled {
         return Ok(());
     }
     let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: existing.uid(),
-            resource_version: None,
-        }),
+        preconditions: Some(Preconditions { uid: existing.uid(), resource_version: None }),
         ..DeleteParams::default()
     };
     match api.delete(&name, &params).await {
@@ -488,45 +419,24 @@ where
 
 /// The workload as the Deployment reports it.
 fn workload_of(desired: i32, deployment: &Option<Deployment>) -> Workload {
-    let status = deployment
+    let status = deployment.as_ref().and_then(|d| d.status.clone()).unwrap_or_default();
+    let current = deployment
         .as_ref()
-        .and_then(|d| d.status.clone())
-        .unwrap_or_default();
-    let current = deployment.as_ref().is_some_and(|d| {
-        d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation
-    });
+        .is_some_and(|d| d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation);
     Workload::Container {
         desired,
         replicas: status.replicas.unwrap_or(0),
         ready: status.ready_replicas.unwrap_or(0),
-        updated: if current {
-            status.updated_replicas.unwrap_or(0)
-        } else {
-            0
-        },
+        updated: if current { status.updated_replicas.unwrap_or(0) } else { 0 },
     }
 }
 
 /// The URL health checks use in container mode: the Service's cluster IP when it has one,
 /// so checks do not depend on the operator's DNS settings.
 fn service_target(service: &Option<Service>, owner: &Owner, server: &MCPServer) -> Option<String> {
-    let ip = service
-        .as_ref()?
-        .spec
-        .as_ref()?
-        .cluster_ip
-        .clone()
-        .filter(|ip| !ip.is_empty() && ip != "None")?;
-    let host = if ip.contains(':') {
-        format!("[{ip}]")
-    } else {
-        ip
-    };
-    Some(format!(
-        "http://{host}:{}{}",
-        owner.port,
-        resources::mcp_path(server.spec.transport)
-    ))
+    let ip = service.as_ref()?.spec.as_ref()?.cluster_ip.clone().filter(|ip| !ip.is_empty() && ip != "None")?;
+    let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
+    Some(format!("http://{host}:{}{}", owner.port, resources::mcp_path(server.spec.transport)))
 }
 
 #[cfg(test)]
@@ -537,10 +447,7 @@ mod tests {
     use kube::core::Status;
 
     fn api_error(code: u16) -> kube::Error {
-        kube::Error::Api(Box::new(Status {
-            code,
-            ..Status::default()
-        }))
+        kube::Error::Api(Box::new(Status { code, ..Status::default() }))
     }
 
     #[test]
@@ -560,27 +467,15 @@ mod tests {
         }))
         .unwrap();
         let engine = crate::policy::Engine::new().unwrap();
-        let verdict = engine.review(
-            Kind::Server,
-            Operation::Create,
-            &serde_json::to_value(&stored).unwrap(),
-            None,
-        );
+        let verdict = engine.review(Kind::Server, Operation::Create, &serde_json::to_value(&stored).unwrap(), None);
         assert!(verdict.allowed(), "{:?}", verdict.errors);
         let mut privileged = stored.clone();
         privileged.spec.mode = Some(ServerMode::Container);
         privileged.spec.endpoint = None;
         privileged.spec.image = Some("a/b:1".into());
-        privileged.spec.security_context = Some(k8s_openapi::api::core::v1::SecurityContext {
-            privileged: Some(true),
-            ..Default::default()
-        });
-        let verdict = engine.review(
-            Kind::Server,
-            Operation::Create,
-            &serde_json::to_value(&privileged).unwrap(),
-            None,
-        );
+        privileged.spec.security_context =
+            Some(k8s_openapi::api::core::v1::SecurityContext { privileged: Some(true), ..Default::default() });
+        let verdict = engine.review(Kind::Server, Operation::Create, &serde_json::to_value(&privileged).unwrap(), None);
         assert!(!verdict.allowed());
     }
 
@@ -592,11 +487,7 @@ mod tests {
         for code in [400, 403, 404, 422] {
             assert!(!is_retryable(&api_error(code)), "{code}");
         }
-        let apply = ReconcileError::Apply {
-            kind: ChildKind::Deployment,
-            name: "x".into(),
-            source: api_error(503),
-        };
+        let apply = ReconcileError::Apply { kind: ChildKind::Deployment, name: "x".into(), source: api_error(503) };
         assert!(apply.is_retryable());
         assert!(!ReconcileError::Incomplete("namespace").is_retryable());
     }
@@ -613,35 +504,11 @@ mod tests {
             ..DeploymentStatus::default()
         });
         let old = workload_of(2, &Some(deployment.clone()));
-        assert_eq!(
-            old,
-            Workload::Container {
-                desired: 2,
-                replicas: 2,
-                ready: 2,
-                updated: 0
-            }
-        );
+        assert_eq!(old, Workload::Container { desired: 2, replicas: 2, ready: 2, updated: 0 });
         deployment.status.as_mut().unwrap().observed_generation = Some(2);
         let current = workload_of(2, &Some(deployment));
-        assert_eq!(
-            current,
-            Workload::Container {
-                desired: 2,
-                replicas: 2,
-                ready: 2,
-                updated: 2
-            }
-        );
-        assert_eq!(
-            workload_of(1, &None),
-            Workload::Container {
-                desired: 1,
-                replicas: 0,
-                ready: 0,
-                updated: 0
-            }
-        );
+        assert_eq!(current, Workload::Container { desired: 2, replicas: 2, ready: 2, updated: 2 });
+        assert_eq!(workload_of(1, &None), Workload::Container { desired: 1, replicas: 0, ready: 0, updated: 0 });
     }
 
     #[test]
@@ -652,21 +519,12 @@ mod tests {
         let owner = Owner::of(&server).unwrap();
         let service = |ip: &str| {
             Some(Service {
-                spec: Some(ServiceSpec {
-                    cluster_ip: Some(ip.into()),
-                    ..ServiceSpec::default()
-                }),
+                spec: Some(ServiceSpec { cluster_ip: Some(ip.into()), ..ServiceSpec::default() }),
                 ..Service::default()
             })
         };
-        assert_eq!(
-            service_target(&service("10.0.0.7"), &owner, &server).as_deref(),
-            Some("http://10.0.0.7:9000/mcp")
-        );
-        assert_eq!(
-            service_target(&service("fd00::7"), &owner, &server).as_deref(),
-            Some("http://[fd00::7]:9000/mcp")
-        );
+        assert_eq!(service_target(&service("10.0.0.7"), &owner, &server).as_deref(), Some("http://10.0.0.7:9000/mcp"));
+        assert_eq!(service_target(&service("fd00::7"), &owner, &server).as_deref(), Some("http://[fd00::7]:9000/mcp"));
         assert_eq!(service_target(&service("None"), &owner, &server), None);
         assert_eq!(service_target(&None, &owner, &server), None);
     }

@@ -1,15 +1,17 @@
 //! Pure builders of the objects an MCPServer owns: no I/O, no clock.
 //!
 //! [`desired_children`] is the single source of what the controller applies and what
-//! `mcp-hangar render` prints. It applies the webhook's defaults itself, so a server
-//! stored without them (webhook bypassed) still gets the secure settings.
+//! `mcp-hangar render` prints: the permission profile's objects (compiled by
+//! [`crate::policy::profile::compile`]), the Service and the Deployment. It applies the
+//! webhook's defaults itself, so a server stored without them (webhook bypassed) still
+//! gets the secure settings.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction,
+    Container, ContainerPort, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Service,
+    ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -18,32 +20,16 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use serde_json::Value;
 
-use super::profile::{self, ProfileError, ProfileView};
-use crate::crd::{Kind, MCPServer, ServerMode, Transport};
+use super::profile::ResolvedProfile;
+use crate::crd::{Kind, MANAGER, MCPServer, ServerMode, Transport};
 use crate::policy::format::parse_positive_duration;
 use crate::policy::mutate::{self, DEFAULT_PORT, DEFAULT_STARTUP_TIMEOUT};
+use crate::policy::profile::{EffectiveProfile, compile};
 
 /// Field manager of every server-side apply the controller makes.
-pub const FIELD_MANAGER: &str = "mcp-hangar";
-/// `app.kubernetes.io/name` label key.
-pub const LABEL_NAME: &str = "app.kubernetes.io/name";
-/// `app.kubernetes.io/instance` label key: the MCPServer's name.
-pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
-/// `app.kubernetes.io/managed-by` label key.
+pub const FIELD_MANAGER: &str = MANAGER;
+/// `app.kubernetes.io/managed-by` label key; the controller watches only children carrying it.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// `app.kubernetes.io/component` label key.
-pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
-/// Label marking every MCP server pod (NetworkPolicies select on it).
-pub const LABEL_MCP_SERVER: &str = "mcp-hangar.io/mcp-server";
-/// The same marker as spelled by the reference NetworkPolicy (`mcp-hangar.io/mcp_server`),
-/// so that policy selects the pods when copied as written.
-pub const LABEL_MCP_SERVER_SEED: &str = "mcp-hangar.io/mcp_server";
-/// Value of `app.kubernetes.io/name`.
-pub const APP_NAME: &str = "mcp-server";
-/// Value of `app.kubernetes.io/managed-by`.
-pub const MANAGED_BY: &str = "mcp-hangar";
-/// Value of `app.kubernetes.io/component`.
-pub const COMPONENT: &str = "server";
 /// Name of the server container, and of its port.
 pub const CONTAINER_NAME: &str = "mcp";
 /// Pod annotation naming the permission profile in force.
@@ -71,9 +57,6 @@ pub enum ResourceError {
         "transport stdio is not supported by the controller: the server must listen on spec.port; use streamable-http"
     )]
     UnsupportedTransport,
-    /// The permission profile could not be resolved.
-    #[error(transparent)]
-    Profile(#[from] ProfileError),
     /// The defaulted object could not be read back.
     #[error("the server could not be read after applying defaults: {0}")]
     Defaults(#[from] serde_json::Error),
@@ -90,23 +73,20 @@ pub struct Owner {
     pub port: i32,
     /// `spec.serviceAccountName`, when the user brings an account.
     pub service_account: Option<String>,
-    /// The controller owner reference; absent for objects never stored (no uid), as in `render`.
+    /// The controller owner reference (`blockOwnerDeletion` set); absent for objects never
+    /// stored (no uid), as in `render`.
     pub reference: Option<OwnerReference>,
+    /// Labels of every child and of the pods.
+    pub labels: BTreeMap<String, String>,
+    /// The pod selector: small and never changed, since a Deployment's selector is immutable.
+    pub selector: BTreeMap<String, String>,
 }
 
 impl Owner {
     /// Reads the owner's identity from a server.
     pub fn of(server: &MCPServer) -> Result<Owner, ResourceError> {
-        let name = server
-            .metadata
-            .name
-            .clone()
-            .ok_or(ResourceError::MissingName)?;
-        let namespace = server
-            .metadata
-            .namespace
-            .clone()
-            .ok_or(ResourceError::MissingNamespace)?;
+        let name = server.metadata.name.clone().ok_or(ResourceError::MissingName)?;
+        let namespace = server.metadata.namespace.clone().ok_or(ResourceError::MissingNamespace)?;
         let reference = server.controller_owner_ref(&()).map(|mut r| {
             r.block_owner_deletion = Some(true);
             r
@@ -117,57 +97,36 @@ impl Owner {
             port: server.spec.port.unwrap_or(DEFAULT_PORT as i32),
             service_account: server.spec.service_account_name.clone(),
             reference,
+            labels: server.child_labels(),
+            selector: server.selector_labels(),
         })
-    }
-
-    /// Labels of every child and of the pods.
-    pub fn labels(&self) -> BTreeMap<String, String> {
-        let mut labels = self.selector_labels();
-        labels.insert(LABEL_NAME.into(), APP_NAME.into());
-        labels.insert(LABEL_COMPONENT.into(), COMPONENT.into());
-        labels.insert(LABEL_MCP_SERVER.into(), "true".into());
-        labels.insert(LABEL_MCP_SERVER_SEED.into(), "true".into());
-        labels
-    }
-
-    /// The pod selector: small and never changed, since a Deployment's selector is immutable.
-    pub fn selector_labels(&self) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            (LABEL_INSTANCE.to_string(), self.name.clone()),
-            (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-        ])
     }
 
     /// The pod selector in its string form (`status.selector`, read by the scale subresource).
     pub fn selector_string(&self) -> String {
-        self.selector_labels()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",")
+        self.selector.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
     }
 
     /// Metadata of a child: same name and namespace as the server, labels, owner reference.
     pub fn child_meta(&self) -> ObjectMeta {
-        ObjectMeta {
+        let mut meta = ObjectMeta {
             name: Some(self.name.clone()),
             namespace: Some(self.namespace.clone()),
-            labels: Some(self.labels()),
-            owner_references: self.reference.clone().map(|r| vec![r]),
+            labels: Some(self.labels.clone()),
             ..ObjectMeta::default()
-        }
+        };
+        self.own(&mut meta);
+        meta
+    }
+
+    /// Makes this server the controlling owner of an object, and its only owner.
+    pub fn own(&self, meta: &mut ObjectMeta) {
+        meta.owner_references = self.reference.clone().map(|r| vec![r]);
     }
 
     /// The ServiceAccount the pod runs as.
     pub fn service_account_name(&self) -> String {
-        self.service_account
-            .clone()
-            .unwrap_or_else(|| self.name.clone())
-    }
-
-    /// True when the operator creates the pod's ServiceAccount.
-    pub fn own_service_account(&self) -> bool {
-        self.service_account.is_none()
+        self.service_account.clone().unwrap_or_else(|| self.name.clone())
     }
 }
 
@@ -220,10 +179,7 @@ impl std::fmt::Display for ChildKind {
 
 /// One child object.
 #[derive(Debug, Clone, PartialEq)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "at most six short-lived values per reconcile; boxing buys nothing"
-)]
+#[allow(clippy::large_enum_variant, reason = "at most six short-lived values per reconcile; boxing buys nothing")]
 pub enum Child {
     /// The pod's ServiceAccount.
     ServiceAccount(ServiceAccount),
@@ -312,19 +268,17 @@ impl ChildSet {
     }
 }
 
-/// The server with every webhook default applied (idempotent).
-pub fn with_defaults(server: &MCPServer) -> Result<MCPServer, ResourceError> {
+/// The server with every webhook default applied (idempotent); `default_profile` is the
+/// profile a server naming none gets.
+pub fn with_defaults(server: &MCPServer, default_profile: &str) -> Result<MCPServer, ResourceError> {
     let value = serde_json::to_value(server)?;
-    Ok(serde_json::from_value(mutate::apply_defaults(
-        Kind::Server,
-        &value,
-    ))?)
+    Ok(serde_json::from_value(mutate::apply_defaults(Kind::Server, &value, default_profile))?)
 }
 
-/// Everything a server owns: nothing in remote mode; in container mode the profile's
-/// objects, the Service and the Deployment.
-pub fn desired_children(server: &MCPServer) -> Result<ChildSet, ResourceError> {
-    let server = with_defaults(server)?;
+/// Everything a server owns: nothing in remote mode; in container mode the objects of its
+/// permission profile, the Service and the Deployment.
+pub fn desired_children(server: &MCPServer, profile: &ResolvedProfile) -> Result<ChildSet, ResourceError> {
+    let server = with_defaults(server, &profile.name)?;
     let owner = Owner::of(&server)?;
     match server.spec.mode {
         None => Err(ResourceError::MissingMode),
@@ -333,11 +287,21 @@ pub fn desired_children(server: &MCPServer) -> Result<ChildSet, ResourceError> {
             if server.spec.transport == Some(Transport::Stdio) {
                 return Err(ResourceError::UnsupportedTransport);
             }
-            let profile = profile::resolve(&server)?;
-            let mut children = profile::profile_children(&owner, &profile);
-            children.service = Some(service(&owner));
-            children.deployment = Some(deployment(&server, &owner, &profile)?);
-            Ok(children)
+            let mut objects = compile(&server, &profile.spec);
+            owner.own(&mut objects.network_policy.metadata);
+            owner.own(&mut objects.role.metadata);
+            owner.own(&mut objects.role_binding.metadata);
+            if let Some(account) = objects.service_account.as_mut() {
+                owner.own(&mut account.metadata);
+            }
+            Ok(ChildSet {
+                service_account: objects.service_account,
+                role: Some(objects.role),
+                role_binding: Some(objects.role_binding),
+                network_policy: Some(objects.network_policy),
+                service: Some(service(&owner)),
+                deployment: Some(deployment(&server, &owner, profile)?),
+            })
         }
     }
 }
@@ -364,12 +328,12 @@ pub fn service_url(server: &MCPServer, cluster_domain: &str) -> Result<String, R
 }
 
 /// The Service in front of the server pods, on the MCP port.
-pub fn service(owner: &Owner) -> Service {
+fn service(owner: &Owner) -> Service {
     Service {
         metadata: owner.child_meta(),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
-            selector: Some(owner.selector_labels()),
+            selector: Some(owner.selector.clone()),
             ports: Some(vec![ServicePort {
                 name: Some(CONTAINER_NAME.into()),
                 port: owner.port,
@@ -386,10 +350,7 @@ pub fn service(owner: &Owner) -> Service {
 
 fn tcp_probe(period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
-        tcp_socket: Some(TCPSocketAction {
-            port: IntOrString::String(CONTAINER_NAME.into()),
-            host: None,
-        }),
+        tcp_socket: Some(TCPSocketAction { port: IntOrString::String(CONTAINER_NAME.into()), host: None }),
         period_seconds: Some(period_seconds),
         timeout_seconds: Some(1),
         failure_threshold: Some(failure_threshold),
@@ -403,9 +364,7 @@ fn startup_attempts(startup_timeout: Option<&str>) -> i32 {
         .and_then(|t| parse_positive_duration(t).ok())
         .or_else(|| parse_positive_duration(DEFAULT_STARTUP_TIMEOUT).ok())
         .unwrap_or_default();
-    let attempts = timeout
-        .as_secs()
-        .div_ceil(STARTUP_PROBE_PERIOD_SECONDS as u64);
+    let attempts = timeout.as_secs().div_ceil(STARTUP_PROBE_PERIOD_SECONDS as u64);
     i32::try_from(attempts).unwrap_or(i32::MAX).max(1)
 }
 
@@ -414,31 +373,14 @@ fn startup_attempts(startup_timeout: Option<&str>) -> i32 {
 pub fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            localhost_profile: None,
-        }),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
         ..PodSecurityContext::default()
     }
 }
 
-/// The container securityContext: what the (defaulted) spec says, merged under the secure
-/// defaults so that every field the user left out stays secure.
-fn container_security_context(server: &MCPServer) -> Result<SecurityContext, serde_json::Error> {
-    let mut object = serde_json::json!({"spec": {"mode": "container"}});
-    if let Some(sc) = &server.spec.security_context {
-        object["spec"]["securityContext"] = serde_json::to_value(sc)?;
-    }
-    let defaulted = mutate::apply_defaults(Kind::Server, &object);
-    serde_json::from_value(defaulted["spec"]["securityContext"].clone())
-}
-
-/// The Deployment running the server image with the secure pod settings.
-pub fn deployment(
-    server: &MCPServer,
-    owner: &Owner,
-    profile: &ProfileView,
-) -> Result<Deployment, ResourceError> {
+/// The Deployment running the server image with the secure pod settings; `server` has its
+/// defaults applied, so its securityContext is the secure one merged with the overrides.
+fn deployment(server: &MCPServer, owner: &Owner, profile: &ResolvedProfile) -> Result<Deployment, ResourceError> {
     let spec = &server.spec;
     let image = spec.image.clone().ok_or(ResourceError::MissingImage)?;
     let container = Container {
@@ -454,28 +396,19 @@ pub fn deployment(
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        security_context: Some(container_security_context(server)?),
-        startup_probe: Some(tcp_probe(
-            STARTUP_PROBE_PERIOD_SECONDS,
-            startup_attempts(spec.startup_timeout.as_deref()),
-        )),
+        security_context: spec.security_context.clone(),
+        startup_probe: Some(tcp_probe(STARTUP_PROBE_PERIOD_SECONDS, startup_attempts(spec.startup_timeout.as_deref()))),
         readiness_probe: Some(tcp_probe(5, 3)),
         liveness_probe: Some(tcp_probe(10, 3)),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     };
-    let mut pod_meta = ObjectMeta {
-        labels: Some(owner.labels()),
-        ..ObjectMeta::default()
-    };
-    pod_meta.annotations = Some(BTreeMap::from([(
-        PROFILE_ANNOTATION.to_string(),
-        profile.name.clone(),
-    )]));
+    let mut pod_meta = ObjectMeta { labels: Some(owner.labels.clone()), ..ObjectMeta::default() };
+    pod_meta.annotations = Some(BTreeMap::from([(PROFILE_ANNOTATION.to_string(), profile.name.clone())]));
     let pod = PodSpec {
         containers: vec![container],
         service_account_name: Some(owner.service_account_name()),
-        automount_service_account_token: Some(profile.mount_service_account_token),
+        automount_service_account_token: Some(EffectiveProfile::of(&profile.spec).automount_token),
         enable_service_links: Some(false),
         security_context: Some(pod_security_context()),
         volumes: spec.volumes.clone(),
@@ -487,14 +420,8 @@ pub fn deployment(
         metadata: owner.child_meta(),
         spec: Some(DeploymentSpec {
             replicas: Some(spec.replicas.unwrap_or(mutate::DEFAULT_REPLICAS as i32)),
-            selector: LabelSelector {
-                match_labels: Some(owner.selector_labels()),
-                ..LabelSelector::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(pod_meta),
-                spec: Some(pod),
-            },
+            selector: LabelSelector { match_labels: Some(owner.selector.clone()), ..LabelSelector::default() },
+            template: PodTemplateSpec { metadata: Some(pod_meta), spec: Some(pod) },
             revision_history_limit: Some(3),
             ..DeploymentSpec::default()
         }),
@@ -505,7 +432,9 @@ pub fn deployment(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::MCPServerSpec;
+    use crate::controller::profile::resolve_named;
+    use crate::crd::{MCPPermissionProfileSpec, MCPServerSpec, ServiceAccountPermissions};
+    use crate::policy::PolicyState;
     use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
     use serde_json::json;
 
@@ -519,6 +448,11 @@ mod tests {
         serde_json::from_value(object).unwrap()
     }
 
+    fn children(server: &MCPServer) -> Result<ChildSet, ResourceError> {
+        let profile = resolve_named("none", &PolicyState::builtin()).unwrap();
+        desired_children(server, &profile)
+    }
+
     fn pod_spec(children: &ChildSet) -> PodSpec {
         let deployment = children.deployment.clone().unwrap();
         deployment.spec.unwrap().template.spec.unwrap()
@@ -529,25 +463,20 @@ mod tests {
         let mut server = container_server(json!({}));
         server.spec.mode = Some(ServerMode::Remote);
         server.spec.endpoint = Some("https://mcp.example.com/mcp".into());
-        assert_eq!(desired_children(&server).unwrap(), ChildSet::default());
+        assert_eq!(children(&server).unwrap(), ChildSet::default());
     }
 
     #[test]
     fn container_server_owns_six_children_in_apply_order() {
         let server = container_server(json!({"image": "ghcr.io/org/tools:1.0.0"}));
-        let kinds: Vec<_> = desired_children(&server)
-            .unwrap()
-            .into_children()
-            .iter()
-            .map(Child::kind)
-            .collect();
+        let kinds: Vec<_> = children(&server).unwrap().into_children().iter().map(Child::kind).collect();
         assert_eq!(kinds, ChildKind::ALL.to_vec());
     }
 
     #[test]
     fn every_child_is_named_labelled_and_owned() {
         let server = container_server(json!({"image": "ghcr.io/org/tools:1.0.0"}));
-        for child in desired_children(&server).unwrap().into_children() {
+        for child in children(&server).unwrap().into_children() {
             let value = child.to_value();
             let meta = &value["metadata"];
             assert_eq!(meta["name"], "github-tools", "{}", child.kind());
@@ -555,7 +484,7 @@ mod tests {
             assert_eq!(meta["labels"]["app.kubernetes.io/instance"], "github-tools");
             assert_eq!(meta["labels"]["app.kubernetes.io/managed-by"], "mcp-hangar");
             assert_eq!(meta["labels"]["app.kubernetes.io/name"], "mcp-server");
-            assert_eq!(meta["labels"]["app.kubernetes.io/component"], "server");
+            assert_eq!(meta["labels"]["app.kubernetes.io/component"], "mcp-server");
             assert_eq!(meta["labels"]["mcp-hangar.io/mcp-server"], "true");
             let owner = &meta["ownerReferences"][0];
             assert_eq!(owner["kind"], "MCPServer");
@@ -571,12 +500,8 @@ mod tests {
     fn unsaved_servers_render_without_owner_references() {
         let mut server = container_server(json!({"image": "ghcr.io/org/tools:1.0.0"}));
         server.metadata.uid = None;
-        for child in desired_children(&server).unwrap().into_children() {
-            assert!(
-                child.to_value()["metadata"]
-                    .get("ownerReferences")
-                    .is_none()
-            );
+        for child in children(&server).unwrap().into_children() {
+            assert!(child.to_value()["metadata"].get("ownerReferences").is_none());
         }
     }
 
@@ -597,21 +522,15 @@ mod tests {
             "nodeSelector": {"pool": "tools"},
             "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "tools", "effect": "NoSchedule"}],
         }));
-        let children = desired_children(&server).unwrap();
+        let children = children(&server).unwrap();
         let deployment = children.deployment.clone().unwrap();
         let spec = deployment.spec.clone().unwrap();
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(
             spec.selector.match_labels.unwrap(),
             BTreeMap::from([
-                (
-                    "app.kubernetes.io/instance".to_string(),
-                    "github-tools".to_string()
-                ),
-                (
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "mcp-hangar".to_string()
-                ),
+                ("app.kubernetes.io/instance".to_string(), "github-tools".to_string()),
+                ("mcp-hangar.io/mcp-server".to_string(), "true".to_string()),
             ])
         );
         let pod = pod_spec(&children);
@@ -626,42 +545,32 @@ mod tests {
                 name: "GITHUB_TOKEN".into(),
                 value: None,
                 value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: "gh".into(),
-                        key: "token".into(),
-                        optional: None
-                    }),
+                    secret_key_ref: Some(SecretKeySelector { name: "gh".into(), key: "token".into(), optional: None }),
                     ..EnvVarSource::default()
                 }),
             }
         );
         assert!(container.resources.as_ref().unwrap().limits.is_some());
-        assert_eq!(
-            container.volume_mounts.as_ref().unwrap()[0].mount_path,
-            "/tmp"
-        );
+        assert_eq!(container.volume_mounts.as_ref().unwrap()[0].mount_path, "/tmp");
         assert_eq!(pod.volumes.as_ref().unwrap()[0].name, "scratch");
         assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "tools");
-        assert_eq!(
-            pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
-            Some("dedicated")
-        );
+        assert_eq!(pod.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("dedicated"));
         let service = serde_json::to_value(children.service.unwrap()).unwrap();
         assert_eq!(service["spec"]["ports"][0]["port"], 9000);
         assert_eq!(service["spec"]["ports"][0]["targetPort"], "mcp");
         assert_eq!(
             service["spec"]["selector"],
-            json!({"app.kubernetes.io/instance": "github-tools", "app.kubernetes.io/managed-by": "mcp-hangar"})
+            json!({"app.kubernetes.io/instance": "github-tools", "mcp-hangar.io/mcp-server": "true"})
         );
     }
 
     #[test]
     fn cold_servers_get_zero_replicas_and_defaults_fill_one() {
         let cold = container_server(json!({"image": "a/b:1", "replicas": 0}));
-        let deployment = desired_children(&cold).unwrap().deployment.unwrap();
+        let deployment = children(&cold).unwrap().deployment.unwrap();
         assert_eq!(deployment.spec.unwrap().replicas, Some(0));
         let default = container_server(json!({"image": "a/b:1"}));
-        let deployment = desired_children(&default).unwrap().deployment.unwrap();
+        let deployment = children(&default).unwrap().deployment.unwrap();
         assert_eq!(deployment.spec.unwrap().replicas, Some(1));
     }
 
@@ -669,7 +578,7 @@ mod tests {
     fn pod_is_locked_down_even_without_webhook_defaults() {
         let server = container_server(json!({"image": "a/b:1"}));
         assert!(server.spec.security_context.is_none());
-        let pod = pod_spec(&desired_children(&server).unwrap());
+        let pod = pod_spec(&children(&server).unwrap());
         assert_eq!(pod.automount_service_account_token, Some(false));
         assert_eq!(pod.enable_service_links, Some(false));
         assert_eq!(pod.service_account_name.as_deref(), Some("github-tools"));
@@ -691,7 +600,7 @@ mod tests {
             "image": "a/b:1",
             "securityContext": {"runAsUser": 1000, "readOnlyRootFilesystem": false},
         }));
-        let pod = pod_spec(&desired_children(&server).unwrap());
+        let pod = pod_spec(&children(&server).unwrap());
         let sc = pod.containers[0].security_context.clone().unwrap();
         assert_eq!(sc.run_as_user, Some(1000));
         assert_eq!(sc.read_only_root_filesystem, Some(false));
@@ -702,13 +611,11 @@ mod tests {
     #[test]
     fn probes_use_the_mcp_port_and_the_startup_timeout() {
         let server = container_server(json!({"image": "a/b:1", "startupTimeout": "61s"}));
-        let pod = pod_spec(&desired_children(&server).unwrap());
+        let pod = pod_spec(&children(&server).unwrap());
         let container = &pod.containers[0];
-        for probe in [
-            container.readiness_probe.clone(),
-            container.liveness_probe.clone(),
-            container.startup_probe.clone(),
-        ] {
+        for probe in
+            [container.readiness_probe.clone(), container.liveness_probe.clone(), container.startup_probe.clone()]
+        {
             let tcp = probe.unwrap().tcp_socket.unwrap();
             assert_eq!(tcp.port, IntOrString::String("mcp".into()));
             assert!(tcp.host.is_none());
@@ -720,52 +627,68 @@ mod tests {
     #[test]
     fn own_service_account_is_used_and_not_created() {
         let server = container_server(json!({"image": "a/b:1", "serviceAccountName": "team"}));
-        let children = desired_children(&server).unwrap();
+        let children = children(&server).unwrap();
         assert!(!children.has(ChildKind::ServiceAccount));
-        assert_eq!(
-            pod_spec(&children).service_account_name.as_deref(),
-            Some("team")
-        );
+        assert_eq!(pod_spec(&children).service_account_name.as_deref(), Some("team"));
     }
 
     #[test]
-    fn stdio_and_configmap_profiles_are_refused() {
+    fn stdio_is_refused() {
         let stdio = container_server(json!({"image": "a/b:1", "transport": "stdio"}));
-        assert!(matches!(
-            desired_children(&stdio),
-            Err(ResourceError::UnsupportedTransport)
-        ));
-        let custom = container_server(json!({
-            "image": "a/b:1",
-            "permissionProfile": {"type": "configmap", "name": "p", "key": "profile.json"},
-        }));
-        assert!(matches!(
-            desired_children(&custom),
-            Err(ResourceError::Profile(ProfileError::ConfigMapUnsupported(
-                _
-            )))
-        ));
+        assert!(matches!(children(&stdio), Err(ResourceError::UnsupportedTransport)));
+    }
+
+    #[test]
+    fn profile_objects_are_owned_like_every_child() {
+        let server = container_server(json!({"image": "a/b:1"}));
+        let set = children(&server).unwrap();
+        let policy = serde_json::to_value(set.network_policy.unwrap()).unwrap();
+        let owner = &policy["metadata"]["ownerReferences"];
+        assert_eq!(owner.as_array().unwrap().len(), 1);
+        assert_eq!(owner[0]["blockOwnerDeletion"], true);
+        assert_eq!(
+            policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["mcp-hangar.io/core"],
+            "true"
+        );
+        assert_eq!(set.role.unwrap().rules, Some(vec![]));
+        assert_eq!(set.service_account.unwrap().automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn the_profile_decides_egress_and_the_token() {
+        let server = container_server(json!({"image": "a/b:1"}));
+        let network = resolve_named("network", &PolicyState::builtin()).unwrap();
+        let set = desired_children(&server, &network).unwrap();
+        let policy = serde_json::to_value(set.network_policy.unwrap()).unwrap();
+        assert_eq!(policy["spec"]["egress"], json!([{}]));
+        let pod = set.deployment.unwrap().spec.unwrap().template;
+        let annotations = pod.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations[PROFILE_ANNOTATION], "network");
+
+        let with_token = ResolvedProfile {
+            name: "api-reader".into(),
+            spec: MCPPermissionProfileSpec {
+                service_account: Some(ServiceAccountPermissions { automount_token: Some(true), rules: None }),
+                ..MCPPermissionProfileSpec::default()
+            },
+        };
+        let set = desired_children(&server, &with_token).unwrap();
+        assert_eq!(pod_spec(&set).automount_service_account_token, Some(true));
+        assert_eq!(set.service_account.unwrap().automount_service_account_token, Some(true));
     }
 
     #[test]
     fn selector_and_url() {
         let server = container_server(json!({"image": "a/b:1", "port": 3000}));
         let owner = Owner::of(&server).unwrap();
-        assert_eq!(
-            owner.selector_string(),
-            "app.kubernetes.io/instance=github-tools,app.kubernetes.io/managed-by=mcp-hangar"
-        );
+        assert_eq!(owner.selector_string(), "app.kubernetes.io/instance=github-tools,mcp-hangar.io/mcp-server=true");
         assert_eq!(
             service_url(&server, "cluster.local").unwrap(),
             "http://github-tools.mcp-servers.svc.cluster.local:3000/mcp"
         );
         let mut sse = server.clone();
         sse.spec.transport = Some(Transport::Sse);
-        assert!(
-            service_url(&sse, "example.org")
-                .unwrap()
-                .ends_with(".svc.example.org:3000/sse")
-        );
+        assert!(service_url(&sse, "example.org").unwrap().ends_with(".svc.example.org:3000/sse"));
     }
 
     #[test]
@@ -778,21 +701,12 @@ mod tests {
                 ..MCPServerSpec::default()
             },
         );
-        assert!(matches!(
-            desired_children(&server),
-            Err(ResourceError::MissingNamespace)
-        ));
+        assert!(matches!(children(&server), Err(ResourceError::MissingNamespace)));
         server.metadata.namespace = Some("ns".into());
-        assert!(desired_children(&server).is_ok());
+        assert!(children(&server).is_ok());
         server.spec.image = None;
-        assert!(matches!(
-            desired_children(&server),
-            Err(ResourceError::MissingImage)
-        ));
+        assert!(matches!(children(&server), Err(ResourceError::MissingImage)));
         server.spec.mode = None;
-        assert!(matches!(
-            desired_children(&server),
-            Err(ResourceError::MissingMode)
-        ));
+        assert!(matches!(children(&server), Err(ResourceError::MissingMode)));
     }
 }

@@ -21,9 +21,8 @@ use k8s_openapi::jiff::Timestamp;
 use crate::crd::{MCPServerSpec, MCPServerStatus, ServerState};
 use crate::policy::format::parse_positive_duration;
 use crate::policy::mutate::{
-    DEFAULT_BREAKER_FAILURE_THRESHOLD, DEFAULT_BREAKER_RESET_TIMEOUT,
-    DEFAULT_HEALTH_FAILURE_THRESHOLD, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT,
-    DEFAULT_STARTUP_TIMEOUT,
+    DEFAULT_BREAKER_FAILURE_THRESHOLD, DEFAULT_BREAKER_RESET_TIMEOUT, DEFAULT_HEALTH_FAILURE_THRESHOLD,
+    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_STARTUP_TIMEOUT,
 };
 
 /// Marks the last health-check error in condition messages; it always ends the message,
@@ -69,6 +68,8 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// Dead: the spec asks for something this controller cannot run.
     pub const UNSUPPORTED_SPEC: &str = "UnsupportedSpec";
+    /// Dead: the permission profile does not exist or cannot be read.
+    pub const PROFILE_UNAVAILABLE: &str = "ProfileUnavailable";
     /// Dead: the API server refused a child object.
     pub const APPLY_REJECTED: &str = "ApplyRejected";
     /// Progressing: replicas are being created or updated.
@@ -129,19 +130,10 @@ impl Settings {
             health_enabled: health.enabled.unwrap_or(true),
             interval,
             timeout,
-            failure_threshold: health
-                .failure_threshold
-                .unwrap_or(DEFAULT_HEALTH_FAILURE_THRESHOLD as i32)
-                .max(1),
+            failure_threshold: health.failure_threshold.unwrap_or(DEFAULT_HEALTH_FAILURE_THRESHOLD as i32).max(1),
             breaker_enabled: breaker.enabled.unwrap_or(true),
-            breaker_threshold: breaker
-                .failure_threshold
-                .unwrap_or(DEFAULT_BREAKER_FAILURE_THRESHOLD as i32)
-                .max(1),
-            reset_timeout: duration_or(
-                breaker.reset_timeout.as_deref(),
-                DEFAULT_BREAKER_RESET_TIMEOUT,
-            ),
+            breaker_threshold: breaker.failure_threshold.unwrap_or(DEFAULT_BREAKER_FAILURE_THRESHOLD as i32).max(1),
+            reset_timeout: duration_or(breaker.reset_timeout.as_deref(), DEFAULT_BREAKER_RESET_TIMEOUT),
             startup_timeout: duration_or(spec.startup_timeout.as_deref(), DEFAULT_STARTUP_TIMEOUT),
         }
     }
@@ -244,13 +236,8 @@ pub fn state_name(state: ServerState) -> &'static str {
 }
 
 /// Every state, in lifecycle order.
-pub const ALL_STATES: [ServerState; 5] = [
-    ServerState::Cold,
-    ServerState::Initializing,
-    ServerState::Ready,
-    ServerState::Degraded,
-    ServerState::Dead,
-];
+pub const ALL_STATES: [ServerState; 5] =
+    [ServerState::Cold, ServerState::Initializing, ServerState::Ready, ServerState::Degraded, ServerState::Dead];
 
 fn after(t: Timestamp, d: Duration) -> Timestamp {
     t.saturating_add(d).unwrap_or(Timestamp::MAX)
@@ -258,38 +245,24 @@ fn after(t: Timestamp, d: Duration) -> Timestamp {
 
 fn until(now: Timestamp, t: Timestamp) -> Duration {
     let d = now.duration_until(t);
-    if d.is_negative() {
-        Duration::ZERO
-    } else {
-        d.unsigned_abs()
-    }
+    if d.is_negative() { Duration::ZERO } else { d.unsigned_abs() }
 }
 
 /// When the next health check is due, given the last one and the failures since a success;
 /// `None` when none ran yet (due at once).
 fn next_check_at(settings: &Settings, last: Option<&Time>, failures: i32) -> Option<Timestamp> {
     let last = last?.0;
-    let wait = if settings.breaker_open(failures) {
-        settings.reset_timeout
-    } else {
-        settings.interval
-    };
+    let wait = if settings.breaker_open(failures) { settings.reset_timeout } else { settings.interval };
     Some(after(last, wait))
 }
 
 /// True when a health check should run now.
-pub fn check_due(
-    settings: &Settings,
-    previous: &MCPServerStatus,
-    workload: Workload,
-    now: Timestamp,
-) -> bool {
+pub fn check_due(settings: &Settings, previous: &MCPServerStatus, workload: Workload, now: Timestamp) -> bool {
     if !settings.health_enabled || !workload.reachable() {
         return false;
     }
     let failures = previous.consecutive_failures.unwrap_or(0);
-    next_check_at(settings, previous.last_health_check.as_ref(), failures)
-        .is_none_or(|due| now >= due)
+    next_check_at(settings, previous.last_health_check.as_ref(), failures).is_none_or(|due| now >= due)
 }
 
 struct Verdict {
@@ -307,11 +280,7 @@ fn health_verdict(
     last_error: &str,
     next_trial: Option<Timestamp>,
 ) -> Verdict {
-    let verdict = |state, reason, message: String| Verdict {
-        state,
-        reason,
-        message,
-    };
+    let verdict = |state, reason, message: String| Verdict { state, reason, message };
     if !settings.health_enabled {
         return verdict(
             ServerState::Ready,
@@ -319,9 +288,7 @@ fn health_verdict(
             "health checks are disabled; the server counts as ready when its replicas are".into(),
         );
     }
-    let trial = next_trial
-        .map(|t| t.to_string())
-        .unwrap_or_else(|| "the next reconcile".into());
+    let trial = next_trial.map(|t| t.to_string()).unwrap_or_else(|| "the next reconcile".into());
     if settings.breaker_open(failures) {
         if failures > settings.breaker_threshold {
             return verdict(
@@ -358,12 +325,7 @@ fn health_verdict(
             "the server answered initialize and tools/list".into(),
         );
     }
-    if failures > 0
-        && matches!(
-            previous_state,
-            Some(ServerState::Ready | ServerState::Degraded)
-        )
-    {
+    if failures > 0 && matches!(previous_state, Some(ServerState::Ready | ServerState::Degraded)) {
         return verdict(
             ServerState::Ready,
             reason::HEALTH_CHECK_PASSED,
@@ -378,11 +340,7 @@ fn health_verdict(
     } else {
         "waiting for the first MCP health check".into()
     };
-    verdict(
-        ServerState::Initializing,
-        reason::AWAITING_HEALTH_CHECK,
-        message,
-    )
+    verdict(ServerState::Initializing, reason::AWAITING_HEALTH_CHECK, message)
 }
 
 /// The last health-check error, from this check or, failing that, from the stored conditions.
@@ -401,17 +359,7 @@ fn last_error(check: Option<&Check>, previous: &MCPServerStatus) -> String {
 
 /// Computes the new status from an observation.
 pub fn evaluate(observation: Observation<'_>) -> Evaluation {
-    let Observation {
-        generation,
-        previous,
-        settings,
-        workload,
-        check,
-        allow_list,
-        url,
-        selector,
-        now,
-    } = observation;
+    let Observation { generation, previous, settings, workload, check, allow_list, url, selector, now } = observation;
     let mut status = MCPServerStatus {
         url: Some(url),
         selector,
@@ -427,11 +375,7 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
     match &check {
         Some(Check::Passed(tools)) => {
             let exposed: Vec<String> = match allow_list {
-                Some(allowed) => tools
-                    .iter()
-                    .filter(|t| allowed.contains(t))
-                    .cloned()
-                    .collect(),
+                Some(allowed) => tools.iter().filter(|t| allowed.contains(t)).cloned().collect(),
                 None => tools.clone(),
             };
             status.tools_count = Some(i32::try_from(exposed.len()).unwrap_or(i32::MAX));
@@ -440,8 +384,7 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
             status.last_health_check = Some(Time(now));
         }
         Some(Check::Failed(_)) => {
-            status.consecutive_failures =
-                Some(status.consecutive_failures.unwrap_or(0).saturating_add(1));
+            status.consecutive_failures = Some(status.consecutive_failures.unwrap_or(0).saturating_add(1));
             status.last_health_check = Some(Time(now));
         }
         None => {}
@@ -451,16 +394,7 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
         .then(|| next_check_at(settings, status.last_health_check.as_ref(), failures))
         .flatten();
     let checked = status.last_health_check.is_some();
-    let health = || {
-        health_verdict(
-            settings,
-            failures,
-            checked,
-            previous.state,
-            &error,
-            next_check,
-        )
-    };
+    let health = || health_verdict(settings, failures, checked, previous.state, &error, next_check);
 
     let mut startup_deadline = None;
     let generation_changed = generation.is_some() && generation != previous.observed_generation;
@@ -473,16 +407,11 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
                 message: "spec.replicas is 0: scale the MCPServer up to start it".into(),
             }
         }
-        Workload::Container {
-            desired,
-            replicas,
-            ready,
-            ..
-        } => {
+        Workload::Container { desired, replicas, ready, .. } => {
             status.replicas = Some(replicas);
             status.ready_replicas = Some(ready);
-            let restarted = matches!(previous.state, None | Some(ServerState::Cold))
-                || (generation_changed && ready == 0);
+            let restarted =
+                matches!(previous.state, None | Some(ServerState::Cold)) || (generation_changed && ready == 0);
             let started = match (&previous.last_started_at, restarted) {
                 (Some(at), false) => at.0,
                 _ => now,
@@ -517,9 +446,7 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
                     Verdict {
                         state: ServerState::Degraded,
                         reason: reason::REPLICAS_UNAVAILABLE,
-                        message: format!(
-                            "{ready} of {desired} replicas are ready: check the pods that are not"
-                        ),
+                        message: format!("{ready} of {desired} replicas are ready: check the pods that are not"),
                     }
                 } else {
                     verdict
@@ -529,25 +456,15 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
         Workload::Remote => health(),
     };
     status.state = Some(verdict.state);
-    status.conditions = conditions(
-        &status, &verdict, workload, settings, previous, generation, now,
-    );
+    status.conditions = conditions(&status, &verdict, workload, settings, previous, generation, now);
 
-    let requeue_after = [
-        next_check.map(|t| until(now, t)),
-        startup_deadline.map(|t| until(now, t) + MIN_REQUEUE),
-    ]
-    .into_iter()
-    .flatten()
-    .min()
-    .unwrap_or(RESYNC)
-    .clamp(MIN_REQUEUE, RESYNC);
-    Evaluation {
-        status,
-        requeue_after,
-        reason: verdict.reason,
-        message: verdict.message,
-    }
+    let requeue_after = [next_check.map(|t| until(now, t)), startup_deadline.map(|t| until(now, t) + MIN_REQUEUE)]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(RESYNC)
+        .clamp(MIN_REQUEUE, RESYNC);
+    Evaluation { status, requeue_after, reason: verdict.reason, message: verdict.message }
 }
 
 /// The status of a server the controller refuses to run: Dead, with the reason on every
@@ -565,55 +482,14 @@ pub fn refused(
         conditions: Vec::new(),
         ..previous.clone()
     };
-    let verdict = Verdict {
-        state: ServerState::Dead,
-        reason,
-        message: message.clone(),
-    };
+    let verdict = Verdict { state: ServerState::Dead, reason, message: message.clone() };
     status.conditions = vec![
-        condition(
-            CONDITION_READY,
-            "False",
-            reason,
-            &message,
-            generation,
-            now,
-            previous,
-        ),
-        condition(
-            CONDITION_AVAILABLE,
-            "False",
-            reason,
-            &message,
-            generation,
-            now,
-            previous,
-        ),
-        condition(
-            CONDITION_PROGRESSING,
-            "False",
-            reason,
-            &message,
-            generation,
-            now,
-            previous,
-        ),
-        condition(
-            CONDITION_DEGRADED,
-            "True",
-            verdict.reason,
-            &verdict.message,
-            generation,
-            now,
-            previous,
-        ),
+        condition(CONDITION_READY, "False", reason, &message, generation, now, previous),
+        condition(CONDITION_AVAILABLE, "False", reason, &message, generation, now, previous),
+        condition(CONDITION_PROGRESSING, "False", reason, &message, generation, now, previous),
+        condition(CONDITION_DEGRADED, "True", verdict.reason, &verdict.message, generation, now, previous),
     ];
-    Evaluation {
-        status,
-        requeue_after: RESYNC,
-        reason,
-        message,
-    }
+    Evaluation { status, requeue_after: RESYNC, reason, message }
 }
 
 fn condition(
@@ -660,34 +536,18 @@ fn conditions(
         make(CONDITION_READY, "False", verdict.reason, &verdict.message)
     };
     let failures = status.consecutive_failures.unwrap_or(0);
-    let health_failing = settings.health_enabled
-        && (failures >= settings.failure_threshold || settings.breaker_open(failures));
-    let health_reason = if settings.breaker_open(failures) {
-        reason::CIRCUIT_OPEN
-    } else {
-        reason::HEALTH_CHECK_FAILING
-    };
+    let health_failing =
+        settings.health_enabled && (failures >= settings.failure_threshold || settings.breaker_open(failures));
+    let health_reason =
+        if settings.breaker_open(failures) { reason::CIRCUIT_OPEN } else { reason::HEALTH_CHECK_FAILING };
     let available = match workload {
-        Workload::Container { desired: 0, .. } => make(
-            CONDITION_AVAILABLE,
-            "False",
-            reason::SCALED_TO_ZERO,
-            "no replicas are wanted",
-        ),
-        Workload::Container {
-            ready: 0, desired, ..
-        } => make(
-            CONDITION_AVAILABLE,
-            "False",
-            reason::NO_READY_REPLICAS,
-            &format!("0 of {desired} replicas are ready"),
-        ),
-        _ if health_failing => make(
-            CONDITION_AVAILABLE,
-            "False",
-            health_reason,
-            &verdict.message,
-        ),
+        Workload::Container { desired: 0, .. } => {
+            make(CONDITION_AVAILABLE, "False", reason::SCALED_TO_ZERO, "no replicas are wanted")
+        }
+        Workload::Container { ready: 0, desired, .. } => {
+            make(CONDITION_AVAILABLE, "False", reason::NO_READY_REPLICAS, &format!("0 of {desired} replicas are ready"))
+        }
+        _ if health_failing => make(CONDITION_AVAILABLE, "False", health_reason, &verdict.message),
         Workload::Container { ready, desired, .. } => make(
             CONDITION_AVAILABLE,
             "True",
@@ -706,38 +566,19 @@ fn conditions(
             reason::ENDPOINT_RESPONDING,
             "the endpoint answered the last MCP health check",
         ),
-        Workload::Remote => make(
-            CONDITION_AVAILABLE,
-            "False",
-            reason::AWAITING_HEALTH_CHECK,
-            &verdict.message,
-        ),
+        Workload::Remote => make(CONDITION_AVAILABLE, "False", reason::AWAITING_HEALTH_CHECK, &verdict.message),
     };
     let progressing = match workload {
-        Workload::Remote => make(
-            CONDITION_PROGRESSING,
-            "False",
-            reason::NO_WORKLOAD,
-            "remote servers run no workload in the cluster",
-        ),
-        Workload::Container { desired: 0, .. } => make(
-            CONDITION_PROGRESSING,
-            "False",
-            reason::SCALED_TO_ZERO,
-            "no replicas are wanted",
-        ),
-        _ if verdict.reason == reason::STARTUP_TIMEOUT => make(
-            CONDITION_PROGRESSING,
-            "False",
-            reason::STARTUP_TIMEOUT,
-            &verdict.message,
-        ),
-        Workload::Container {
-            desired,
-            ready,
-            updated,
-            ..
-        } if ready < desired || updated < desired => make(
+        Workload::Remote => {
+            make(CONDITION_PROGRESSING, "False", reason::NO_WORKLOAD, "remote servers run no workload in the cluster")
+        }
+        Workload::Container { desired: 0, .. } => {
+            make(CONDITION_PROGRESSING, "False", reason::SCALED_TO_ZERO, "no replicas are wanted")
+        }
+        _ if verdict.reason == reason::STARTUP_TIMEOUT => {
+            make(CONDITION_PROGRESSING, "False", reason::STARTUP_TIMEOUT, &verdict.message)
+        }
+        Workload::Container { desired, ready, updated, .. } if ready < desired || updated < desired => make(
             CONDITION_PROGRESSING,
             "True",
             reason::ROLLING_OUT,
@@ -788,12 +629,7 @@ mod tests {
     }
 
     fn container(desired: i32, ready: i32) -> Workload {
-        Workload::Container {
-            desired,
-            replicas: desired,
-            ready,
-            updated: desired,
-        }
+        Workload::Container { desired, replicas: desired, ready, updated: desired }
     }
 
     /// Runs one evaluation the way reconcile does: check if due, then evaluate.
@@ -846,51 +682,18 @@ mod tests {
         let table = [
             (0, 1, 0, true, ServerState::Initializing, reason::STARTING),
             (20, 1, 0, true, ServerState::Initializing, reason::STARTING),
-            (
-                25,
-                1,
-                1,
-                true,
-                ServerState::Ready,
-                reason::HEALTH_CHECK_PASSED,
-            ),
-            (
-                30,
-                2,
-                1,
-                true,
-                ServerState::Degraded,
-                reason::REPLICAS_UNAVAILABLE,
-            ),
-            (
-                31,
-                2,
-                2,
-                true,
-                ServerState::Ready,
-                reason::HEALTH_CHECK_PASSED,
-            ),
+            (25, 1, 1, true, ServerState::Ready, reason::HEALTH_CHECK_PASSED),
+            (30, 2, 1, true, ServerState::Degraded, reason::REPLICAS_UNAVAILABLE),
+            (31, 2, 2, true, ServerState::Ready, reason::HEALTH_CHECK_PASSED),
             (40, 0, 0, true, ServerState::Cold, reason::SCALED_TO_ZERO),
             (50, 1, 0, true, ServerState::Initializing, reason::STARTING),
             (111, 1, 0, true, ServerState::Dead, reason::STARTUP_TIMEOUT),
-            (
-                120,
-                1,
-                1,
-                true,
-                ServerState::Ready,
-                reason::HEALTH_CHECK_PASSED,
-            ),
+            (120, 1, 1, true, ServerState::Ready, reason::HEALTH_CHECK_PASSED),
         ];
         let mut status = MCPServerStatus::default();
         for (seconds, desired, ready, healthy, state, why) in table {
             let eval = step(&s, &status, container(desired, ready), healthy, at(seconds));
-            assert_eq!(
-                (eval.state(), eval.reason),
-                (Some(state), why),
-                "at {seconds}s: {}",
-                eval.message
-            );
+            assert_eq!((eval.state(), eval.reason), (Some(state), why), "at {seconds}s: {}", eval.message);
             status = eval.status;
         }
         assert_eq!(status.last_started_at, Some(Time(at(50))));
@@ -903,37 +706,13 @@ mod tests {
         // (seconds, healthy, state, reason, failures)
         let table = [
             (0, true, ServerState::Ready, reason::HEALTH_CHECK_PASSED, 0),
-            (
-                10,
-                false,
-                ServerState::Ready,
-                reason::HEALTH_CHECK_PASSED,
-                1,
-            ),
-            (
-                20,
-                false,
-                ServerState::Degraded,
-                reason::HEALTH_CHECK_FAILING,
-                2,
-            ),
+            (10, false, ServerState::Ready, reason::HEALTH_CHECK_PASSED, 1),
+            (20, false, ServerState::Degraded, reason::HEALTH_CHECK_FAILING, 2),
             (30, false, ServerState::Degraded, reason::CIRCUIT_OPEN, 3),
             // Breaker open: no check before resetTimeout (30s after it opened).
             (45, true, ServerState::Degraded, reason::CIRCUIT_OPEN, 3),
-            (
-                60,
-                false,
-                ServerState::Dead,
-                reason::CIRCUIT_OPEN_TOO_LONG,
-                4,
-            ),
-            (
-                75,
-                true,
-                ServerState::Dead,
-                reason::CIRCUIT_OPEN_TOO_LONG,
-                4,
-            ),
+            (60, false, ServerState::Dead, reason::CIRCUIT_OPEN_TOO_LONG, 4),
+            (75, true, ServerState::Dead, reason::CIRCUIT_OPEN_TOO_LONG, 4),
             (90, true, ServerState::Ready, reason::HEALTH_CHECK_PASSED, 0),
         ];
         let mut status = MCPServerStatus::default();
@@ -990,13 +769,7 @@ mod tests {
         }
         let open = step(&s, &status, Workload::Remote, false, at(25));
         assert_eq!(open.requeue_after, Duration::from_secs(25));
-        let cold = step(
-            &s,
-            &MCPServerStatus::default(),
-            container(0, 0),
-            true,
-            at(0),
-        );
+        let cold = step(&s, &MCPServerStatus::default(), container(0, 0), true, at(0));
         assert_eq!(cold.requeue_after, RESYNC);
     }
 
@@ -1022,43 +795,19 @@ mod tests {
     #[test]
     fn conditions_describe_the_state_and_keep_transition_times() {
         let s = settings();
-        let first = step(
-            &s,
-            &MCPServerStatus::default(),
-            container(1, 0),
-            true,
-            at(0),
-        )
-        .status;
+        let first = step(&s, &MCPServerStatus::default(), container(1, 0), true, at(0)).status;
         assert_eq!(condition(&first, CONDITION_READY).status, "False");
         assert_eq!(condition(&first, CONDITION_PROGRESSING).status, "True");
-        assert_eq!(
-            condition(&first, CONDITION_AVAILABLE).reason,
-            reason::NO_READY_REPLICAS
-        );
+        assert_eq!(condition(&first, CONDITION_AVAILABLE).reason, reason::NO_READY_REPLICAS);
         assert_eq!(condition(&first, CONDITION_DEGRADED).status, "False");
         let second = step(&s, &first, container(1, 0), true, at(5)).status;
-        assert_eq!(
-            condition(&second, CONDITION_READY).last_transition_time,
-            Time(at(0))
-        );
+        assert_eq!(condition(&second, CONDITION_READY).last_transition_time, Time(at(0)));
         let ready = step(&s, &second, container(1, 1), true, at(6)).status;
         let cond = condition(&ready, CONDITION_READY);
-        assert_eq!(
-            (cond.status.as_str(), cond.last_transition_time.clone()),
-            ("True", Time(at(6)))
-        );
+        assert_eq!((cond.status.as_str(), cond.last_transition_time.clone()), ("True", Time(at(6))));
         assert_eq!(condition(&ready, CONDITION_AVAILABLE).status, "True");
-        assert_eq!(
-            condition(&ready, CONDITION_PROGRESSING).reason,
-            reason::ROLLOUT_COMPLETE
-        );
-        assert!(
-            ready
-                .conditions
-                .iter()
-                .all(|c| c.observed_generation == Some(1))
-        );
+        assert_eq!(condition(&ready, CONDITION_PROGRESSING).reason, reason::ROLLOUT_COMPLETE);
+        assert!(ready.conditions.iter().all(|c| c.observed_generation == Some(1)));
     }
 
     #[test]
@@ -1070,11 +819,7 @@ mod tests {
         }
         let again = step(&s, &status, Workload::Remote, false, at(12));
         assert_eq!(again.reason, reason::HEALTH_CHECK_FAILING);
-        assert!(
-            again.message.contains("last error: connection refused"),
-            "{}",
-            again.message
-        );
+        assert!(again.message.contains("last error: connection refused"), "{}", again.message);
         assert_eq!(again.status, status, "nothing changed, so nothing to write");
     }
 
@@ -1089,10 +834,7 @@ mod tests {
         );
         assert_eq!(eval.state(), Some(ServerState::Dead));
         assert_eq!(eval.status.observed_generation, Some(4));
-        assert_eq!(
-            condition(&eval.status, CONDITION_READY).reason,
-            reason::INVALID_SPEC
-        );
+        assert_eq!(condition(&eval.status, CONDITION_READY).reason, reason::INVALID_SPEC);
         assert_eq!(condition(&eval.status, CONDITION_DEGRADED).status, "True");
         assert_eq!(eval.requeue_after, RESYNC);
     }

@@ -4,21 +4,35 @@
 //! enforces even when the webhook is down. The same structs are used by the webhook
 //! (`policy`, `admission`) and by the controller.
 
+// Repeated `type_ = "string"` inside different `printcolumn(...)` entries is not a duplicate.
+#![allow(clippy::duplicated_attributes)]
+
+mod admission_policy;
 mod discovery;
 mod group;
+mod profile;
 mod server;
 
+pub use admission_policy::{
+    ADMISSION_POLICY_NAME, DenyOrWarn, EndpointRules, EnvRules, ImageRules, LatestTagAction, Limits,
+    MCPAdmissionPolicy, MCPAdmissionPolicySpec,
+};
+pub use profile::{
+    EgressPermissions, EgressRule, FilesystemPermissions, IngressPermissions, MCPPermissionProfile,
+    MCPPermissionProfileSpec, NetworkPermissions, PodPermissions, PodSecurityLevel, PortRule, Protocol,
+    ServiceAccountPermissions,
+};
+
 pub use discovery::{
-    ConfigMapRef, DiscoveryMode, DiscoveryType, MCPDiscoverySource, MCPDiscoverySourceSpec,
-    MCPDiscoverySourceStatus, ProviderTemplate,
+    ConfigMapRef, DiscoveryMode, DiscoveryType, MCPDiscoverySource, MCPDiscoverySourceSpec, MCPDiscoverySourceStatus,
+    ProviderTemplate,
 };
 pub use group::{
-    FailoverConfig, HealthPolicy, LoadBalancingStrategy, MCPServerGroup, MCPServerGroupSpec,
-    MCPServerGroupStatus,
+    FailoverConfig, HealthPolicy, LoadBalancingStrategy, MCPServerGroup, MCPServerGroupSpec, MCPServerGroupStatus,
 };
 pub use server::{
-    CircuitBreaker, HealthCheck, MCPServer, MCPServerSpec, MCPServerStatus, PermissionProfileRef,
-    ProfileSource, RateLimit, ServerMode, ServerState, ToolsConfig, Transport,
+    CircuitBreaker, HealthCheck, INSTANCE_LABEL, MANAGER, MCPServer, MCPServerSpec, MCPServerStatus,
+    PermissionProfileRef, ProfileSource, RateLimit, SERVER_POD_LABEL, ServerMode, ServerState, ToolsConfig, Transport,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -42,11 +56,16 @@ pub enum Kind {
     ServerGroup,
     /// `MCPDiscoverySource`
     DiscoverySource,
+    /// `MCPPermissionProfile` (cluster-scoped)
+    PermissionProfile,
+    /// `MCPAdmissionPolicy` (cluster-scoped)
+    AdmissionPolicy,
 }
 
 impl Kind {
     /// Every kind, in a stable order.
-    pub const ALL: [Kind; 3] = [Kind::Server, Kind::ServerGroup, Kind::DiscoverySource];
+    pub const ALL: [Kind; 5] =
+        [Kind::Server, Kind::ServerGroup, Kind::DiscoverySource, Kind::PermissionProfile, Kind::AdmissionPolicy];
 
     /// The `kind` string on the wire.
     pub fn as_str(self) -> &'static str {
@@ -54,6 +73,8 @@ impl Kind {
             Kind::Server => "MCPServer",
             Kind::ServerGroup => "MCPServerGroup",
             Kind::DiscoverySource => "MCPDiscoverySource",
+            Kind::PermissionProfile => "MCPPermissionProfile",
+            Kind::AdmissionPolicy => "MCPAdmissionPolicy",
         }
     }
 
@@ -63,6 +84,8 @@ impl Kind {
             Kind::Server => "mcpservers",
             Kind::ServerGroup => "mcpservergroups",
             Kind::DiscoverySource => "mcpdiscoverysources",
+            Kind::PermissionProfile => "mcppermissionprofiles",
+            Kind::AdmissionPolicy => "mcpadmissionpolicies",
         }
     }
 
@@ -77,6 +100,8 @@ impl Kind {
             Kind::Server => MCPServer::crd(),
             Kind::ServerGroup => MCPServerGroup::crd(),
             Kind::DiscoverySource => MCPDiscoverySource::crd(),
+            Kind::PermissionProfile => MCPPermissionProfile::crd(),
+            Kind::AdmissionPolicy => MCPAdmissionPolicy::crd(),
         }
     }
 }

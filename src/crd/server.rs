@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    EnvVar, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
-};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -280,4 +278,33 @@ pub struct MCPServerStatus {
     /// Standard conditions: Ready, Available, Progressing, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Label every pod of an MCP server carries (the seed's NetworkPolicy selects on it).
+pub const SERVER_POD_LABEL: &str = "mcp-hangar.io/mcp-server";
+/// Label naming the MCPServer a child object belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+/// Field manager and `managed-by` value of everything the operator writes.
+pub const MANAGER: &str = "mcp-hangar";
+
+impl MCPServer {
+    /// Labels every child object of this server carries.
+    pub fn child_labels(&self) -> BTreeMap<String, String> {
+        let name = self.metadata.name.clone().unwrap_or_default();
+        BTreeMap::from([
+            ("app.kubernetes.io/name".to_string(), "mcp-server".to_string()),
+            (INSTANCE_LABEL.to_string(), name),
+            ("app.kubernetes.io/managed-by".to_string(), MANAGER.to_string()),
+            ("app.kubernetes.io/component".to_string(), "mcp-server".to_string()),
+            (SERVER_POD_LABEL.to_string(), "true".to_string()),
+        ])
+    }
+
+    /// The labels that select this server's pods (a stable, minimal Deployment selector).
+    pub fn selector_labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (INSTANCE_LABEL.to_string(), self.metadata.name.clone().unwrap_or_default()),
+            (SERVER_POD_LABEL.to_string(), "true".to_string()),
+        ])
+    }
 }

@@ -7,13 +7,14 @@ use super::field::{FieldError, FieldPath};
 use super::format::is_dns1123_subdomain;
 use super::group::check_selector;
 use super::server::{check_duration, validate_spec};
+use super::state::PolicyState;
 use crate::crd::{DiscoveryType, MCPDiscoverySource};
 
 /// Shortest refresh interval: discovery must not hammer the API server.
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Checks an MCPDiscoverySource.
-pub fn validate_discovery(source: &MCPDiscoverySource, findings: &mut Findings) {
+pub fn validate_discovery(source: &MCPDiscoverySource, state: &PolicyState, findings: &mut Findings) {
     let spec = &source.spec;
     let path = FieldPath::new("spec");
     match spec.source_type {
@@ -66,6 +67,6 @@ pub fn validate_discovery(source: &MCPDiscoverySource, findings: &mut Findings) 
         ));
     }
     if let Some(template) = spec.provider_template.as_ref().and_then(|t| t.spec.as_ref()) {
-        validate_spec(template, &path.child("providerTemplate").child("spec"), true, findings);
+        validate_spec(template, &path.child("providerTemplate").child("spec"), true, state, findings);
     }
 }

@@ -239,16 +239,13 @@ pub fn compare_paths(a: &str, b: &str) -> Ordering {
 
 /// True when `path` is `prefix` or lies below it.
 pub fn is_within(path: &str, prefix: &str) -> bool {
-    path == prefix
-        || (path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), Some(b'.') | Some(b'[')))
+    path == prefix || (path.starts_with(prefix) && matches!(path.as_bytes().get(prefix.len()), Some(b'.') | Some(b'[')))
 }
 
 /// Puts errors in their stable order (by field, then type, then text) and drops exact repeats.
 pub fn sort_errors(errors: &mut Vec<FieldError>) {
     errors.sort_by(|a, b| {
-        compare_paths(&a.field, &b.field)
-            .then(a.error_type.cmp(&b.error_type))
-            .then_with(|| a.body().cmp(&b.body()))
+        compare_paths(&a.field, &b.field).then(a.error_type.cmp(&b.error_type)).then_with(|| a.body().cmp(&b.body()))
     });
     errors.dedup();
 }

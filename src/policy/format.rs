@@ -73,8 +73,8 @@ pub fn format_duration(d: Duration) -> String {
         out.push_str(&format!("{m}m"));
     }
     if ms > 0 {
-        out.push_str(format!("{s}.{ms:03}").trim_end_matches('0'));
-        out.push('s');
+        let fraction = format!("{ms:03}");
+        out.push_str(&format!("{s}.{}s", fraction.trim_end_matches('0')));
     } else if s > 0 || out.is_empty() {
         out.push_str(&format!("{s}s"));
     }
@@ -365,7 +365,9 @@ mod tests {
         assert_eq!(parse_positive_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_positive_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_positive_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        for bad in ["", "0", "0s", "-5s", "5", "5 m", "5x", "1e9s", "5m-3s", "9999999999h", "s", ".s", "1..2s", "NaNs", "infs"] {
+        for bad in
+            ["", "0", "0s", "-5s", "5", "5 m", "5x", "1e9s", "5m-3s", "9999999999h", "s", ".s", "1..2s", "NaNs", "infs"]
+        {
             assert!(parse_positive_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -387,7 +389,8 @@ mod tests {
         assert_eq!((r.registry, r.repository, r.tag), (Some("localhost:5000"), "a/b", None));
         let digest = format!("busybox@sha256:{}", "a".repeat(64));
         assert_eq!(parse_image(&digest).unwrap().digest.map(str::len), Some(71));
-        for bad in ["", "Ghcr.io/x/Y:1", "repo/UPPER:1", "a//b", "a:", "a:-x", "x@sha256:abc", "-a/b", "a/b:t@", "a b"] {
+        for bad in ["", "Ghcr.io/x/Y:1", "repo/UPPER:1", "a//b", "a:", "a:-x", "x@sha256:abc", "-a/b", "a/b:t@", "a b"]
+        {
             assert!(parse_image(bad).is_err(), "{bad:?} should be rejected");
         }
     }
@@ -399,9 +402,19 @@ mod tests {
             blocked_host_reason(&url.host().unwrap()).is_some()
         };
         for u in [
-            "https://127.0.0.1/", "https://127.9.9.9/", "https://[::1]/", "https://0.0.0.0/", "https://[::]/",
-            "https://169.254.169.254/", "https://[fe80::1]/", "https://[fd00:ec2::254]/", "https://localhost/",
-            "https://LOCALHOST./", "https://2130706433/", "https://[::ffff:127.0.0.1]/", "https://a.localhost/",
+            "https://127.0.0.1/",
+            "https://127.9.9.9/",
+            "https://[::1]/",
+            "https://0.0.0.0/",
+            "https://[::]/",
+            "https://169.254.169.254/",
+            "https://[fe80::1]/",
+            "https://[fd00:ec2::254]/",
+            "https://localhost/",
+            "https://LOCALHOST./",
+            "https://2130706433/",
+            "https://[::ffff:127.0.0.1]/",
+            "https://a.localhost/",
         ] {
             assert!(blocked(u), "{u} should be blocked");
         }
@@ -428,5 +441,102 @@ mod tests {
         assert!(dns1035_label_error(&"a".repeat(53), 52).is_some());
         assert!(is_env_var_name("GITHUB_TOKEN") && is_env_var_name("a.b-c"));
         assert!(!is_env_var_name("1X") && !is_env_var_name("A=B") && !is_env_var_name(""));
+    }
+}
+
+/// An IP network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network address.
+    pub address: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `a.b.c.d/n` or `x:y::/n`.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let hint = || format!("{text:?} is not a CIDR such as 10.0.0.0/8 or fd00::/8");
+        let (address, prefix) = text.split_once('/').ok_or_else(hint)?;
+        let address: IpAddr = address.parse().map_err(|_| hint())?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix.parse().ok().filter(|p| *p <= max).ok_or_else(hint)?;
+        Ok(Cidr { address, prefix })
+    }
+
+    /// True when `ip` lies in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A DNS name (`api.example.com`), optionally with a leading `*.` wildcard.
+pub fn is_host_pattern(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// True when `host` matches `pattern` (exact, or any subdomain for `*.example.com`).
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let pattern = pattern.to_ascii_lowercase();
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.ends_with(&format!(".{suffix}")),
+        None => host == pattern,
+    }
+}
+
+/// True when `path` is `base` or lies below it (both absolute).
+pub fn path_within(path: &str, base: &str) -> bool {
+    let base = base.trim_end_matches('/');
+    base.is_empty() || path == base || path.starts_with(&format!("{base}/"))
+}
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let net = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(net.contains("10.1.2.3".parse().unwrap()));
+        assert!(!net.contains("11.0.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.0.0.1".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
+        for bad in ["10.0.0.0", "10.0.0.0/33", "x/8", "::/129"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts_and_paths() {
+        assert!(host_matches("*.example.com", "mcp.example.com") && !host_matches("*.example.com", "example.com"));
+        assert!(host_matches("mcp.example.com", "MCP.example.com."));
+        assert!(is_host_pattern("*.example.com") && !is_host_pattern("a..b") && !is_host_pattern("*"));
+        assert!(path_within("/tmp/x", "/tmp") && path_within("/tmp", "/tmp/") && path_within("/data", "/"));
+        assert!(!path_within("/tmpx", "/tmp"));
     }
 }

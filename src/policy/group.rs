@@ -47,7 +47,9 @@ pub fn check_selector(selector: &LabelSelector, path: &FieldPath, findings: &mut
                 "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
             )),
             "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
-            other => findings.errors.push(FieldError::not_supported(&item.child("operator"), other, &SELECTOR_OPERATORS)),
+            other => {
+                findings.errors.push(FieldError::not_supported(&item.child("operator"), other, &SELECTOR_OPERATORS))
+            }
         }
     }
 }

@@ -1,26 +1,39 @@
-//! Pure admission rules: defaults (mutation) and validation of every mcp-hangar kind.
+//! Pure admission rules: defaults (mutation) and validation of every mcp-hangar kind, the
+//! permission profiles and admission policy they consult, and the pod-level check.
 //!
-//! [`Engine::review`] is the one entry point: the webhook and the offline `validate`
-//! command both call it, so they always reach the same verdict.
+//! [`Engine::review`] is the one entry point for our kinds: the webhook and the offline
+//! `validate` command both call it, so they always reach the same verdict.
 
+mod admission_policy;
 mod discovery;
 pub mod field;
 pub mod format;
 mod group;
 pub mod mutate;
+pub mod pod_security;
+pub mod profile;
 pub mod schema;
 mod server;
+pub mod state;
+pub mod workload;
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use discovery::MIN_REFRESH_INTERVAL;
 pub use field::{ErrorType, FieldError, FieldPath};
-pub use server::{ALLOWED_VOLUME_SOURCES, BUILTIN_PROFILES, MAX_SERVER_NAME_LEN, SECRET_ENV_MARKERS, is_secret_env_name};
+pub use server::{
+    ALLOWED_VOLUME_SOURCES, MAX_SERVER_NAME_LEN, SECRET_ENV_MARKERS, is_secret_env_name, resolve_profile,
+};
+pub use state::PolicyState;
+pub use workload::WorkloadKind;
 
-use crate::crd::{Kind, MCPDiscoverySource, MCPServer, MCPServerGroup};
+use crate::crd::{
+    Kind, MCPAdmissionPolicy, MCPDiscoverySource, MCPPermissionProfile, MCPServer, MCPServerGroup, PodSecurityLevel,
+};
 use schema::{StructuralSchema, remove_pointers};
 
 /// Errors of the policy layer itself (not violations of an object).
@@ -29,6 +42,9 @@ pub enum PolicyError {
     /// A generated schema could not be compiled.
     #[error("schema error: {0}")]
     Schema(String),
+    /// Policy manifests could not be used.
+    #[error("invalid policy: {0}")]
+    Invalid(String),
 }
 
 /// What an admission request does to the object.
@@ -69,37 +85,69 @@ impl Verdict {
     pub fn allowed(&self) -> bool {
         self.errors.is_empty()
     }
+
+    fn from_findings(mut findings: Findings) -> Self {
+        field::sort_errors(&mut findings.errors);
+        findings.warnings.dedup();
+        Verdict { errors: findings.errors, warnings: findings.warnings, patch: json_patch::Patch::default() }
+    }
 }
 
-/// Holds the compiled schemas; build it once and share it.
+/// Holds the compiled schemas and the live policy; build it once and share it.
 pub struct Engine {
     schemas: HashMap<Kind, StructuralSchema>,
+    state: RwLock<Arc<PolicyState>>,
 }
 
 impl Engine {
-    /// Compiles the strict schema of every kind.
+    /// An engine under the policy shipped in `policy/`.
     pub fn new() -> Result<Self, PolicyError> {
+        Self::with_state(PolicyState::shipped())
+    }
+
+    /// An engine under the given policy.
+    pub fn with_state(state: PolicyState) -> Result<Self, PolicyError> {
         let schemas = Kind::ALL
             .into_iter()
             .map(|kind| Ok((kind, StructuralSchema::from_crd(&kind.crd())?)))
             .collect::<Result<_, PolicyError>>()?;
-        Ok(Engine { schemas })
+        Ok(Engine { schemas, state: RwLock::new(Arc::new(state)) })
+    }
+
+    /// The policy in force.
+    pub fn state(&self) -> Arc<PolicyState> {
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Puts a new policy in force; the next review uses it.
+    pub fn replace_state(&self, state: PolicyState) {
+        *self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(state);
+    }
+
+    /// The strict schema of a kind, as JSON Schema.
+    pub fn schema(&self, kind: Kind) -> &Value {
+        self.schemas[&kind].schema()
     }
 
     /// The defaults of one object, as a JSON Patch (empty for DELETE and CONNECT).
     pub fn defaults(&self, kind: Kind, operation: Operation, object: &Value) -> json_patch::Patch {
         match operation {
             Operation::Delete | Operation::Connect => json_patch::Patch::default(),
-            Operation::Create | Operation::Update => mutate::defaults_patch(kind, object),
+            Operation::Create | Operation::Update => {
+                mutate::defaults_patch(kind, object, self.state().default_profile())
+            }
         }
     }
 
-    /// Mutates then validates one object of `kind`. `old` is the stored object on UPDATE.
+    /// Mutates then validates one object of `kind`. `old` is the stored object on UPDATE and DELETE.
     pub fn review(&self, kind: Kind, operation: Operation, object: &Value, old: Option<&Value>) -> Verdict {
-        if matches!(operation, Operation::Delete | Operation::Connect) {
-            return Verdict::default();
+        let state = self.state();
+        match operation {
+            Operation::Connect => return Verdict::default(),
+            Operation::Delete => return Verdict::from_findings(review_delete(kind, old, &state)),
+            Operation::Create | Operation::Update => {}
         }
-        let mutated = mutate::apply_defaults(kind, object);
+        let mutated = mutate::apply_defaults(kind, object, state.default_profile());
         let patch = json_patch::diff(object, &mutated);
         let structural = self.schemas[&kind].check(&mutated);
         let mut readable = mutated;
@@ -109,12 +157,17 @@ impl Engine {
         let typed = match kind {
             Kind::Server => typed::<MCPServer>(readable).map(|server| {
                 let old = old.and_then(|o| serde_json::from_value::<MCPServer>(o.clone()).ok());
-                server::validate_server(&server, old.as_ref(), &mut findings);
+                server::validate_server(&server, old.as_ref(), &state, &mut findings);
             }),
             Kind::ServerGroup => typed::<MCPServerGroup>(readable).map(|g| group::validate_group(&g, &mut findings)),
             Kind::DiscoverySource => {
-                typed::<MCPDiscoverySource>(readable).map(|d| discovery::validate_discovery(&d, &mut findings))
+                typed::<MCPDiscoverySource>(readable).map(|d| discovery::validate_discovery(&d, &state, &mut findings))
             }
+            Kind::PermissionProfile => {
+                typed::<MCPPermissionProfile>(readable).map(|p| profile::validate_profile(&p.spec, &mut findings))
+            }
+            Kind::AdmissionPolicy => typed::<MCPAdmissionPolicy>(readable)
+                .map(|p| admission_policy::validate_admission_policy(&p, &state, &mut findings)),
         };
         if let Err(reason) = typed
             && structural.errors.is_empty()
@@ -124,14 +177,59 @@ impl Engine {
 
         // Structural errors win: rules do not speak about a field that is already broken.
         let mut errors = structural.errors;
-        findings
-            .errors
-            .retain(|e| !errors.iter().any(|s| field::is_within(&e.field, &s.field) && !s.field.is_empty()));
+        findings.errors.retain(|e| !errors.iter().any(|s| !s.field.is_empty() && field::is_within(&e.field, &s.field)));
         errors.append(&mut findings.errors);
         field::sort_errors(&mut errors);
         findings.warnings.dedup();
         Verdict { errors, warnings: findings.warnings, patch }
     }
+
+    /// The pod-level check of a Pod or Deployment: objects labelled as an MCP server's pods
+    /// must meet that server's profile; others are not ours to judge.
+    pub fn review_workload(&self, kind: WorkloadKind, operation: Operation, object: &Value) -> Verdict {
+        if !matches!(operation, Operation::Create | Operation::Update) {
+            return Verdict::default();
+        }
+        let mut findings = Findings::default();
+        match workload::pod_template(kind, object) {
+            Err(reason) => findings.errors.push(FieldError::invalid(&FieldPath::default(), "", reason)),
+            Ok(template) if workload::belongs_to_server(&template) => {
+                workload::check_server_pod(&template, &self.state(), &mut findings)
+            }
+            Ok(_) => {}
+        }
+        Verdict::from_findings(findings)
+    }
+
+    /// Checks a Pod or a Deployment's pod template against a Pod Security Standards level alone.
+    pub fn check_pod_security(&self, kind: WorkloadKind, object: &Value, level: PodSecurityLevel) -> Verdict {
+        let mut findings = Findings::default();
+        match workload::pod_template(kind, object) {
+            Err(reason) => findings.errors.push(FieldError::invalid(&FieldPath::default(), "", reason)),
+            Ok(template) => workload::check_level(&template, level, &mut findings),
+        }
+        Verdict::from_findings(findings)
+    }
+}
+
+/// Deleting a profile that servers still use is refused, naming them.
+fn review_delete(kind: Kind, old: Option<&Value>, state: &PolicyState) -> Findings {
+    let mut findings = Findings::default();
+    if kind != Kind::PermissionProfile {
+        return findings;
+    }
+    let Some(name) = old.and_then(|o| o.pointer("/metadata/name")).and_then(Value::as_str) else { return findings };
+    let users = state.servers_using(name);
+    if !users.is_empty() {
+        findings.errors.push(FieldError::forbidden(
+            &FieldPath::new("metadata").child("name"),
+            format!(
+                "profile {name:?} is used by MCPServers {}: move them to another profile before deleting it",
+                users.join(", ")
+            ),
+        ));
+    }
+    findings
 }
 
 fn typed<T: DeserializeOwned>(object: Value) -> Result<T, String> {

@@ -28,8 +28,6 @@ pub const DEFAULT_BREAKER_RESET_TIMEOUT: &str = "30s";
 pub const DEFAULT_TRANSPORT: &str = "streamable-http";
 /// Default MCP port.
 pub const DEFAULT_PORT: i64 = 8080;
-/// Default permission profile (builtin).
-pub const DEFAULT_PROFILE: &str = "none";
 /// Unprivileged uid the secure defaults run as (`nobody`).
 pub const DEFAULT_RUN_AS_USER: i64 = 65534;
 
@@ -45,25 +43,26 @@ pub fn secure_security_context() -> Value {
     })
 }
 
-/// Returns the object with every default of its kind applied. Idempotent.
-pub fn apply_defaults(kind: Kind, object: &Value) -> Value {
+/// Returns the object with every default of its kind applied; `default_profile` is the
+/// profile a server gets when it names none. Idempotent.
+pub fn apply_defaults(kind: Kind, object: &Value, default_profile: &str) -> Value {
     let mut object = object.clone();
     match kind {
-        Kind::Server => default_server(&mut object),
+        Kind::Server => default_server(&mut object, default_profile),
         Kind::DiscoverySource => {
             set_default(&mut object, &["spec", "mode"], json!("Additive"));
         }
-        Kind::ServerGroup => {}
+        Kind::ServerGroup | Kind::PermissionProfile | Kind::AdmissionPolicy => {}
     }
     object
 }
 
 /// The JSON Patch that applies the defaults of its kind to an object.
-pub fn defaults_patch(kind: Kind, object: &Value) -> json_patch::Patch {
-    json_patch::diff(object, &apply_defaults(kind, object))
+pub fn defaults_patch(kind: Kind, object: &Value, default_profile: &str) -> json_patch::Patch {
+    json_patch::diff(object, &apply_defaults(kind, object, default_profile))
 }
 
-fn default_server(object: &mut Value) {
+fn default_server(object: &mut Value, default_profile: &str) {
     let mode = object.pointer("/spec/mode").and_then(Value::as_str).map(str::to_owned);
     match mode.as_deref() {
         Some("container") => {
@@ -75,7 +74,7 @@ fn default_server(object: &mut Value) {
             set_default(object, &["spec", "port"], json!(DEFAULT_PORT));
             set_default(object, &["spec", "permissionProfile", "type"], json!("builtin"));
             if object.pointer("/spec/permissionProfile/type").and_then(Value::as_str) == Some("builtin") {
-                set_default(object, &["spec", "permissionProfile", "name"], json!(DEFAULT_PROFILE));
+                set_default(object, &["spec", "permissionProfile", "name"], json!(default_profile));
             }
             merge_defaults(object, &["spec", "securityContext"], &secure_security_context());
         }
@@ -152,12 +151,15 @@ mod tests {
 
     #[test]
     fn container_defaults_are_complete() {
-        let out = apply_defaults(Kind::Server, &container(json!({"image": "a/b:1"})));
+        let out = apply_defaults(Kind::Server, &container(json!({"image": "a/b:1"})), "none");
         let spec = &out["spec"];
         assert_eq!(spec["replicas"], 1);
         assert_eq!(spec["idleTTL"], "5m");
         assert_eq!(spec["startupTimeout"], "30s");
-        assert_eq!(spec["healthCheck"], json!({"enabled": true, "interval": "30s", "timeout": "10s", "failureThreshold": 3}));
+        assert_eq!(
+            spec["healthCheck"],
+            json!({"enabled": true, "interval": "30s", "timeout": "10s", "failureThreshold": 3})
+        );
         assert_eq!(spec["circuitBreaker"], json!({"enabled": true, "failureThreshold": 5, "resetTimeout": "30s"}));
         assert_eq!(spec["transport"], "streamable-http");
         assert_eq!(spec["port"], 8080);
@@ -172,7 +174,7 @@ mod tests {
             "securityContext": {"runAsUser": 1000, "readOnlyRootFilesystem": false, "capabilities": {"add": ["NET_BIND_SERVICE"]}},
             "healthCheck": {"interval": "4s"},
         }));
-        let spec = apply_defaults(Kind::Server, &input)["spec"].clone();
+        let spec = apply_defaults(Kind::Server, &input, "none")["spec"].clone();
         assert_eq!(spec["replicas"], 0);
         assert_eq!(spec["securityContext"]["runAsUser"], 1000);
         assert_eq!(spec["securityContext"]["readOnlyRootFilesystem"], false);
@@ -184,7 +186,7 @@ mod tests {
     #[test]
     fn remote_gets_health_and_breaker_only() {
         let input = json!({"spec": {"mode": "remote", "endpoint": "https://x.example.com"}});
-        let spec = apply_defaults(Kind::Server, &input)["spec"].clone();
+        let spec = apply_defaults(Kind::Server, &input, "none")["spec"].clone();
         let mut keys: Vec<_> = spec.as_object().unwrap().keys().cloned().collect();
         keys.sort();
         assert_eq!(keys, ["circuitBreaker", "endpoint", "healthCheck", "mode"]);
@@ -192,15 +194,15 @@ mod tests {
 
     #[test]
     fn mutation_is_idempotent() {
-        let once = apply_defaults(Kind::Server, &container(json!({"image": "a/b:1"})));
-        assert!(defaults_patch(Kind::Server, &once).0.is_empty());
-        assert!(!defaults_patch(Kind::Server, &container(json!({"image": "a/b:1"}))).0.is_empty());
+        let once = apply_defaults(Kind::Server, &container(json!({"image": "a/b:1"})), "none");
+        assert!(defaults_patch(Kind::Server, &once, "none").0.is_empty());
+        assert!(!defaults_patch(Kind::Server, &container(json!({"image": "a/b:1"})), "none").0.is_empty());
     }
 
     #[test]
     fn wrong_shapes_are_left_for_validation() {
         let input = container(json!({"image": "a/b:1", "securityContext": "yes", "healthCheck": 3}));
-        let spec = apply_defaults(Kind::Server, &input)["spec"].clone();
+        let spec = apply_defaults(Kind::Server, &input, "none")["spec"].clone();
         assert_eq!(spec["securityContext"], "yes");
         assert_eq!(spec["healthCheck"], 3);
     }
@@ -208,8 +210,8 @@ mod tests {
     #[test]
     fn unknown_mode_gets_no_defaults() {
         let input = json!({"spec": {"mode": "vm"}});
-        assert_eq!(apply_defaults(Kind::Server, &input), input);
-        let discovery = apply_defaults(Kind::DiscoverySource, &json!({"spec": {"type": "Namespace"}}));
+        assert_eq!(apply_defaults(Kind::Server, &input, "none"), input);
+        let discovery = apply_defaults(Kind::DiscoverySource, &json!({"spec": {"type": "Namespace"}}), "none");
         assert_eq!(discovery["spec"]["mode"], "Additive");
     }
 }

@@ -8,8 +8,8 @@ use jsonschema::error::ValidationErrorKind;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Map, Value, json};
 
-use super::field::{FieldError, FieldPath};
 use super::PolicyError;
+use super::field::{FieldError, FieldPath};
 
 /// A compiled strict schema of one kind.
 pub struct StructuralSchema {
@@ -72,13 +72,18 @@ impl StructuralSchema {
             match error.kind() {
                 ValidationErrorKind::Required { property } => {
                     let name = property.as_str().unwrap_or_default();
-                    report.errors.push(FieldError::required(&path.child(name), required_detail(self.property_schema(&pointer, name))));
+                    report.errors.push(FieldError::required(
+                        &path.child(name),
+                        required_detail(self.property_schema(&pointer, name)),
+                    ));
                     report.removals.push(pointer);
                 }
                 ValidationErrorKind::AdditionalProperties { unexpected } => {
                     let known = self.known_properties(&pointer);
                     for name in unexpected {
-                        report.errors.push(FieldError::forbidden(&path.child(name), unknown_field_detail(name, &known)));
+                        report
+                            .errors
+                            .push(FieldError::forbidden(&path.child(name), unknown_field_detail(name, &known)));
                     }
                 }
                 kind => {
@@ -196,13 +201,12 @@ fn number(limit: &Value) -> String {
 }
 
 fn describe_type(kind: &jsonschema::error::TypeKind) -> String {
-    let text = match kind {
+    match kind {
         jsonschema::error::TypeKind::Single(t) => t.to_string(),
         jsonschema::error::TypeKind::Multiple(ts) => {
             ts.iter().map(|t| t.to_string()).filter(|t| t != "null").collect::<Vec<_>>().join(" or ")
         }
-    };
-    text
+    }
 }
 
 /// The value to drop for an error at `pointer`: the field that holds the first array on the way,

@@ -6,13 +6,15 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{EnvVar, SecurityContext, Volume};
 use serde_json::Value;
 
+use super::Findings;
 use super::field::{FieldError, FieldPath};
 use super::format::{
-    blocked_host_reason, dns1035_label_error, is_dns1123_subdomain, is_env_var_name, is_in_cluster_host,
-    parse_image, parse_positive_duration, parse_quantity,
+    Cidr, blocked_host_reason, dns1035_label_error, host_matches, is_dns1123_subdomain, is_env_var_name,
+    is_in_cluster_host, parse_image, parse_positive_duration, parse_quantity, path_within,
 };
-use super::Findings;
-use crate::crd::{MCPServer, MCPServerSpec, ProfileSource, ServerMode};
+use super::profile::EffectiveProfile;
+use super::state::PolicyState;
+use crate::crd::{DenyOrWarn, LatestTagAction, MCPServer, MCPServerSpec, ProfileSource, ServerMode};
 
 /// Longest MCPServer name: it names the Deployment and Service, whose pods add suffixes.
 pub const MAX_SERVER_NAME_LEN: usize = 52;
@@ -24,13 +26,9 @@ pub const SECRET_ENV_MARKERS: [&str; 8] =
 /// Volume sources a server pod may use.
 pub const ALLOWED_VOLUME_SOURCES: [&str; 8] =
     ["configMap", "secret", "emptyDir", "persistentVolumeClaim", "projected", "downwardAPI", "csi", "ephemeral"];
-/// The one capability a server may add.
-pub const ADDABLE_CAPABILITY: &str = "NET_BIND_SERVICE";
-/// Builtin permission profiles.
-pub const BUILTIN_PROFILES: [&str; 2] = ["none", "network"];
 
 /// Checks a whole MCPServer; `old` is the stored object on UPDATE.
-pub fn validate_server(server: &MCPServer, old: Option<&MCPServer>, findings: &mut Findings) {
+pub fn validate_server(server: &MCPServer, old: Option<&MCPServer>, state: &PolicyState, findings: &mut Findings) {
     if let Some(name) = server.metadata.name.as_deref()
         && let Some(detail) = dns1035_label_error(name, MAX_SERVER_NAME_LEN)
     {
@@ -38,7 +36,7 @@ pub fn validate_server(server: &MCPServer, old: Option<&MCPServer>, findings: &m
         findings.errors.push(FieldError::invalid(&FieldPath::new("metadata").child("name"), name, detail));
     }
     let spec_path = FieldPath::new("spec");
-    validate_spec(&server.spec, &spec_path, false, findings);
+    validate_spec(&server.spec, &spec_path, false, state, findings);
     if let Some(old) = old
         && let (Some(before), Some(after)) = (old.spec.mode, server.spec.mode)
         && before != after
@@ -46,20 +44,34 @@ pub fn validate_server(server: &MCPServer, old: Option<&MCPServer>, findings: &m
         findings.errors.push(FieldError::invalid(
             &spec_path.child("mode"),
             after.as_str(),
-            format!("field is immutable (was {:?}): delete and recreate the MCPServer to change its mode", before.as_str()),
+            format!(
+                "field is immutable (was {:?}): delete and recreate the MCPServer to change its mode",
+                before.as_str()
+            ),
         ));
     }
 }
 
 /// Checks an MCPServer spec. A `partial` spec (a discovery template) need not name its mode,
 /// image or endpoint; every field it does set must obey the same rules.
-pub fn validate_spec(spec: &MCPServerSpec, path: &FieldPath, partial: bool, findings: &mut Findings) {
+pub fn validate_spec(
+    spec: &MCPServerSpec,
+    path: &FieldPath,
+    partial: bool,
+    state: &PolicyState,
+    findings: &mut Findings,
+) {
     check_mode(spec, path, partial, findings);
-    if let Some(image) = &spec.image {
-        check_image(image, &path.child("image"), findings);
+    // A field the mode forbids is reported once, as forbidden, not also for its format.
+    if let Some(image) = &spec.image
+        && spec.mode != Some(ServerMode::Remote)
+    {
+        check_image(image, &path.child("image"), state, findings);
     }
-    if let Some(endpoint) = &spec.endpoint {
-        check_endpoint(endpoint, &path.child("endpoint"), findings);
+    if let Some(endpoint) = &spec.endpoint
+        && spec.mode != Some(ServerMode::Container)
+    {
+        check_endpoint(endpoint, &path.child("endpoint"), state, findings);
     }
     check_durations(spec, path, findings);
     if let Some(tools) = &spec.tools
@@ -68,14 +80,16 @@ pub fn validate_spec(spec: &MCPServerSpec, path: &FieldPath, partial: bool, find
         check_allow_list(allow_list, &path.child("tools").child("allowList"), findings);
     }
     if let Some(env) = &spec.env {
-        check_env(env, &path.child("env"), findings);
+        check_env(env, &path.child("env"), state, findings);
     }
     if let Some(sc) = &spec.security_context {
         check_security_context(sc, &path.child("securityContext"), findings);
     }
     check_volumes(spec, path, findings);
     check_resources(spec, &path.child("resources"), findings);
-    check_permission_profile(spec, &path.child("permissionProfile"), findings);
+    check_permission_profile(spec, &path.child("permissionProfile"), state, findings);
+    check_profile_constraints(spec, path, state, findings);
+    check_limits(spec, path, state, findings);
     if let Some(sa) = &spec.service_account_name
         && !is_dns1123_subdomain(sa)
     {
@@ -134,27 +148,54 @@ fn check_mode(spec: &MCPServerSpec, path: &FieldPath, partial: bool, findings: &
     }
 }
 
-fn check_image(image: &str, path: &FieldPath, findings: &mut Findings) {
-    match parse_image(image) {
-        Err(detail) => findings.errors.push(FieldError::invalid(
+fn check_image(image: &str, path: &FieldPath, state: &PolicyState, findings: &mut Findings) {
+    let reference = match parse_image(image) {
+        Ok(reference) => reference,
+        Err(detail) => {
+            findings.errors.push(FieldError::invalid(
+                path,
+                image,
+                format!("{detail}; expected registry/repository:tag or registry/repository@sha256:<digest>"),
+            ));
+            return;
+        }
+    };
+    let registries = state.allowed_registries();
+    if !registries.is_empty() && !registries.iter().any(|prefix| image.starts_with(prefix.as_str())) {
+        findings.errors.push(FieldError::forbidden(
+            path,
+            format!("the admission policy allows images only from: {}", registries.join(", ")),
+        ));
+    }
+    if reference.digest.is_none() && state.require_digest() {
+        findings.errors.push(FieldError::invalid(
             path,
             image,
-            format!("{detail}; expected registry/repository:tag or registry/repository@sha256:<digest>"),
-        )),
-        Ok(reference) if reference.digest.is_none() => match reference.tag {
-            None => findings.warnings.push(format!(
-                "{path}: image {image:?} has no tag and resolves to \"latest\"; pin a version tag or an @sha256 digest"
+            "the admission policy requires images pinned by digest: append @sha256:<digest>",
+        ));
+    }
+    let mutable = match (reference.digest, reference.tag) {
+        (Some(_), _) => None,
+        (None, None) => Some(format!("image {image:?} has no tag and resolves to \"latest\"")),
+        (None, Some("latest")) => Some("image tag \"latest\" is mutable".to_string()),
+        (None, Some(_)) => None,
+    };
+    if let Some(problem) = mutable {
+        match state.latest_tag() {
+            LatestTagAction::Allow => {}
+            LatestTagAction::Warn => {
+                findings.warnings.push(format!("{path}: {problem}; pin a version tag or an @sha256 digest"))
+            }
+            LatestTagAction::Deny => findings.errors.push(FieldError::invalid(
+                path,
+                image,
+                format!("{problem}, which the admission policy denies: pin a version tag or an @sha256 digest"),
             )),
-            Some("latest") => findings.warnings.push(format!(
-                "{path}: image tag \"latest\" is mutable; pin a version tag or an @sha256 digest"
-            )),
-            Some(_) => {}
-        },
-        Ok(_) => {}
+        }
     }
 }
 
-fn check_endpoint(endpoint: &str, path: &FieldPath, findings: &mut Findings) {
+fn check_endpoint(endpoint: &str, path: &FieldPath, state: &PolicyState, findings: &mut Findings) {
     let errors = &mut findings.errors;
     if endpoint.len() > MAX_ENDPOINT_LEN {
         errors.push(FieldError::too_long(path, MAX_ENDPOINT_LEN));
@@ -163,20 +204,31 @@ fn check_endpoint(endpoint: &str, path: &FieldPath, findings: &mut Findings) {
     let url = match url::Url::parse(endpoint) {
         Ok(url) if url.has_host() => url,
         _ => {
-            errors.push(FieldError::invalid(path, endpoint, "must be an absolute URL such as https://mcp.example.com/mcp"));
+            errors.push(FieldError::invalid(
+                path,
+                endpoint,
+                "must be an absolute URL such as https://mcp.example.com/mcp",
+            ));
             return;
         }
     };
     let host = url.host_str().unwrap_or_default();
     match url.scheme() {
         "https" => {}
-        "http" if is_in_cluster_host(host) => {}
+        "http" if is_in_cluster_host(host) && state.allow_http_in_cluster() => {}
+        "http" if is_in_cluster_host(host) => errors.push(FieldError::invalid(
+            path,
+            endpoint,
+            "the admission policy does not allow plain http, even in the cluster: use https",
+        )),
         "http" => errors.push(FieldError::invalid(
             path,
             endpoint,
             "plain http is allowed only for in-cluster hosts ending in .svc or .svc.cluster.local: use https",
         )),
-        other => errors.push(FieldError::invalid(path, endpoint, format!("scheme {other:?} is not supported: use https"))),
+        other => {
+            errors.push(FieldError::invalid(path, endpoint, format!("scheme {other:?} is not supported: use https")))
+        }
     }
     if !url.username().is_empty() || url.password().is_some() {
         errors.push(FieldError::forbidden(
@@ -193,6 +245,23 @@ fn check_endpoint(endpoint: &str, path: &FieldPath, findings: &mut Findings) {
         errors.push(FieldError::forbidden(
             path,
             format!("host {host} {reason}: point the endpoint at the server's real address"),
+        ));
+    }
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = ip
+        && let Some(cidr) = state.blocked_cidrs().iter().find(|c| Cidr::parse(c).is_ok_and(|c| c.contains(ip)))
+    {
+        errors.push(FieldError::forbidden(path, format!("host {ip} is in {cidr}, which the admission policy blocks")));
+    }
+    let allowed = state.allowed_hosts();
+    if !allowed.is_empty() && !allowed.iter().any(|pattern| host_matches(pattern, host)) {
+        errors.push(FieldError::forbidden(
+            path,
+            format!("host {host:?} is not allowed by the admission policy; allowed hosts: {}", allowed.join(", ")),
         ));
     }
 }
@@ -254,7 +323,7 @@ pub fn is_secret_env_name(name: &str) -> bool {
     SECRET_ENV_MARKERS.iter().any(|marker| upper.contains(marker))
 }
 
-fn check_env(env: &[EnvVar], path: &FieldPath, findings: &mut Findings) {
+fn check_env(env: &[EnvVar], path: &FieldPath, state: &PolicyState, findings: &mut Findings) {
     let mut seen = HashSet::new();
     for (i, var) in env.iter().enumerate() {
         let item = path.index(i);
@@ -277,13 +346,14 @@ fn check_env(env: &[EnvVar], path: &FieldPath, findings: &mut Findings) {
             ));
         }
         if var.value.is_some() && is_secret_env_name(&var.name) {
-            findings.errors.push(FieldError::forbidden(
-                &item.child("value"),
-                format!(
-                    "{:?} looks like a credential and must not be a literal value: store it in a Secret and use valueFrom.secretKeyRef",
-                    var.name
-                ),
-            ));
+            let detail = format!(
+                "{:?} looks like a credential and must not be a literal value: store it in a Secret and use valueFrom.secretKeyRef",
+                var.name
+            );
+            match state.plaintext_secrets() {
+                DenyOrWarn::Deny => findings.errors.push(FieldError::forbidden(&item.child("value"), detail)),
+                DenyOrWarn::Warn => findings.warnings.push(format!("{}: {detail}", item.child("value"))),
+            }
         }
     }
 }
@@ -295,7 +365,10 @@ fn check_security_context(sc: &SecurityContext, path: &FieldPath, findings: &mut
         forbid(path.child("privileged"), "privileged containers are not allowed: remove it or set it to false");
     }
     if sc.allow_privilege_escalation == Some(true) {
-        forbid(path.child("allowPrivilegeEscalation"), "privilege escalation is not allowed: remove it or set it to false");
+        forbid(
+            path.child("allowPrivilegeEscalation"),
+            "privilege escalation is not allowed: remove it or set it to false",
+        );
     }
     if sc.run_as_non_root == Some(false) {
         forbid(path.child("runAsNonRoot"), "servers must run as non-root: remove it or set it to true");
@@ -306,23 +379,13 @@ fn check_security_context(sc: &SecurityContext, path: &FieldPath, findings: &mut
         let field = path.child("runAsUser");
         errors.push(FieldError::invalid(&field, uid, "must be at least 1: servers may not run as root (uid 0)"));
     }
-    if let Some(caps) = &sc.capabilities {
-        for (i, cap) in caps.add.iter().flatten().enumerate() {
-            if cap.trim_start_matches("CAP_") != ADDABLE_CAPABILITY {
-                errors.push(FieldError::forbidden(
-                    &path.child("capabilities").child("add").index(i),
-                    format!("capability {cap:?} may not be added: only {ADDABLE_CAPABILITY} is allowed"),
-                ));
-            }
-        }
-        if let Some(drop) = &caps.drop
-            && !drop.iter().any(|c| c == "ALL")
-        {
-            errors.push(FieldError::forbidden(
-                &path.child("capabilities").child("drop"),
-                "must include \"ALL\": remove the field to keep the secure default",
-            ));
-        }
+    if let Some(drop) = sc.capabilities.as_ref().and_then(|c| c.drop.as_ref())
+        && !drop.iter().any(|c| c == "ALL")
+    {
+        errors.push(FieldError::forbidden(
+            &path.child("capabilities").child("drop"),
+            "must include \"ALL\": remove the field to keep the secure default",
+        ));
     }
     if let Some(seccomp) = &sc.seccomp_profile
         && seccomp.type_ == "Unconfined"
@@ -362,10 +425,7 @@ fn check_volumes(spec: &MCPServerSpec, path: &FieldPath, findings: &mut Findings
             if !ALLOWED_VOLUME_SOURCES.contains(&source.as_str()) {
                 findings.errors.push(FieldError::forbidden(
                     &item.child(&source),
-                    format!(
-                        "{source} volumes are not allowed: use one of {}",
-                        ALLOWED_VOLUME_SOURCES.join(", ")
-                    ),
+                    format!("{source} volumes are not allowed: use one of {}", ALLOWED_VOLUME_SOURCES.join(", ")),
                 ));
             }
         }
@@ -385,7 +445,9 @@ fn check_volumes(spec: &MCPServerSpec, path: &FieldPath, findings: &mut Findings
 /// The source fields a volume sets (`hostPath`, `configMap`, …), by their JSON names.
 pub fn volume_sources(volume: &Volume) -> Vec<String> {
     match serde_json::to_value(volume) {
-        Ok(Value::Object(map)) => map.into_iter().filter(|(k, v)| k != "name" && !v.is_null()).map(|(k, _)| k).collect(),
+        Ok(Value::Object(map)) => {
+            map.into_iter().filter(|(k, v)| k != "name" && !v.is_null()).map(|(k, _)| k).collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -419,25 +481,33 @@ fn check_resources(spec: &MCPServerSpec, path: &FieldPath, findings: &mut Findin
     }
 }
 
-fn check_permission_profile(spec: &MCPServerSpec, path: &FieldPath, findings: &mut Findings) {
+fn check_permission_profile(spec: &MCPServerSpec, path: &FieldPath, state: &PolicyState, findings: &mut Findings) {
     let Some(profile) = &spec.permission_profile else { return };
     let errors = &mut findings.errors;
     match profile.source {
         None => errors.push(FieldError::required(&path.child("type"), "set type to \"builtin\" or \"configmap\"")),
         Some(ProfileSource::Builtin) => match profile.name.as_deref() {
-            None => errors.push(FieldError::required(&path.child("name"), "name the builtin profile: \"none\" or \"network\"")),
-            Some(name) if !BUILTIN_PROFILES.contains(&name) => {
-                errors.push(FieldError::not_supported(&path.child("name"), name, &BUILTIN_PROFILES))
+            None => errors.push(FieldError::required(
+                &path.child("name"),
+                format!("name a permission profile: {}", state.profile_names().join(", ")),
+            )),
+            Some(name) if state.profile(name).is_none() => {
+                errors.push(FieldError::not_supported(&path.child("name"), name, &state.profile_names()))
             }
             Some(_) => {
                 if profile.key.is_some() {
-                    errors.push(FieldError::forbidden(&path.child("key"), "key is only for configmap profiles: remove it"));
+                    errors.push(FieldError::forbidden(
+                        &path.child("key"),
+                        "key is only for configmap profiles: remove it",
+                    ));
                 }
             }
         },
         Some(ProfileSource::Configmap) => {
             match profile.name.as_deref() {
-                None => errors.push(FieldError::required(&path.child("name"), "name the ConfigMap that holds the profile")),
+                None => {
+                    errors.push(FieldError::required(&path.child("name"), "name the ConfigMap that holds the profile"))
+                }
                 Some(name) if !is_dns1123_subdomain(name) => errors.push(FieldError::invalid(
                     &path.child("name"),
                     name,
@@ -446,8 +516,98 @@ fn check_permission_profile(spec: &MCPServerSpec, path: &FieldPath, findings: &m
                 Some(_) => {}
             }
             if profile.key.as_deref().is_none_or(str::is_empty) {
-                errors.push(FieldError::required(&path.child("key"), "name the ConfigMap key that holds the profile JSON"));
+                errors.push(FieldError::required(
+                    &path.child("key"),
+                    "name the ConfigMap key that holds the profile JSON",
+                ));
             }
         }
+    }
+}
+
+/// The profile a server uses: the one it names, else the policy's default. ConfigMap profiles
+/// are read by the controller; admission holds them to the restricted defaults.
+pub fn resolve_profile(spec: &MCPServerSpec, state: &PolicyState) -> (String, EffectiveProfile) {
+    let named = spec.permission_profile.as_ref().and_then(|p| match p.source {
+        Some(ProfileSource::Builtin) => p.name.clone(),
+        _ => None,
+    });
+    let configmap = spec.permission_profile.as_ref().is_some_and(|p| p.source == Some(ProfileSource::Configmap));
+    let name = named.unwrap_or_else(|| state.default_profile().to_string());
+    match state.profile(&name) {
+        Some(profile) if !configmap => (name, EffectiveProfile::of(profile)),
+        _ => (name, EffectiveProfile::of(&Default::default())),
+    }
+}
+
+/// Capabilities, mounts and network rules checked against the server's profile.
+fn check_profile_constraints(spec: &MCPServerSpec, path: &FieldPath, state: &PolicyState, findings: &mut Findings) {
+    let (name, profile) = resolve_profile(spec, state);
+    let addable = profile.addable_capabilities();
+    let caps = spec.security_context.as_ref().and_then(|sc| sc.capabilities.as_ref());
+    for (i, cap) in caps.and_then(|c| c.add.as_ref()).into_iter().flatten().enumerate() {
+        if !addable.contains(&cap.trim_start_matches("CAP_")) {
+            let allowed = if addable.is_empty() { "none".to_string() } else { addable.join(", ") };
+            findings.errors.push(FieldError::forbidden(
+                &path.child("securityContext").child("capabilities").child("add").index(i),
+                format!("capability {cap:?} may not be added under profile {name:?}: allowed {allowed}"),
+            ));
+        }
+    }
+    for (i, mount) in spec.volume_mounts.iter().flatten().enumerate() {
+        let item = path.child("volumeMounts").index(i);
+        let writable = profile.write_paths.iter().any(|p| path_within(&mount.mount_path, p));
+        let readable = writable || profile.read_paths.iter().any(|p| path_within(&mount.mount_path, p));
+        if !readable {
+            findings.errors.push(FieldError::forbidden(
+                &item.child("mountPath"),
+                format!(
+                    "profile {name:?} allows mounts only under {} (read-only) and {} (read-write)",
+                    list_or_nothing(&profile.read_paths),
+                    list_or_nothing(&profile.write_paths)
+                ),
+            ));
+        } else if !writable && mount.read_only != Some(true) {
+            findings.errors.push(FieldError::required(
+                &item.child("readOnly"),
+                format!(
+                    "profile {name:?} allows writing only under {}: set readOnly: true",
+                    list_or_nothing(&profile.write_paths)
+                ),
+            ));
+        }
+    }
+    if !profile.host_rules.is_empty() {
+        findings.warnings.push(format!(
+            "{}: profile {name:?} has host-name egress rules ({}) that NetworkPolicy cannot enforce; that traffic stays blocked",
+            path.child("permissionProfile"),
+            profile.host_rules.join(", ")
+        ));
+    }
+}
+
+fn list_or_nothing(paths: &[String]) -> String {
+    if paths.is_empty() { "nowhere".to_string() } else { paths.join(", ") }
+}
+
+fn check_limits(spec: &MCPServerSpec, path: &FieldPath, state: &PolicyState, findings: &mut Findings) {
+    if let Some(replicas) = spec.replicas
+        && replicas > state.max_replicas()
+    {
+        findings.errors.push(FieldError::invalid(
+            &path.child("replicas"),
+            replicas,
+            format!("must be at most {} (the cluster's admission policy)", state.max_replicas()),
+        ));
+    }
+    let rpm = spec.tools.as_ref().and_then(|t| t.rate_limit.as_ref()).and_then(|r| r.requests_per_minute);
+    if let Some(rpm) = rpm
+        && rpm > state.max_requests_per_minute()
+    {
+        findings.errors.push(FieldError::invalid(
+            &path.child("tools").child("rateLimit").child("requestsPerMinute"),
+            rpm,
+            format!("must be at most {} (the cluster's admission policy)", state.max_requests_per_minute()),
+        ));
     }
 }

@@ -94,7 +94,8 @@ mod tests {
     fn serving_certificate_chains_to_its_ca_and_loads() {
         let ca = issue_ca("mcp-hangar-ca", DEFAULT_CA_VALIDITY).unwrap();
         let sans = service_sans("mcp-hangar", "mcp-system");
-        let leaf = issue_serving(&ca, &ServingCertRequest { sans: sans.clone(), validity: DEFAULT_SERVING_VALIDITY }).unwrap();
+        let leaf =
+            issue_serving(&ca, &ServingCertRequest { sans: sans.clone(), validity: DEFAULT_SERVING_VALIDITY }).unwrap();
         let key = crate::tls::certified_key(leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes()).unwrap();
         assert_eq!(key.cert.len(), 1);
         let (_, parsed) = x509_parser::pem::parse_x509_pem(leaf.cert_pem.as_bytes()).unwrap();

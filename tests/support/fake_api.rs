@@ -75,10 +75,7 @@ pub struct ObjectKey {
 
 impl ObjectKey {
     fn group(&self) -> &str {
-        self.api
-            .rsplit_once('/')
-            .map(|(group, _)| group)
-            .unwrap_or("")
+        self.api.rsplit_once('/').map(|(group, _)| group).unwrap_or("")
     }
 
     /// `secrets` or `mcpservers.mcp-hangar.io`, as the apiserver names a resource in messages.
@@ -130,12 +127,11 @@ fn parse_path(path: &str) -> Option<Target> {
         return None;
     }
     let namespace_subresource = rest.len() == 3 && matches!(rest[2], "status" | "finalize");
-    let (namespace, rest) =
-        if rest.first() == Some(&"namespaces") && rest.len() >= 3 && !namespace_subresource {
-            (Some(rest[1].to_string()), &rest[2..])
-        } else {
-            (None, rest)
-        };
+    let (namespace, rest) = if rest.first() == Some(&"namespaces") && rest.len() >= 3 && !namespace_subresource {
+        (Some(rest[1].to_string()), &rest[2..])
+    } else {
+        (None, rest)
+    };
     if rest.is_empty() || rest.len() > 3 {
         return None;
     }
@@ -164,9 +160,7 @@ pub struct RequestRecord {
 impl RequestRecord {
     /// Whether this is a watch request.
     pub fn is_watch(&self) -> bool {
-        query_pairs(&self.query)
-            .get("watch")
-            .is_some_and(|v| v == "true" || v == "1")
+        query_pairs(&self.query).get("watch").is_some_and(|v| v == "true" || v == "1")
     }
 }
 
@@ -216,12 +210,7 @@ struct ApiError {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None }
     }
 
     fn for_object(code: u16, reason: &'static str, key: &ObjectKey, message: String) -> Self {
@@ -229,21 +218,11 @@ impl ApiError {
         if !key.group().is_empty() {
             details["group"] = json!(key.group());
         }
-        ApiError {
-            code,
-            reason,
-            message,
-            details: Some(details),
-        }
+        ApiError { code, reason, message, details: Some(details) }
     }
 
     fn not_found(key: &ObjectKey) -> Self {
-        Self::for_object(
-            404,
-            "NotFound",
-            key,
-            format!("{} {:?} not found", key.qualified_resource(), key.name),
-        )
+        Self::for_object(404, "NotFound", key, format!("{} {:?} not found", key.qualified_resource(), key.name))
     }
 
     fn already_exists(key: &ObjectKey) -> Self {
@@ -323,12 +302,7 @@ impl ApiError {
 }
 
 fn json_response(code: StatusCode, body: &Value) -> Response {
-    (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 /// How a write treats the stored object.
@@ -360,18 +334,14 @@ struct Store {
 }
 
 fn now_timestamp() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
     if !object.get("metadata").is_some_and(Value::is_object) {
         object["metadata"] = json!({});
     }
-    object["metadata"]
-        .as_object_mut()
-        .expect("metadata was just made an object")
+    object["metadata"].as_object_mut().expect("metadata was just made an object")
 }
 
 fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
@@ -379,10 +349,7 @@ fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 fn has_finalizers(object: &Value) -> bool {
-    object
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty())
+    object.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
 }
 
 /// Everything but `metadata` and `status`: a change there bumps `generation`.
@@ -399,10 +366,7 @@ fn owned_by(object: &Value, uid: &str) -> bool {
     object
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .is_some_and(|refs| {
-            refs.iter()
-                .any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
-        })
+        .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)))
 }
 
 fn default_kind(resource: &str) -> String {
@@ -431,14 +395,8 @@ fn default_kind(resource: &str) -> String {
         ("poddisruptionbudgets", "PodDisruptionBudget"),
         ("horizontalpodautoscalers", "HorizontalPodAutoscaler"),
         ("ingresses", "Ingress"),
-        (
-            "mutatingwebhookconfigurations",
-            "MutatingWebhookConfiguration",
-        ),
-        (
-            "validatingwebhookconfigurations",
-            "ValidatingWebhookConfiguration",
-        ),
+        ("mutatingwebhookconfigurations", "MutatingWebhookConfiguration"),
+        ("validatingwebhookconfigurations", "ValidatingWebhookConfiguration"),
         ("customresourcedefinitions", "CustomResourceDefinition"),
     ];
     if let Some((_, kind)) = known.iter().find(|(plural, _)| *plural == resource) {
@@ -446,28 +404,17 @@ fn default_kind(resource: &str) -> String {
     }
     let singular = resource.strip_suffix('s').unwrap_or(resource);
     let mut chars = singular.chars();
-    chars
-        .next()
-        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
-        .unwrap_or_default()
+    chars.next().map(|c| c.to_ascii_uppercase().to_string() + chars.as_str()).unwrap_or_default()
 }
 
 impl Store {
     fn kind_of(&self, api: &str, resource: &str) -> String {
-        self.kinds
-            .get(&(api.to_string(), resource.to_string()))
-            .cloned()
-            .unwrap_or_else(|| default_kind(resource))
+        self.kinds.get(&(api.to_string(), resource.to_string())).cloned().unwrap_or_else(|| default_kind(resource))
     }
 
     fn learn_kind(&mut self, key: &ObjectKey, object: &Value) {
-        if let Some(kind) = object
-            .get("kind")
-            .and_then(Value::as_str)
-            .filter(|k| !k.is_empty())
-        {
-            self.kinds
-                .insert((key.api.clone(), key.resource.clone()), kind.to_string());
+        if let Some(kind) = object.get("kind").and_then(Value::as_str).filter(|k| !k.is_empty()) {
+            self.kinds.insert((key.api.clone(), key.resource.clone()), kind.to_string());
         }
     }
 
@@ -493,9 +440,7 @@ impl Store {
         dry_run: bool,
     ) -> Result<(ObjectKey, Value), ApiError> {
         if !object.is_object() {
-            return Err(ApiError::bad_request(
-                "the request body must be a JSON object",
-            ));
+            return Err(ApiError::bad_request("the request body must be a JSON object"));
         }
         let name = match (meta_str(&object, "name"), meta_str(&object, "generateName")) {
             (Some(name), _) if !name.is_empty() => name.to_string(),
@@ -539,11 +484,7 @@ impl Store {
         map.entry("kind").or_insert_with(|| json!(kind));
         self.uid_counter += 1;
         let uid = format!("00000000-0000-4000-8000-{:012x}", self.uid_counter);
-        let resource_version = if dry_run {
-            self.resource_version
-        } else {
-            self.next_resource_version()
-        };
+        let resource_version = if dry_run { self.resource_version } else { self.next_resource_version() };
         let metadata = metadata_mut(&mut object);
         metadata.insert("name".into(), json!(name));
         match &key.namespace {
@@ -551,10 +492,7 @@ impl Store {
             None => metadata.remove("namespace"),
         };
         metadata.insert("uid".into(), json!(uid));
-        metadata.insert(
-            "resourceVersion".into(),
-            json!(resource_version.to_string()),
-        );
+        metadata.insert("resourceVersion".into(), json!(resource_version.to_string()));
         metadata.insert("creationTimestamp".into(), json!(now_timestamp()));
         metadata.insert("generation".into(), json!(1));
         metadata.remove("deletionTimestamp");
@@ -578,37 +516,24 @@ impl Store {
     /// True when the object names owners and none of them exists: the garbage collector
     /// deletes such a dependent (one created after its owner was deleted, for instance).
     fn owners_gone(&self, object: &Value) -> bool {
-        let Some(owners) = object
-            .pointer("/metadata/ownerReferences")
-            .and_then(Value::as_array)
-            .filter(|owners| !owners.is_empty())
+        let Some(owners) =
+            object.pointer("/metadata/ownerReferences").and_then(Value::as_array).filter(|owners| !owners.is_empty())
         else {
             return false;
         };
         owners.iter().all(|owner| {
             let uid = owner.get("uid").and_then(Value::as_str);
-            !self
-                .objects
-                .values()
-                .any(|o| uid.is_some() && meta_str(o, "uid") == uid)
+            !self.objects.values().any(|o| uid.is_some() && meta_str(o, "uid") == uid)
         })
     }
 
     /// Stores `incoming` over the object at `key` as `mode` says.
-    fn update(
-        &mut self,
-        key: &ObjectKey,
-        incoming: Value,
-        mode: WriteMode,
-        dry_run: bool,
-    ) -> Result<Value, ApiError> {
+    fn update(&mut self, key: &ObjectKey, incoming: Value, mode: WriteMode, dry_run: bool) -> Result<Value, ApiError> {
         let Some(old) = self.objects.get(key).cloned() else {
             return Err(ApiError::not_found(key));
         };
         if !incoming.is_object() {
-            return Err(ApiError::bad_request(
-                "the request body must be a JSON object",
-            ));
+            return Err(ApiError::bad_request("the request body must be a JSON object"));
         }
         if mode != WriteMode::Direct {
             if let Some(sent) = meta_str(&incoming, "resourceVersion").filter(|rv| !rv.is_empty())
@@ -660,35 +585,18 @@ impl Store {
             Some(ns) => metadata.insert("namespace".into(), json!(ns)),
             None => metadata.remove("namespace"),
         };
-        for field in [
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-        ] {
+        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
             match old_meta.get(field) {
                 Some(value) => metadata.insert(field.into(), value.clone()),
                 None => metadata.remove(field),
             };
         }
-        metadata.insert(
-            "resourceVersion".into(),
-            old_meta
-                .get("resourceVersion")
-                .cloned()
-                .unwrap_or(json!("")),
-        );
+        metadata.insert("resourceVersion".into(), old_meta.get("resourceVersion").cloned().unwrap_or(json!("")));
         if spec_part(&updated) != spec_part(&old) {
-            let generation = old_meta
-                .get("generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                + 1;
+            let generation = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
             metadata_mut(&mut updated).insert("generation".into(), json!(generation));
         }
-        let finished =
-            updated.pointer("/metadata/deletionTimestamp").is_some() && !has_finalizers(&updated);
+        let finished = updated.pointer("/metadata/deletionTimestamp").is_some() && !has_finalizers(&updated);
         if updated == old && !finished {
             return Ok(old);
         }
@@ -696,10 +604,7 @@ impl Store {
             return Ok(updated);
         }
         let resource_version = self.next_resource_version();
-        metadata_mut(&mut updated).insert(
-            "resourceVersion".into(),
-            json!(resource_version.to_string()),
-        );
+        metadata_mut(&mut updated).insert("resourceVersion".into(), json!(resource_version.to_string()));
         self.learn_kind(key, &updated);
         if finished {
             self.objects.remove(key);
@@ -713,12 +618,7 @@ impl Store {
     }
 
     /// Deletes as the apiserver does: marks an object with finalizers, removes the others.
-    fn delete(
-        &mut self,
-        key: &ObjectKey,
-        options: &Value,
-        dry_run: bool,
-    ) -> Result<Value, ApiError> {
+    fn delete(&mut self, key: &ObjectKey, options: &Value, dry_run: bool) -> Result<Value, ApiError> {
         let Some(mut object) = self.objects.get(key).cloned() else {
             return Err(ApiError::not_found(key));
         };
@@ -746,10 +646,7 @@ impl Store {
             let metadata = metadata_mut(&mut object);
             metadata.insert("deletionTimestamp".into(), json!(now_timestamp()));
             metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
-            metadata.insert(
-                "resourceVersion".into(),
-                json!(resource_version.to_string()),
-            );
+            metadata.insert("resourceVersion".into(), json!(resource_version.to_string()));
             self.objects.insert(key.clone(), object.clone());
             self.record(EventType::Modified, key, &object);
             return Ok(object);
@@ -762,10 +659,7 @@ impl Store {
     fn remove(&mut self, key: &ObjectKey, orphan: bool) -> Option<Value> {
         let mut object = self.objects.remove(key)?;
         let resource_version = self.next_resource_version();
-        metadata_mut(&mut object).insert(
-            "resourceVersion".into(),
-            json!(resource_version.to_string()),
-        );
+        metadata_mut(&mut object).insert("resourceVersion".into(), json!(resource_version.to_string()));
         self.record(EventType::Deleted, key, &object);
         self.collect_dependents(&object, orphan);
         Some(object)
@@ -776,21 +670,14 @@ impl Store {
         let Some(uid) = meta_str(owner, "uid").map(str::to_string) else {
             return;
         };
-        let dependents: Vec<ObjectKey> = self
-            .objects
-            .iter()
-            .filter(|(_, object)| owned_by(object, &uid))
-            .map(|(key, _)| key.clone())
-            .collect();
+        let dependents: Vec<ObjectKey> =
+            self.objects.iter().filter(|(_, object)| owned_by(object, &uid)).map(|(key, _)| key.clone()).collect();
         for key in dependents {
             if orphan {
                 let Some(mut object) = self.objects.get(&key).cloned() else {
                     continue;
                 };
-                if let Some(refs) = object
-                    .pointer_mut("/metadata/ownerReferences")
-                    .and_then(Value::as_array_mut)
-                {
+                if let Some(refs) = object.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
                     refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
                 }
                 let _ = self.update(&key, object, WriteMode::Direct, false);
@@ -803,9 +690,7 @@ impl Store {
     fn list(&self, target: &Target, labels: &[Requirement], fields: &[Requirement]) -> Vec<Value> {
         self.objects
             .iter()
-            .filter(|(key, object)| {
-                target.contains(key) && matches_selectors(object, labels, fields)
-            })
+            .filter(|(key, object)| target.contains(key) && matches_selectors(object, labels, fields))
             .map(|(_, object)| object.clone())
             .collect()
     }
@@ -854,22 +739,12 @@ fn split_terms(selector: &str) -> Vec<&str> {
         }
     }
     terms.push(&selector[start..]);
-    terms
-        .into_iter()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .collect()
+    terms.into_iter().map(str::trim).filter(|t| !t.is_empty()).collect()
 }
 
 fn parse_set(text: &str) -> Option<Vec<String>> {
     let inner = text.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(
-        inner
-            .split(',')
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .collect(),
-    )
+    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
 }
 
 fn parse_selector(selector: &str) -> Result<Vec<Requirement>, String> {
@@ -878,23 +753,14 @@ fn parse_selector(selector: &str) -> Result<Vec<Requirement>, String> {
         let requirement = if let Some(key) = term.strip_prefix('!') {
             Requirement::NotExists(key.trim().to_string())
         } else if let Some((key, set)) = term.split_once(" notin ") {
-            Requirement::NotIn(
-                key.trim().to_string(),
-                parse_set(set).ok_or(format!("invalid set in {term:?}"))?,
-            )
+            Requirement::NotIn(key.trim().to_string(), parse_set(set).ok_or(format!("invalid set in {term:?}"))?)
         } else if let Some((key, set)) = term.split_once(" in ") {
-            Requirement::In(
-                key.trim().to_string(),
-                parse_set(set).ok_or(format!("invalid set in {term:?}"))?,
-            )
+            Requirement::In(key.trim().to_string(), parse_set(set).ok_or(format!("invalid set in {term:?}"))?)
         } else if let Some((key, value)) = term.split_once("!=") {
             Requirement::NotEquals(key.trim().to_string(), value.trim().to_string())
         } else if let Some((key, value)) = term.split_once("==").or_else(|| term.split_once('=')) {
             Requirement::Equals(key.trim().to_string(), value.trim().to_string())
-        } else if term
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-        {
+        } else if term.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
             Requirement::Exists(term.to_string())
         } else {
             return Err(format!("unable to parse requirement {term:?}"));
@@ -916,13 +782,7 @@ fn requirement_matches(requirement: &Requirement, lookup: &dyn Fn(&str) -> Optio
 }
 
 fn matches_selectors(object: &Value, labels: &[Requirement], fields: &[Requirement]) -> bool {
-    let label = |key: &str| {
-        object
-            .pointer("/metadata/labels")?
-            .get(key)?
-            .as_str()
-            .map(str::to_string)
-    };
+    let label = |key: &str| object.pointer("/metadata/labels")?.get(key)?.as_str().map(str::to_string);
     let field = |path: &str| {
         let mut value = object;
         for part in path.split('.') {
@@ -934,14 +794,11 @@ fn matches_selectors(object: &Value, labels: &[Requirement], fields: &[Requireme
             other => Some(other.to_string()),
         }
     };
-    labels.iter().all(|r| requirement_matches(r, &label))
-        && fields.iter().all(|r| requirement_matches(r, &field))
+    labels.iter().all(|r| requirement_matches(r, &label)) && fields.iter().all(|r| requirement_matches(r, &field))
 }
 
 fn query_pairs(query: &str) -> HashMap<String, String> {
-    url::form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect()
+    url::form_urlencoded::parse(query.as_bytes()).into_owned().collect()
 }
 
 struct Inner {
@@ -954,9 +811,7 @@ struct Inner {
 
 impl Inner {
     fn store(&self) -> MutexGuard<'_, Store> {
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.store.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Wakes the watches when the store changed.
@@ -981,14 +836,8 @@ impl FakeApi {
     pub async fn start() -> FakeApi {
         let (changed, _) = watch::channel(0);
         let (shutdown, _) = watch::channel(false);
-        let inner = Arc::new(Inner {
-            store: Mutex::new(Store::default()),
-            changed,
-            shutdown,
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let inner = Arc::new(Inner { store: Mutex::new(Store::default()), changed, shutdown });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let router = Router::new().fallback(handle).with_state(inner.clone());
         let mut stop = inner.shutdown.subscribe();
@@ -996,9 +845,7 @@ impl FakeApi {
             let stopped = async move {
                 let _ = stop.wait_for(|stop| *stop).await;
             };
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(stopped)
-                .await;
+            let _ = axum::serve(listener, router).with_graceful_shutdown(stopped).await;
         });
         FakeApi { inner, addr }
     }
@@ -1043,11 +890,7 @@ impl FakeApi {
         let key = target.key(&name);
         let stored = {
             let mut store = self.inner.store();
-            let collection = Target {
-                name: None,
-                subresource: None,
-                ..target
-            };
+            let collection = Target { name: None, subresource: None, ..target };
             let mut object = object;
             metadata_mut(&mut object).insert("name".into(), json!(name));
             if store.objects.contains_key(&key) {
@@ -1073,21 +916,12 @@ impl FakeApi {
     /// Tells the server the kind of a resource before any object of it is stored (used for the
     /// `kind` of empty lists; `apps/v1`-style `api`, `v1` for the core group).
     pub fn register_kind(&self, api: &str, resource: &str, kind: &str) {
-        self.inner
-            .store()
-            .kinds
-            .insert((api.to_string(), resource.to_string()), kind.to_string());
+        self.inner.store().kinds.insert((api.to_string(), resource.to_string()), kind.to_string());
     }
 
     /// The next `times` requests whose method is `method` (any when `None`) and whose
     /// `path?query` contains `path_contains` fail with `status` (a `Status` body).
-    pub fn fail_next(
-        &self,
-        times: usize,
-        method: Option<Method>,
-        path_contains: &str,
-        status: u16,
-    ) {
+    pub fn fail_next(&self, times: usize, method: Option<Method>, path_contains: &str, status: u16) {
         self.inner.store().faults.push(Fault {
             method,
             path_contains: path_contains.to_string(),
@@ -1159,18 +993,14 @@ impl Drop for FakeApi {
 }
 
 fn content_type(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Null);
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
 }
 
 /// Parses an apply body: JSON, or YAML as kubectl may send.
@@ -1178,10 +1008,8 @@ fn parse_apply_body(body: &[u8]) -> Result<Value, ApiError> {
     if let Ok(value) = serde_json::from_slice::<Value>(body) {
         return Ok(value);
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::bad_request("the apply body is not UTF-8"))?;
-    serde_saphyr::from_str(text)
-        .map_err(|e| ApiError::bad_request(format!("the apply body is not valid YAML: {e}")))
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the apply body is not UTF-8"))?;
+    serde_saphyr::from_str(text).map_err(|e| ApiError::bad_request(format!("the apply body is not valid YAML: {e}")))
 }
 
 async fn handle(
@@ -1193,18 +1021,10 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_string();
     let query = uri.query().unwrap_or("").to_string();
-    let path_and_query = if query.is_empty() {
-        path.clone()
-    } else {
-        format!("{path}?{query}")
-    };
+    let path_and_query = if query.is_empty() { path.clone() } else { format!("{path}?{query}") };
     let params = query_pairs(&query);
-    let record = RequestRecord {
-        method: method.clone(),
-        path: path.clone(),
-        query,
-        content_type: content_type(&headers),
-    };
+    let record =
+        RequestRecord { method: method.clone(), path: path.clone(), query, content_type: content_type(&headers) };
     let is_watch = record.is_watch();
     let injected = {
         let mut store = inner.store();
@@ -1215,20 +1035,10 @@ async fn handle(
         return ApiError::injected(status).into_response();
     }
     let Some(target) = parse_path(&path) else {
-        return ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-        .into_response();
+        return ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response();
     };
     if target.subresource.as_deref().is_some_and(|s| s != "status") {
-        return ApiError::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
-        .into_response();
+        return ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response();
     }
     if is_watch && method == Method::GET {
         return start_watch(inner, target, &params, &path_and_query);
@@ -1236,9 +1046,7 @@ async fn handle(
     let dry_run = params.get("dryRun").is_some_and(|v| v == "All");
     let result = {
         let mut store = inner.store();
-        answer(
-            &mut store, &method, &target, &params, &headers, &body, dry_run,
-        )
+        answer(&mut store, &method, &target, &params, &headers, &body, dry_run)
     };
     inner.notify();
     match result {
@@ -1256,25 +1064,11 @@ fn answer(
     body: &[u8],
     dry_run: bool,
 ) -> Result<(StatusCode, Value), ApiError> {
-    let labels = parse_selector(
-        params
-            .get("labelSelector")
-            .map(String::as_str)
-            .unwrap_or(""),
-    )
-    .map_err(|e| ApiError::bad_request(format!("labelSelector: {e}")))?;
-    let fields = parse_selector(
-        params
-            .get("fieldSelector")
-            .map(String::as_str)
-            .unwrap_or(""),
-    )
-    .map_err(|e| ApiError::bad_request(format!("fieldSelector: {e}")))?;
-    let mode = if target.subresource.is_some() {
-        WriteMode::Status
-    } else {
-        WriteMode::Main
-    };
+    let labels = parse_selector(params.get("labelSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("labelSelector: {e}")))?;
+    let fields = parse_selector(params.get("fieldSelector").map(String::as_str).unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("fieldSelector: {e}")))?;
+    let mode = if target.subresource.is_some() { WriteMode::Status } else { WriteMode::Main };
     match (method, &target.name) {
         (&Method::GET, Some(name)) => store
             .objects
@@ -1294,9 +1088,7 @@ fn answer(
         (&Method::PUT, Some(name)) => {
             let object = parse_body(body)?;
             let key = target.key(name);
-            store
-                .update(&key, object, mode, dry_run)
-                .map(|o| (StatusCode::OK, o))
+            store.update(&key, object, mode, dry_run).map(|o| (StatusCode::OK, o))
         }
         (&Method::PATCH, Some(name)) => {
             let key = target.key(name);
@@ -1309,9 +1101,7 @@ fn answer(
                 (Value::Null, Some(policy)) => json!({ "propagationPolicy": policy }),
                 (options, _) => options,
             };
-            store
-                .delete(&target.key(name), &options, dry_run)
-                .map(|o| (StatusCode::OK, o))
+            store.delete(&target.key(name), &options, dry_run).map(|o| (StatusCode::OK, o))
         }
         (&Method::DELETE, None) => {
             let options = parse_body(body)?;
@@ -1319,10 +1109,8 @@ fn answer(
             let mut deleted = Vec::new();
             for item in items {
                 let name = meta_str(&item, "name").unwrap_or_default().to_string();
-                let key = ObjectKey {
-                    namespace: meta_str(&item, "namespace").map(str::to_string),
-                    ..target.key(&name)
-                };
+                let key =
+                    ObjectKey { namespace: meta_str(&item, "namespace").map(str::to_string), ..target.key(&name) };
                 deleted.push(store.delete(&key, &options, dry_run)?);
             }
             Ok((StatusCode::OK, list_body(store, target, deleted)))
@@ -1356,12 +1144,7 @@ fn patch(
     dry_run: bool,
 ) -> Result<(StatusCode, Value), ApiError> {
     let content_type = content_type(headers).unwrap_or_default();
-    let media_type = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let media_type = content_type.split(';').next().unwrap_or("").trim().to_string();
     let existing = store.objects.get(key).cloned();
     match media_type.as_str() {
         "application/apply-patch+yaml" => {
@@ -1373,14 +1156,8 @@ fn patch(
                 return Err(ApiError::bad_request("the apply body must be an object"));
             }
             for field in ["apiVersion", "kind"] {
-                if applied
-                    .get(field)
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-                {
-                    return Err(ApiError::bad_request(format!(
-                        "{field} must be set in an apply patch"
-                    )));
+                if applied.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+                    return Err(ApiError::bad_request(format!("{field} must be set in an apply patch")));
                 }
             }
             let entry = json!({
@@ -1396,14 +1173,8 @@ fn patch(
                     let metadata = metadata_mut(&mut applied);
                     metadata.insert("managedFields".into(), json!([entry]));
                     metadata.entry("name").or_insert_with(|| json!(key.name));
-                    let collection = Target {
-                        name: None,
-                        subresource: None,
-                        ..target.clone()
-                    };
-                    store
-                        .create(&collection, applied, dry_run)
-                        .map(|o| (StatusCode::CREATED, o))
+                    let collection = Target { name: None, subresource: None, ..target.clone() };
+                    store.create(&collection, applied, dry_run).map(|o| (StatusCode::CREATED, o))
                 }
                 None => Err(ApiError::not_found(key)),
                 Some(mut object) => {
@@ -1414,14 +1185,11 @@ fn patch(
                         .cloned()
                         .unwrap_or_default();
                     managed.retain(|m| {
-                        !(m.get("manager") == entry.get("manager")
-                            && m.get("operation") == entry.get("operation"))
+                        !(m.get("manager") == entry.get("manager") && m.get("operation") == entry.get("operation"))
                     });
                     managed.push(entry);
                     metadata_mut(&mut object).insert("managedFields".into(), json!(managed));
-                    store
-                        .update(key, object, mode, dry_run)
-                        .map(|o| (StatusCode::OK, o))
+                    store.update(key, object, mode, dry_run).map(|o| (StatusCode::OK, o))
                 }
             }
         }
@@ -1429,20 +1197,15 @@ fn patch(
             let mut object = existing.ok_or_else(|| ApiError::not_found(key))?;
             let patch = parse_body(body)?;
             json_patch::merge(&mut object, &patch);
-            store
-                .update(key, object, mode, dry_run)
-                .map(|o| (StatusCode::OK, o))
+            store.update(key, object, mode, dry_run).map(|o| (StatusCode::OK, o))
         }
         "application/json-patch+json" => {
             let mut object = existing.ok_or_else(|| ApiError::not_found(key))?;
             let patch: json_patch::Patch = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("the JSON patch is invalid: {e}")))?;
-            json_patch::patch(&mut object, &patch).map_err(|e| {
-                ApiError::invalid(key, format!("the JSON patch could not be applied: {e}"))
-            })?;
-            store
-                .update(key, object, mode, dry_run)
-                .map(|o| (StatusCode::OK, o))
+            json_patch::patch(&mut object, &patch)
+                .map_err(|e| ApiError::invalid(key, format!("the JSON patch could not be applied: {e}")))?;
+            store.update(key, object, mode, dry_run).map(|o| (StatusCode::OK, o))
         }
         other => Err(ApiError::new(
             415,
@@ -1460,58 +1223,40 @@ fn watch_line(event_type: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-fn start_watch(
-    inner: Arc<Inner>,
-    target: Target,
-    params: &HashMap<String, String>,
-    path_and_query: &str,
-) -> Response {
-    let labels = parse_selector(
-        params
-            .get("labelSelector")
-            .map(String::as_str)
-            .unwrap_or(""),
-    );
-    let fields = parse_selector(
-        params
-            .get("fieldSelector")
-            .map(String::as_str)
-            .unwrap_or(""),
-    );
+fn start_watch(inner: Arc<Inner>, target: Target, params: &HashMap<String, String>, path_and_query: &str) -> Response {
+    let labels = parse_selector(params.get("labelSelector").map(String::as_str).unwrap_or(""));
+    let fields = parse_selector(params.get("fieldSelector").map(String::as_str).unwrap_or(""));
     let (labels, fields) = match (labels, fields) {
         (Ok(labels), Ok(fields)) => (labels, fields),
         (Err(e), _) | (_, Err(e)) => return ApiError::bad_request(e).into_response(),
     };
     let mut target = target;
     if let Some(name) = target.name.take() {
-        return ApiError::bad_request(format!("watch on a single object ({name}) is not supported: use fieldSelector=metadata.name={name}")).into_response();
+        return ApiError::bad_request(format!(
+            "watch on a single object ({name}) is not supported: use fieldSelector=metadata.name={name}"
+        ))
+        .into_response();
     }
     target.subresource = None;
     let requested = params.get("resourceVersion").cloned().unwrap_or_default();
     let send_initial_events = params.get("sendInitialEvents").is_some_and(|v| v == "true");
-    let timeout = params
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let timeout = params.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).map(Duration::from_secs);
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let mut initial = Vec::new();
     let (start, compactions, kind) = {
         let mut store = inner.store();
-        let expire =
-            Store::take_fault(&mut store.expiring_watches, &Method::GET, path_and_query).is_some();
+        let expire = Store::take_fault(&mut store.expiring_watches, &Method::GET, path_and_query).is_some();
         let start = if requested.is_empty() || requested == "0" || send_initial_events {
             initial = store.list(&target, &labels, &fields);
             Ok(store.resource_version)
         } else {
             match requested.parse::<u64>() {
-                Ok(rv) if rv < store.oldest_watchable || expire => Err(ApiError::gone(format!(
-                    "too old resource version: {rv} ({})",
-                    store.oldest_watchable
-                ))),
+                Ok(rv) if rv < store.oldest_watchable || expire => {
+                    Err(ApiError::gone(format!("too old resource version: {rv} ({})", store.oldest_watchable)))
+                }
                 Ok(rv) => Ok(rv),
                 Err(_) => {
-                    return ApiError::bad_request(format!("invalid resourceVersion {requested:?}"))
-                        .into_response();
+                    return ApiError::bad_request(format!("invalid resourceVersion {requested:?}")).into_response();
                 }
             }
         };
@@ -1519,11 +1264,7 @@ fn start_watch(
             Ok(_) if expire => Err(ApiError::gone("too old resource version (injected)")),
             other => other,
         };
-        (
-            start,
-            store.compactions,
-            store.kind_of(&target.api, &target.resource),
-        )
+        (start, store.compactions, store.kind_of(&target.api, &target.resource))
     };
     let mut changes = inner.changed.subscribe();
     let mut shutdown = inner.shutdown.subscribe();
@@ -1555,14 +1296,10 @@ fn start_watch(
             let (events, compacted) = {
                 let store = inner.store();
                 let compacted = store.compactions != compactions;
-                let from = store
-                    .history
-                    .partition_point(|c| c.resource_version <= last);
+                let from = store.history.partition_point(|c| c.resource_version <= last);
                 let events: Vec<Change> = store.history[from..]
                     .iter()
-                    .filter(|c| {
-                        target.contains(&c.key) && matches_selectors(&c.object, &labels, &fields)
-                    })
+                    .filter(|c| target.contains(&c.key) && matches_selectors(&c.object, &labels, &fields))
                     .cloned()
                     .collect();
                 if let Some(latest) = store.history.last() {
@@ -1571,11 +1308,7 @@ fn start_watch(
                 (events, compacted)
             };
             for change in events {
-                if tx
-                    .send(watch_line(change.event.name(), &change.object))
-                    .await
-                    .is_err()
-                {
+                if tx.send(watch_line(change.event.name(), &change.object)).await.is_err() {
                     return;
                 }
             }
@@ -1599,9 +1332,7 @@ fn start_watch(
         }
     });
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|line| (Ok::<Bytes, std::convert::Infallible>(line), rx))
+        rx.recv().await.map(|line| (Ok::<Bytes, std::convert::Infallible>(line), rx))
     });
     Response::builder()
         .status(StatusCode::OK)
@@ -1618,36 +1349,19 @@ mod tests {
     fn paths_name_collections_objects_and_subresources() {
         let t = parse_path("/api/v1/namespaces/ns/secrets/s").unwrap();
         assert_eq!(
-            (
-                t.api.as_str(),
-                t.resource.as_str(),
-                t.namespace.as_deref(),
-                t.name.as_deref()
-            ),
+            (t.api.as_str(), t.resource.as_str(), t.namespace.as_deref(), t.name.as_deref()),
             ("v1", "secrets", Some("ns"), Some("s"))
         );
-        let t =
-            parse_path("/apis/mcp-hangar.io/v1alpha1/namespaces/ns/mcpservers/a/status").unwrap();
-        assert_eq!(
-            (t.api.as_str(), t.subresource.as_deref()),
-            ("mcp-hangar.io/v1alpha1", Some("status"))
-        );
+        let t = parse_path("/apis/mcp-hangar.io/v1alpha1/namespaces/ns/mcpservers/a/status").unwrap();
+        assert_eq!((t.api.as_str(), t.subresource.as_deref()), ("mcp-hangar.io/v1alpha1", Some("status")));
         let t = parse_path("/api/v1/namespaces/ns").unwrap();
-        assert_eq!(
-            (t.resource.as_str(), t.namespace, t.name.as_deref()),
-            ("namespaces", None, Some("ns"))
-        );
+        assert_eq!((t.resource.as_str(), t.namespace, t.name.as_deref()), ("namespaces", None, Some("ns")));
         let t = parse_path("/api/v1/namespaces/ns/status").unwrap();
         assert_eq!(
-            (
-                t.resource.as_str(),
-                t.name.as_deref(),
-                t.subresource.as_deref()
-            ),
+            (t.resource.as_str(), t.name.as_deref(), t.subresource.as_deref()),
             ("namespaces", Some("ns"), Some("status"))
         );
-        let t = parse_path("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/x")
-            .unwrap();
+        let t = parse_path("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/x").unwrap();
         assert_eq!((t.namespace, t.name.as_deref()), (None, Some("x")));
         assert!(parse_path("/apis/x").is_none());
         assert!(parse_path("/healthz").is_none());
@@ -1655,8 +1369,7 @@ mod tests {
 
     #[test]
     fn selectors_follow_label_selector_syntax() {
-        let object =
-            json!({ "metadata": { "name": "a", "labels": { "app": "web", "tier": "front" } } });
+        let object = json!({ "metadata": { "name": "a", "labels": { "app": "web", "tier": "front" } } });
         let yes = |s: &str| matches_selectors(&object, &parse_selector(s).unwrap(), &[]);
         assert!(yes("app=web"));
         assert!(yes("app==web,tier=front"));
@@ -1666,15 +1379,7 @@ mod tests {
         assert!(!yes("tier notin (back,front)"));
         assert!(yes("app,!missing"));
         assert!(!yes("missing"));
-        assert!(matches_selectors(
-            &object,
-            &[],
-            &parse_selector("metadata.name=a").unwrap()
-        ));
-        assert!(!matches_selectors(
-            &object,
-            &[],
-            &parse_selector("metadata.name!=a").unwrap()
-        ));
+        assert!(matches_selectors(&object, &[], &parse_selector("metadata.name=a").unwrap()));
+        assert!(!matches_selectors(&object, &[], &parse_selector("metadata.name!=a").unwrap()));
     }
 }

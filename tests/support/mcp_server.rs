@@ -78,18 +78,14 @@ pub struct McpTestServer {
 impl McpTestServer {
     /// Starts a server offering these tools, answering with JSON.
     pub async fn start(tools: &[&str]) -> McpTestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let (server, router) = Self::prepare(listener.local_addr().expect("address"), tools);
         let mut stop = server.shutdown.subscribe();
         tokio::spawn(async move {
             let stopped = async move {
                 let _ = stop.wait_for(|s| *s).await;
             };
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(stopped)
-                .await;
+            let _ = axum::serve(listener, router).with_graceful_shutdown(stopped).await;
         });
         server
     }
@@ -109,14 +105,7 @@ impl McpTestServer {
             .route("/messages", post(legacy_message))
             .with_state(shared.clone());
         let (shutdown, _) = watch::channel(false);
-        (
-            McpTestServer {
-                addr,
-                shared,
-                shutdown,
-            },
-            router,
-        )
+        (McpTestServer { addr, shared, shutdown }, router)
     }
 
     /// `http://127.0.0.1:PORT/mcp`.
@@ -167,19 +156,13 @@ impl Drop for McpTestServer {
 }
 
 fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
 fn record(shared: &Shared, http: &str, headers: &HeaderMap, message: Option<&Value>) {
     shared.seen.lock().unwrap().push(Seen {
         http: http.into(),
-        method: message
-            .and_then(|m| m.get("method"))
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        method: message.and_then(|m| m.get("method")).and_then(Value::as_str).map(str::to_string),
         session: header_text(headers, "mcp-session-id"),
         protocol: header_text(headers, "mcp-protocol-version"),
         accept: header_text(headers, "accept"),
@@ -190,9 +173,7 @@ fn record(shared: &Shared, http: &str, headers: &HeaderMap, message: Option<&Val
 fn answer_to(shared: &Shared, message: &Value, answer: Answer) -> Option<Value> {
     let id = message.get("id")?.clone();
     if answer == Answer::RpcError {
-        return Some(
-            json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": "internal failure"}}),
-        );
+        return Some(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32603, "message": "internal failure"}}));
     }
     let result = match message.get("method").and_then(Value::as_str) {
         Some("initialize") => json!({
@@ -203,11 +184,8 @@ fn answer_to(shared: &Shared, message: &Value, answer: Answer) -> Option<Value> 
         Some("tools/list") => {
             let tools = shared.tools.lock().unwrap().clone();
             let size = *shared.page_size.lock().unwrap();
-            let start: usize = message
-                .pointer("/params/cursor")
-                .and_then(Value::as_str)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
+            let start: usize =
+                message.pointer("/params/cursor").and_then(Value::as_str).and_then(|c| c.parse().ok()).unwrap_or(0);
             let end = start.saturating_add(size).min(tools.len());
             let page: Vec<Value> = tools[start.min(end)..end]
                 .iter()
@@ -220,27 +198,19 @@ fn answer_to(shared: &Shared, message: &Value, answer: Answer) -> Option<Value> 
             result
         }
         _ => {
-            return Some(
-                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}}),
-            );
+            return Some(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}}));
         }
     };
     Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
 }
 
-async fn streamable(
-    State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn streamable(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let message: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     record(&shared, "POST", &headers, Some(&message));
     let answer = *shared.answer.lock().unwrap();
     match answer {
         Answer::Status(code) => {
-            return StatusCode::from_u16(code)
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-                .into_response();
+            return StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response();
         }
         Answer::Hang => return std::future::pending().await,
         Answer::NotMcp => {
@@ -248,13 +218,8 @@ async fn streamable(
         }
         _ => {}
     }
-    let method = message
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if method != "initialize"
-        && header_text(&headers, "mcp-session-id").as_deref() != Some(SESSION_ID)
-    {
+    let method = message.get("method").and_then(Value::as_str).unwrap_or_default();
+    if method != "initialize" && header_text(&headers, "mcp-session-id").as_deref() != Some(SESSION_ID) {
         return (StatusCode::BAD_REQUEST, "missing or unknown Mcp-Session-Id").into_response();
     }
     let Some(reply) = answer_to(&shared, &message, answer) else {
@@ -264,8 +229,7 @@ async fn streamable(
     match answer {
         Answer::Sse | Answer::SseKeepOpen => {
             let note = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "working"}});
-            let text =
-                format!(": comment\n\ndata: {note}\n\nevent: message\nid: 1\ndata: {reply}\n\n");
+            let text = format!(": comment\n\ndata: {note}\n\nevent: message\nid: 1\ndata: {reply}\n\n");
             let (sender, receiver) = mpsc::channel::<Bytes>(4);
             let keep_open = answer == Answer::SseKeepOpen;
             tokio::spawn(async move {
@@ -276,19 +240,9 @@ async fn streamable(
                     sender.closed().await;
                 }
             });
-            (
-                session,
-                [(header::CONTENT_TYPE, "text/event-stream")],
-                stream_body(receiver),
-            )
-                .into_response()
+            (session, [(header::CONTENT_TYPE, "text/event-stream")], stream_body(receiver)).into_response()
         }
-        _ => (
-            session,
-            [(header::CONTENT_TYPE, "application/json")],
-            reply.to_string(),
-        )
-            .into_response(),
+        _ => (session, [(header::CONTENT_TYPE, "application/json")], reply.to_string()).into_response(),
     }
 }
 
@@ -300,30 +254,15 @@ async fn end_session(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> S
 async fn legacy_open(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     record(&shared, "GET", &headers, None);
     if let Answer::Status(code) = *shared.answer.lock().unwrap() {
-        return StatusCode::from_u16(code)
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-            .into_response();
+        return StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response();
     }
     let (sender, receiver) = mpsc::channel::<Bytes>(16);
-    let _ = sender
-        .send(Bytes::from(format!(
-            "event: endpoint\ndata: /messages?sessionId={SESSION_ID}\n\n"
-        )))
-        .await;
+    let _ = sender.send(Bytes::from(format!("event: endpoint\ndata: /messages?sessionId={SESSION_ID}\n\n"))).await;
     *shared.legacy_stream.lock().unwrap() = Some(sender);
-    (
-        [(header::CONTENT_TYPE, "text/event-stream")],
-        stream_body(receiver),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/event-stream")], stream_body(receiver)).into_response()
 }
 
-async fn legacy_message(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
+async fn legacy_message(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
     let message: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     record(&shared, "POST", &headers, Some(&message));
     let expected = format!("sessionId={SESSION_ID}");
@@ -334,9 +273,7 @@ async fn legacy_message(
     if let Some(reply) = answer_to(&shared, &message, answer) {
         let sender = shared.legacy_stream.lock().unwrap().clone();
         if let Some(sender) = sender {
-            let _ = sender
-                .send(Bytes::from(format!("event: message\ndata: {reply}\n\n")))
-                .await;
+            let _ = sender.send(Bytes::from(format!("event: message\ndata: {reply}\n\n"))).await;
         }
     }
     StatusCode::ACCEPTED
@@ -375,13 +312,7 @@ pub fn serve_tls(
 
 /// A streaming body fed by a channel; it ends when every sender is gone.
 fn stream_body(receiver: mpsc::Receiver<Bytes>) -> Body {
-    Body::from_stream(futures::stream::unfold(
-        receiver,
-        |mut receiver| async move {
-            receiver
-                .recv()
-                .await
-                .map(|bytes| (Ok::<_, Infallible>(bytes), receiver))
-        },
-    ))
+    Body::from_stream(futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|bytes| (Ok::<_, Infallible>(bytes), receiver))
+    }))
 }
