@@ -1,13 +1,17 @@
 //! Prometheus metrics: one registry for the whole process, names in one place.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Admission requests by kind, operation and verdict.
 pub const ADMISSION_REQUESTS: &str = "mcp_hangar_admission_requests_total";
 /// Admission latency by endpoint.
 pub const ADMISSION_DURATION: &str = "mcp_hangar_admission_duration_seconds";
+/// Not-after of the webhook certificate being served, as a Unix timestamp.
+pub const WEBHOOK_CERTIFICATE_EXPIRY: &str = "mcp_hangar_webhook_certificate_expiry_timestamp_seconds";
+/// Certificates issued and stored by this process, by part (`serving`, `ca`).
+pub const WEBHOOK_CERTIFICATE_ROTATIONS: &str = "mcp_hangar_webhook_certificate_rotations_total";
 
 /// Reconciles of MCPServers by result (`success` or `error`).
 pub const RECONCILE_TOTAL: &str = "mcp_operator_reconcile_total";
@@ -34,6 +38,10 @@ pub struct Metrics {
     pub admission_requests: IntCounterVec,
     /// `mcp_hangar_admission_duration_seconds{endpoint}`
     pub admission_duration: HistogramVec,
+    /// `mcp_hangar_webhook_certificate_expiry_timestamp_seconds`
+    pub webhook_certificate_expiry: Gauge,
+    /// `mcp_hangar_webhook_certificate_rotations_total{part}`
+    pub webhook_certificate_rotations: IntCounterVec,
     /// `mcp_operator_reconcile_total{result}`
     pub reconcile_total: IntCounterVec,
     /// `mcp_operator_reconcile_duration_seconds`
@@ -61,6 +69,19 @@ impl Metrics {
             &["endpoint"],
         )
         .expect("valid metric definition");
+        let webhook_certificate_expiry = Gauge::new(
+            WEBHOOK_CERTIFICATE_EXPIRY,
+            "Not-after of the webhook serving certificate being served, as a Unix timestamp.",
+        )
+        .expect("valid metric definition");
+        let webhook_certificate_rotations = IntCounterVec::new(
+            Opts::new(
+                WEBHOOK_CERTIFICATE_ROTATIONS,
+                "Webhook certificates issued and stored by this process, by part.",
+            ),
+            &["part"],
+        )
+        .expect("valid metric definition");
         let reconcile_total =
             IntCounterVec::new(Opts::new(RECONCILE_TOTAL, "MCPServer reconciles by result."), &["result"])
                 .expect("valid metric definition");
@@ -84,6 +105,8 @@ impl Metrics {
         .expect("valid metric definition");
         registry.register(Box::new(admission_requests.clone())).expect("unique metric");
         registry.register(Box::new(admission_duration.clone())).expect("unique metric");
+        registry.register(Box::new(webhook_certificate_expiry.clone())).expect("unique metric");
+        registry.register(Box::new(webhook_certificate_rotations.clone())).expect("unique metric");
         registry.register(Box::new(reconcile_total.clone())).expect("unique metric");
         registry.register(Box::new(reconcile_duration.clone())).expect("unique metric");
         registry.register(Box::new(server_state.clone())).expect("unique metric");
@@ -93,6 +116,8 @@ impl Metrics {
             registry,
             admission_requests,
             admission_duration,
+            webhook_certificate_expiry,
+            webhook_certificate_rotations,
             reconcile_total,
             reconcile_duration,
             server_state,

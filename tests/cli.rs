@@ -87,13 +87,23 @@ fn test_certificate(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-#[test]
-fn serve_without_the_controller_needs_no_cluster() {
-    let dir = scratch("serve");
+/// Runs `serve` without a cluster (files TLS, shipped policy) with `extra` flags, waits for
+/// readiness, stops it with SIGTERM and returns its standard error.
+fn serve_without_a_cluster(extra: &[&str]) -> String {
+    let dir = scratch(&format!("serve{}", extra.len()));
     let (cert, key) = test_certificate(&dir);
     let admin = free_port();
     let child = binary()
-        .args(["serve", "--controller=false", "--log-format", "text", "--shutdown-delay", "0s"])
+        .args([
+            "serve",
+            "--tls-mode=files",
+            "--policy-source=shipped",
+            "--log-format",
+            "text",
+            "--shutdown-delay",
+            "0s",
+        ])
+        .args(extra)
         .args(["--webhook-addr", &format!("127.0.0.1:{}", free_port())])
         .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .arg("--tls-cert-file")
@@ -129,22 +139,49 @@ fn serve_without_the_controller_needs_no_cluster() {
     };
     let _ = std::fs::remove_dir_all(&dir);
     assert!(status.success(), "{status:?}");
+    let mut stderr = String::new();
+    server.0.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    stderr
 }
 
 #[test]
-fn serve_with_the_controller_and_no_cluster_says_what_to_do() {
+fn serve_without_the_controller_needs_no_cluster() {
+    let stderr = serve_without_a_cluster(&["--controller=false"]);
+    assert!(!stderr.contains("the controller is off"), "{stderr}");
+}
+
+#[test]
+fn serve_runs_the_webhook_alone_when_no_cluster_is_configured() {
+    let stderr = serve_without_a_cluster(&[]);
+    assert!(stderr.contains("the controller is off"), "{stderr}");
+}
+
+#[test]
+fn a_required_controller_without_a_cluster_says_what_to_do() {
     let dir = scratch("nocluster");
-    let output = binary()
-        .args(["serve", "--webhook=false", "--log-format", "text"])
-        .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
-        .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .unwrap();
+    let (cert, key) = test_certificate(&dir);
+    let run = |flags: &[&str]| {
+        binary()
+            .args(["serve", "--tls-mode=files", "--policy-source=shipped", "--log-format", "text"])
+            .args(flags)
+            .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap()
+    };
+    let required = run(&["--controller=true"]);
+    let alone = run(&["--webhook=false"]);
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(required.status.code(), Some(2));
+    let stderr = String::from_utf8(required.stderr).unwrap();
     assert!(stderr.contains("--controller=false"), "{stderr}");
+    assert_eq!(alone.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&alone.stderr).contains("nothing to serve"));
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! The admission webhook: HTTP routes over the pure [`review::answer`], and the servers.
 
+pub mod live_policy;
 pub mod review;
 pub mod server;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -17,6 +17,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::metrics::Metrics;
 use crate::policy::Engine;
+use crate::readiness::Readiness;
 
 /// Path of the mutating webhook.
 pub const MUTATE_PATH: &str = "/mutate";
@@ -108,20 +109,17 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// Readiness of the process, shared by the servers and the admin endpoint.
-#[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
-
-impl Readiness {
-    /// Marks the process ready (or not).
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+/// `/readyz`: 200 `ok`, or 503 with one line per condition that does not hold.
+fn readyz(readiness: &Readiness) -> (StatusCode, String) {
+    let unmet = readiness.unmet();
+    if unmet.is_empty() {
+        return (StatusCode::OK, "ok\n".into());
     }
-
-    /// True when the process may receive traffic.
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+    let mut body = String::from("not ready\n");
+    for (condition, reason) in unmet {
+        body.push_str(&format!("{condition}: {reason}\n"));
     }
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
 /// The plain-HTTP admin routes: `/metrics`, `/healthz`, `/readyz`.
@@ -129,15 +127,6 @@ pub fn admin_router(metrics: Metrics, readiness: Readiness) -> Router {
     Router::new()
         .route("/metrics", get(move || async move { metrics.render() }))
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || async move {
-                if readiness.is_ready() {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                }
-            }),
-        )
+        .route("/readyz", get(move || async move { readyz(&readiness) }))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
 }

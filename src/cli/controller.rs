@@ -37,19 +37,33 @@ pub struct ControllerArgs {
     pub cluster_domain: String,
 }
 
-/// Connects to the cluster and starts the controller; it stops when `shutdown` turns true.
-pub(super) async fn start(
+/// The Kubernetes client: required (an error without a cluster), optional (for a controller
+/// left to run when a cluster is configured: a warning without one), or not wanted.
+pub(super) async fn cluster_client(required: bool, optional: bool) -> Result<Option<Client>, CliError> {
+    if !required && !optional {
+        return Ok(None);
+    }
+    match Client::try_default().await {
+        Ok(client) => Ok(Some(client)),
+        Err(e) if required => Err(CliError::Usage(format!(
+            "no Kubernetes client: {e}: run in a cluster or set KUBECONFIG, or pass --controller=false (and --tls-mode=files --policy-source=shipped) to serve the webhook alone"
+        ))),
+        Err(e) => {
+            tracing::warn!(error = %e, "no Kubernetes configuration: the controller is off; --controller=false serves the webhook alone without this warning");
+            Ok(None)
+        }
+    }
+}
+
+/// Starts the controller; it stops when `shutdown` turns true.
+pub(super) fn start(
     args: &ControllerArgs,
+    client: Client,
     engine: Arc<Engine>,
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, CliError> {
-    let client = Client::try_default().await.map_err(|e| {
-        CliError::Kube(format!(
-            "{e}: run in a cluster or set KUBECONFIG, or pass --controller=false to serve the webhook alone"
-        ))
-    })?;
-    let health = McpClient::with_native_roots().map_err(|e| CliError::Kube(e.to_string()))?;
+    let health = McpClient::with_native_roots().map_err(|e| CliError::Usage(e.to_string()))?;
     let identity = default_identity();
     let config =
         ControllerConfig { concurrency: args.controller_concurrency, cluster_domain: args.cluster_domain.clone() };

@@ -1,5 +1,6 @@
 //! Pure certificate issuing with rcgen: a CA and serving certificates it signs (ECDSA P-256).
 
+use std::fmt;
 use std::time::Duration;
 
 use rcgen::{
@@ -14,11 +15,11 @@ use super::TlsError;
 pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Default serving certificate lifetime: 90 days.
 pub const DEFAULT_SERVING_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Certificates start this long before "now", to absorb clock skew between nodes.
-const BACKDATE: Duration = Duration::from_secs(5 * 60);
+/// Certificates start up to this long before "now", to absorb clock skew between nodes.
+const MAX_BACKDATE: Duration = Duration::from_secs(5 * 60);
 
 /// A CA: its certificate and private key, in PEM.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CertificateAuthority {
     /// The CA certificate (PEM).
     pub cert_pem: String,
@@ -27,12 +28,27 @@ pub struct CertificateAuthority {
 }
 
 /// A serving certificate and its private key, in PEM.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct IssuedCertificate {
     /// The leaf certificate (PEM).
     pub cert_pem: String,
     /// Its private key (PEM, PKCS#8).
     pub key_pem: String,
+}
+
+impl fmt::Debug for CertificateAuthority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateAuthority")
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for IssuedCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedCertificate").field("cert_pem", &self.cert_pem).field("key_pem", &"<redacted>").finish()
+    }
 }
 
 /// What a serving certificate must cover.
@@ -49,9 +65,15 @@ pub fn service_sans(service: &str, namespace: &str) -> Vec<String> {
     vec![format!("{service}.{namespace}.svc"), format!("{service}.{namespace}.svc.cluster.local")]
 }
 
+/// How far before "now" a certificate of this lifetime starts: 5 minutes, or a tenth of the
+/// lifetime when that is shorter (so that short test lifetimes stay meaningful).
+pub fn backdate(validity: Duration) -> Duration {
+    MAX_BACKDATE.min(validity / 10)
+}
+
 fn validity_window(validity: Duration) -> (OffsetDateTime, OffsetDateTime) {
     let now = OffsetDateTime::now_utc();
-    (now - BACKDATE, now + validity)
+    (now - backdate(validity), now + validity)
 }
 
 /// Issues a new self-signed CA.
@@ -68,10 +90,11 @@ pub fn issue_ca(common_name: &str, validity: Duration) -> Result<CertificateAuth
     Ok(CertificateAuthority { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
-/// Issues a serving certificate signed by `ca`.
+/// Issues a serving certificate signed by `ca`; it never outlives the CA.
 pub fn issue_serving(ca: &CertificateAuthority, request: &ServingCertRequest) -> Result<IssuedCertificate, TlsError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
+    let ca_not_after = super::policy::inspect(ca.cert_pem.as_bytes()).map_err(TlsError::Pem)?.not_after;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(request.sans.clone())?;
     let mut name = DistinguishedName::new();
@@ -82,6 +105,7 @@ pub fn issue_serving(ca: &CertificateAuthority, request: &ServingCertRequest) ->
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     (params.not_before, params.not_after) = validity_window(request.validity);
+    params.not_after = params.not_after.min(ca_not_after);
     let cert = params.signed_by(&key, &issuer)?;
     Ok(IssuedCertificate { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }

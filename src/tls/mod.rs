@@ -1,8 +1,32 @@
 //! Webhook TLS: issuing certificates (rcgen), serving them from memory, and the rustls
 //! server configuration. Independent of the CRDs and of the admission rules.
+//!
+//! Pure parts: [`issue`] (CA and serving certificates), [`material`] (the Secret's keys and the
+//! CA bundle), [`policy`] (inspect a certificate; keep, renew or replace). I/O: [`store`] (the
+//! Secret), [`inject`] (the webhook configurations' `caBundle`), [`rotate`] (the self-managed
+//! loop), [`files`] (PEM files reloaded when they change), [`resolver`] (what rustls serves).
+//!
+//! # RBAC of the self-managed mode
+//!
+//! In the Secret's namespace (a Role):
+//! - `secrets`: `get`, `list`, `watch`, `update` restricted by `resourceNames` to the one Secret
+//!   (`list`/`watch` use `fieldSelector=metadata.name=…`, which `resourceNames` authorizes);
+//! - `secrets`: `create`, which `resourceNames` cannot restrict (the name is not known to the
+//!   authorizer before the object exists).
+//!
+//! Cluster-wide (a ClusterRole):
+//! - `admissionregistration.k8s.io` `mutatingwebhookconfigurations` and
+//!   `validatingwebhookconfigurations`: `get`, `list`, `watch`, `patch` restricted by
+//!   `resourceNames` to the two configurations.
 
+pub mod files;
+pub mod inject;
 pub mod issue;
+pub mod material;
+pub mod policy;
 pub mod resolver;
+pub mod rotate;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -14,6 +38,11 @@ use rustls::sign::CertifiedKey;
 
 pub use issue::{CertificateAuthority, IssuedCertificate, ServingCertRequest};
 pub use resolver::CertResolver;
+
+/// Readiness condition: a valid certificate is being served.
+pub const CERTIFICATE_CONDITION: &str = "webhook-certificate";
+/// Readiness condition: every webhook configuration's `caBundle` trusts the served certificate.
+pub const CA_BUNDLE_CONDITION: &str = "webhook-ca-bundle";
 
 /// Errors of the TLS layer.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +64,24 @@ pub enum TlsError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// A Kubernetes API call failed.
+    #[error("{action}: {source}")]
+    Kubernetes {
+        /// What was being done.
+        action: String,
+        /// The failure.
+        source: Box<kube::Error>,
+    },
+    /// The TLS settings are inconsistent.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+impl TlsError {
+    /// Wraps a Kubernetes API failure with what was being done.
+    pub fn kubernetes(action: impl Into<String>, source: kube::Error) -> Self {
+        TlsError::Kubernetes { action: action.into(), source: Box::new(source) }
+    }
 }
 
 /// The crypto provider every TLS endpoint of the binary uses.
@@ -66,10 +113,4 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, Tl
     let certified = CertifiedKey::new(chain, signing_key);
     certified.keys_match()?;
     Ok(certified)
-}
-
-/// Reads a PEM certificate and key from files.
-pub fn certified_key_from_files(cert_file: &str, key_file: &str) -> Result<CertifiedKey, TlsError> {
-    let read = |path: &str| std::fs::read(path).map_err(|source| TlsError::Io { path: path.to_string(), source });
-    certified_key(&read(cert_file)?, &read(key_file)?)
 }

@@ -35,7 +35,8 @@
 //! answer is complete), admission, authentication.
 //!
 //! For drills: [`FakeApi::fail_next`] makes the next requests matching a method and a path
-//! substring fail with a status; [`FakeApi::expire_next_watches`] answers the next watches with
+//! substring fail with a status; [`FakeApi::delay_next`] holds them back for a while;
+//! [`FakeApi::expire_next_watches`] answers the next watches with
 //! 410; [`FakeApi::requests`] is the request log; [`FakeApi::get`], [`FakeApi::put`],
 //! [`FakeApi::delete`] and [`FakeApi::list`] reach the store without HTTP.
 //!
@@ -164,12 +165,13 @@ impl RequestRecord {
     }
 }
 
-/// An injected failure.
+/// An injected failure (or delay).
 #[derive(Clone, Debug)]
 struct Fault {
     method: Option<Method>,
     path_contains: String,
     status: u16,
+    delay: Duration,
     remaining: usize,
 }
 
@@ -329,6 +331,7 @@ struct Store {
     compactions: u64,
     kinds: HashMap<(String, String), String>,
     faults: Vec<Fault>,
+    delays: Vec<Fault>,
     expiring_watches: Vec<Fault>,
     requests: Vec<RequestRecord>,
 }
@@ -696,7 +699,7 @@ impl Store {
     }
 
     /// Takes the fault matching this request, if one is armed.
-    fn take_fault(faults: &mut Vec<Fault>, method: &Method, path_and_query: &str) -> Option<u16> {
+    fn take_fault(faults: &mut Vec<Fault>, method: &Method, path_and_query: &str) -> Option<Fault> {
         let index = faults.iter().position(|f| {
             f.remaining > 0
                 && f.method.as_ref().is_none_or(|m| m == method)
@@ -704,11 +707,11 @@ impl Store {
         })?;
         let fault = &mut faults[index];
         fault.remaining -= 1;
-        let status = fault.status;
+        let taken = fault.clone();
         if fault.remaining == 0 {
             faults.remove(index);
         }
-        Some(status)
+        Some(taken)
     }
 }
 
@@ -926,6 +929,20 @@ impl FakeApi {
             method,
             path_contains: path_contains.to_string(),
             status,
+            delay: Duration::ZERO,
+            remaining: times,
+        });
+    }
+
+    /// The next `times` requests whose method is `method` (any when `None`) and whose
+    /// `path?query` contains `path_contains` wait `delay` before being handled, as on a slow
+    /// apiserver; requests sent meanwhile by others overtake them.
+    pub fn delay_next(&self, times: usize, method: Option<Method>, path_contains: &str, delay: Duration) {
+        self.inner.store().delays.push(Fault {
+            method,
+            path_contains: path_contains.to_string(),
+            status: 0,
+            delay,
             remaining: times,
         });
     }
@@ -937,6 +954,7 @@ impl FakeApi {
             method: Some(Method::GET),
             path_contains: path_contains.to_string(),
             status: 410,
+            delay: Duration::ZERO,
             remaining: times,
         });
     }
@@ -1026,13 +1044,17 @@ async fn handle(
     let record =
         RequestRecord { method: method.clone(), path: path.clone(), query, content_type: content_type(&headers) };
     let is_watch = record.is_watch();
-    let injected = {
+    let (injected, delayed) = {
         let mut store = inner.store();
         store.requests.push(record);
-        Store::take_fault(&mut store.faults, &method, &path_and_query)
+        let injected = Store::take_fault(&mut store.faults, &method, &path_and_query);
+        (injected, Store::take_fault(&mut store.delays, &method, &path_and_query))
     };
-    if let Some(status) = injected {
-        return ApiError::injected(status).into_response();
+    if let Some(delayed) = delayed {
+        tokio::time::sleep(delayed.delay).await;
+    }
+    if let Some(fault) = injected {
+        return ApiError::injected(fault.status).into_response();
     }
     let Some(target) = parse_path(&path) else {
         return ApiError::new(404, "NotFound", "the server could not find the requested resource").into_response();
