@@ -449,6 +449,72 @@ async fn a_failing_remote_degrades_dies_and_recovers() {
 }
 
 #[tokio::test]
+async fn a_named_service_account_replaces_the_owned_one() {
+    let harness = Harness::start(None).await;
+    harness.create("fetch", json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"})).await;
+    let account_path = format!("/api/v1/namespaces/{NS}/serviceaccounts/fetch");
+    harness.wait(&account_path, "the owned ServiceAccount", |o| o.is_some()).await;
+    harness
+        .servers()
+        .patch("fetch", &PatchParams::default(), &Patch::Merge(json!({"spec": {"serviceAccountName": "team"}})))
+        .await
+        .unwrap();
+    harness.wait(&account_path, "the owned ServiceAccount to be pruned", |o| o.is_none()).await;
+    let binding_path = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/rolebindings/fetch");
+    harness
+        .wait(&binding_path, "the binding to name the account", |o| {
+            o.is_some_and(|o| o["subjects"][0]["name"] == "team")
+        })
+        .await;
+    let deployment = harness
+        .wait(&deployment_path("fetch"), "the pod to run as the account", |o| {
+            o.is_some_and(|o| o["spec"]["template"]["spec"]["serviceAccountName"] == "team")
+        })
+        .await
+        .unwrap();
+    assert_eq!(deployment["spec"]["template"]["spec"]["automountServiceAccountToken"], false);
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn configmap_profiles_are_read_from_the_server_namespace() {
+    let harness = Harness::start(None).await;
+    let maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(harness.fake.client(), NS);
+    let profile: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "toolhive", "namespace": NS},
+        "data": {"profile.json": r#"{"read": ["/"], "write": ["/tmp"], "network": {"outbound": {"insecure_allow_all": true}}}"#},
+    }))
+    .unwrap();
+    maps.create(&PostParams::default(), &profile).await.unwrap();
+    let spec = |name: &str| {
+        json!({
+            "mode": "container", "image": "ghcr.io/example/fetch:1.0.0",
+            "permissionProfile": {"type": "configmap", "name": name, "key": "profile.json"},
+        })
+    };
+    harness.create("open", spec("toolhive")).await;
+    let policy = harness
+        .wait(&format!("/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/open"), "the NetworkPolicy", |o| {
+            o.is_some()
+        })
+        .await
+        .unwrap();
+    assert_eq!(policy["spec"]["egress"], json!([{}]), "insecure_allow_all opens egress");
+    let deployment = harness.wait(&deployment_path("open"), "the Deployment", |o| o.is_some()).await.unwrap();
+    assert_eq!(
+        deployment["spec"]["template"]["metadata"]["annotations"]["mcp-hangar.io/permission-profile"],
+        "configmap:toolhive/profile.json"
+    );
+
+    harness.create("lost", spec("missing")).await;
+    let dead = harness.wait_state("lost", "Dead").await;
+    assert_eq!(condition(&dead, "Ready")["reason"], "ProfileUnavailable");
+    assert!(condition(&dead, "Ready")["message"].as_str().unwrap().contains("\"missing\""));
+    assert!(harness.fake.get(&deployment_path("lost")).is_none());
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn servers_that_bypassed_the_webhook_are_refused() {
     let harness = Harness::start(None).await;
     harness

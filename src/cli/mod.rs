@@ -15,7 +15,6 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use controller::ControllerArgs;
-
 pub use crds::render_crds;
 
 /// mcp-hangar: Kubernetes operator for MCP servers.

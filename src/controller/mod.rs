@@ -125,6 +125,12 @@ impl Context {
         let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         attempts.remove(&key);
     }
+
+    /// Forgets everything kept about a deleted server: its retries and its metric series.
+    pub fn forget(&self, server: &MCPServer) {
+        self.reset_retries(server);
+        forget_server_metrics(&self.metrics, server);
+    }
 }
 
 /// Records a server's state and tools in the metrics.
@@ -142,7 +148,7 @@ pub fn record_server_metrics(metrics: &Metrics, server: &MCPServer, state: Serve
 }
 
 /// Removes every series of a deleted server.
-pub fn forget_server_metrics(metrics: &Metrics, server: &MCPServer) {
+fn forget_server_metrics(metrics: &Metrics, server: &MCPServer) {
     let name = server.name_any();
     let namespace = server.namespace().unwrap_or_default();
     for candidate in state::ALL_STATES {
@@ -160,13 +166,13 @@ pub fn forget_server_metrics(metrics: &Metrics, server: &MCPServer) {
 pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let (reader, writer) = reflector::store();
-    let metrics = ctx.metrics.clone();
+    let deleted = ctx.clone();
     let servers = watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(writer)
         .inspect_ok(move |event| {
             if let watcher::Event::Delete(server) = event {
-                forget_server_metrics(&metrics, server);
+                deleted.forget(server);
             }
         })
         .applied_objects()

@@ -296,25 +296,26 @@ async fn publish(
             let warning = matches!(state, ServerState::Degraded | ServerState::Dead);
             publish_event(ctx, server, warning, evaluation.reason, "StateChange", note).await;
         }
-        record_metrics(ctx, server, state, status.tools_count.unwrap_or(0));
+        super::record_server_metrics(&ctx.metrics, server, state, status.tools_count.unwrap_or(0));
     }
     Ok(())
 }
 
-fn record_metrics(ctx: &Context, server: &MCPServer, state: ServerState, tools: i32) {
-    super::record_server_metrics(&ctx.metrics, server, state, tools);
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let cut = (0..=max).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+    }
+    text
 }
 
 /// Publishes an event on the server; a failure to publish is logged, never fatal.
 async fn publish_event(ctx: &Context, server: &MCPServer, warning: bool, reason: &str, action: &str, note: String) {
-    let mut note: String = note.chars().take(MAX_NOTE).collect();
-    if note.len() > MAX_NOTE {
-        note.truncate(MAX_NOTE);
-    }
     let event = Event {
         type_: if warning { EventType::Warning } else { EventType::Normal },
         reason: reason.into(),
-        note: Some(note),
+        note: Some(clip(note, MAX_NOTE)),
         action: action.into(),
         secondary: None,
     };
@@ -477,6 +478,14 @@ mod tests {
             Some(k8s_openapi::api::core::v1::SecurityContext { privileged: Some(true), ..Default::default() });
         let verdict = engine.review(Kind::Server, Operation::Create, &serde_json::to_value(&privileged).unwrap(), None);
         assert!(!verdict.allowed());
+    }
+
+    #[test]
+    fn event_notes_are_clipped_on_character_boundaries() {
+        let clipped = clip("é".repeat(600), MAX_NOTE);
+        assert!(clipped.len() <= MAX_NOTE && clipped.len() >= MAX_NOTE - 1);
+        assert!(clipped.chars().all(|c| c == 'é'));
+        assert_eq!(clip("short".into(), MAX_NOTE), "short");
     }
 
     #[test]
