@@ -87,31 +87,30 @@ fn test_certificate(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// `serve` without a cluster: files TLS from `dir`, the shipped policy, no kubeconfig.
+fn serve_command(dir: &Path, flags: &[&str]) -> Command {
+    let (cert, key) = test_certificate(dir);
+    let mut command = binary();
+    command
+        .args(["serve", "--tls-mode=files", "--policy-source=shipped", "--log-format", "text"])
+        .args(flags)
+        .args(["--webhook-addr", &format!("127.0.0.1:{}", free_port())])
+        .arg("--tls-cert-file")
+        .arg(cert)
+        .arg("--tls-key-file")
+        .arg(key)
+        .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
+        .env_remove("KUBERNETES_SERVICE_HOST");
+    command
+}
+
 /// Runs `serve` without a cluster (files TLS, shipped policy) with `extra` flags, waits for
 /// readiness, stops it with SIGTERM and returns its standard error.
 fn serve_without_a_cluster(extra: &[&str]) -> String {
     let dir = scratch(&format!("serve{}", extra.len()));
-    let (cert, key) = test_certificate(&dir);
     let admin = free_port();
-    let child = binary()
-        .args([
-            "serve",
-            "--tls-mode=files",
-            "--policy-source=shipped",
-            "--log-format",
-            "text",
-            "--shutdown-delay",
-            "0s",
-        ])
-        .args(extra)
-        .args(["--webhook-addr", &format!("127.0.0.1:{}", free_port())])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-        .arg("--tls-cert-file")
-        .arg(&cert)
-        .arg("--tls-key-file")
-        .arg(&key)
-        .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
-        .env_remove("KUBERNETES_SERVICE_HOST")
+    let child = serve_command(&dir, extra)
+        .args(["--shutdown-delay", "0s", "--admin-addr", &format!("127.0.0.1:{admin}")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -159,20 +158,8 @@ fn serve_runs_the_webhook_alone_when_no_cluster_is_configured() {
 #[test]
 fn a_required_controller_without_a_cluster_says_what_to_do() {
     let dir = scratch("nocluster");
-    let (cert, key) = test_certificate(&dir);
     let run = |flags: &[&str]| {
-        binary()
-            .args(["serve", "--tls-mode=files", "--policy-source=shipped", "--log-format", "text"])
-            .args(flags)
-            .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
-            .arg("--tls-cert-file")
-            .arg(&cert)
-            .arg("--tls-key-file")
-            .arg(&key)
-            .env("KUBECONFIG", dir.join("no-such-kubeconfig"))
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .output()
-            .unwrap()
+        serve_command(&dir, flags).args(["--admin-addr", &format!("127.0.0.1:{}", free_port())]).output().unwrap()
     };
     let required = run(&["--controller=true"]);
     let alone = run(&["--webhook=false"]);

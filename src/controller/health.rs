@@ -283,8 +283,7 @@ impl McpClient {
         method: &'static str,
         params: Value,
     ) -> Result<Value, HealthError> {
-        let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        let request = self.post(&session.uri, Some(session), &message)?;
+        let request = self.post(&session.uri, Some(session), &rpc_request(id, method, params))?;
         let response = self.send(request, method).await?;
         if response.status() != StatusCode::OK {
             return Err(HealthError::Status { method, status: response.status().as_u16() });
@@ -426,8 +425,7 @@ impl McpClient {
         method: &'static str,
         params: Value,
     ) -> Result<Value, HealthError> {
-        let message = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
-        self.legacy_post(session, &message, method).await?;
+        self.legacy_post(session, &rpc_request(id, method, params), method).await?;
         loop {
             let event =
                 session.events.next().await.map_err(|detail| HealthError::Protocol { method, detail })?.ok_or_else(
@@ -486,6 +484,11 @@ async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, String> {
         .await
         .map(|collected| collected.to_bytes())
         .map_err(|e| format!("reading the answer failed: {}", quote(&e.to_string())))
+}
+
+/// A JSON-RPC 2.0 request.
+fn rpc_request(id: u64, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
 }
 
 fn initialize_params(version: &str) -> Value {

@@ -1,7 +1,8 @@
 //! The controller: turns admitted MCPServers into least-privilege workloads and reports
 //! their true state.
 //!
-//! - [`resources`] and [`profile`] build the child objects (pure);
+//! - [`profile`] resolves a server's permission profile, [`resources`] builds the child
+//!   objects from it (pure, through the policy layer's profile compiler);
 //! - [`state`] is the state machine and circuit breaker (pure);
 //! - [`health`] is the MCP client of the health checks;
 //! - [`reconcile`] applies children, runs due health checks and writes status;
@@ -11,7 +12,9 @@
 //! triggered by spec changes (status-only updates are filtered out, so writing status does
 //! not wake the controller), by changes to owned children, and by the requeue each
 //! reconcile asks for: the next due health check, the end of the startup timeout, or a
-//! resync. Health checks run inside reconcile, bounded by `healthCheck.timeout` (always
+//! resync. Every reconcile re-applies the children, so a profile edited in the cluster reaches
+//! the servers using it within their health interval (the resync for cold servers). Health
+//! checks run inside reconcile, bounded by `healthCheck.timeout` (always
 //! shorter than the interval); the controller never reconciles one server twice at once and
 //! runs at most `concurrency` reconciles together, so a slow server delays only itself.
 
