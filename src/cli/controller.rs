@@ -37,22 +37,11 @@ pub struct ControllerArgs {
     pub cluster_domain: String,
 }
 
-/// The Kubernetes client: required (an error without a cluster), optional (for a controller
-/// left to run when a cluster is configured: a warning without one), or not wanted.
-pub(super) async fn cluster_client(required: bool, optional: bool) -> Result<Option<Client>, CliError> {
-    if !required && !optional {
-        return Ok(None);
-    }
-    match Client::try_default().await {
-        Ok(client) => Ok(Some(client)),
-        Err(e) if required => Err(CliError::Usage(format!(
-            "no Kubernetes client: {e}: run in a cluster or set KUBECONFIG, or pass --controller=false (and --tls-mode=files --policy-source=shipped) to serve the webhook alone"
-        ))),
-        Err(e) => {
-            tracing::warn!(error = %e, "no Kubernetes configuration: the controller is off; --controller=false serves the webhook alone without this warning");
-            Ok(None)
-        }
-    }
+/// The error when a part that needs a cluster finds none, with how to run without one.
+pub(super) fn no_cluster(error: kube::Error) -> CliError {
+    CliError::Usage(format!(
+        "no Kubernetes client: {error}: run in a cluster or set KUBECONFIG, or serve the webhook alone with --controller=false, certificate files and --policy-source=shipped"
+    ))
 }
 
 /// Starts the controller; it stops when `shutdown` turns true.

@@ -65,8 +65,9 @@ pub struct ServeArgs {
     #[arg(long, env = "MCP_HANGAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
     /// Where the webhook's permission profiles and admission policy come from: the cluster
-    /// (watched, edits apply at once) or the copy shipped in the binary (no cluster needed).
-    #[arg(long, env = "MCP_HANGAR_POLICY_SOURCE", value_enum, default_value_t = PolicySource::Cluster)]
+    /// (watched, edits apply at once), the copy shipped in the binary (no cluster needed), or
+    /// auto: the cluster when a Kubernetes client can be configured, else the shipped copy.
+    #[arg(long, env = "MCP_HANGAR_POLICY_SOURCE", value_enum, default_value_t = PolicySource::Auto)]
     pub policy_source: PolicySource,
     /// Serve the admission webhook; `--webhook=false` runs the controller alone.
     #[arg(long, env = "MCP_HANGAR_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
@@ -103,12 +104,20 @@ pub enum TlsMode {
     Files,
 }
 
+impl TlsArgs {
+    /// The mode in force: the one given, else files when a certificate file is given, else self-managed.
+    pub fn effective_mode(&self) -> TlsMode {
+        self.mode.unwrap_or(if self.tls_cert_file.is_some() { TlsMode::Files } else { TlsMode::SelfManaged })
+    }
+}
+
 /// Webhook TLS flags of `serve`.
 #[derive(Debug, Args)]
 pub struct TlsArgs {
-    /// Where the webhook's certificate comes from.
-    #[arg(long = "tls-mode", env = "MCP_HANGAR_TLS_MODE", value_enum, default_value_t = TlsMode::SelfManaged)]
-    pub mode: TlsMode,
+    /// Where the webhook's certificate comes from [default: files when --tls-cert-file is given,
+    /// else self-managed].
+    #[arg(long = "tls-mode", env = "MCP_HANGAR_TLS_MODE", value_enum)]
+    pub mode: Option<TlsMode>,
     /// files mode: PEM certificate (chain) the webhook serves.
     #[arg(long, env = "MCP_HANGAR_TLS_CERT_FILE", required_if_eq("mode", "files"))]
     pub tls_cert_file: Option<PathBuf>,
@@ -275,6 +284,8 @@ pub enum OutputFormat {
 /// Where the webhook's policy comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PolicySource {
+    /// The cluster when a Kubernetes client can be configured, else the shipped copy.
+    Auto,
     /// MCPPermissionProfiles and the MCPAdmissionPolicy in the cluster, watched.
     Cluster,
     /// The defaults shipped in `policy/`, built into the binary.
@@ -372,7 +383,7 @@ mod tests {
         let cli =
             Cli::try_parse_from(["mcp-hangar", "serve", "--tls-san", "localhost", "--tls-san", "10.0.0.1"]).unwrap();
         let Command::Serve(serve) = cli.command else { panic!("serve") };
-        assert_eq!(serve.tls.mode, TlsMode::SelfManaged);
+        assert_eq!(serve.tls.effective_mode(), TlsMode::SelfManaged);
         assert_eq!(serve.tls.tls_sans, vec!["localhost", "10.0.0.1"]);
         assert_eq!(serve.tls.tls_secret_name, "mcp-hangar-webhook-tls");
         assert_eq!(serve.tls.mutating_webhook_config, "mcp-hangar");
@@ -391,5 +402,9 @@ mod tests {
             "k.pem",
         ]);
         assert!(files.is_ok());
+        let implied =
+            Cli::try_parse_from(["mcp-hangar", "serve", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"]);
+        let Command::Serve(serve) = implied.unwrap().command else { panic!("serve") };
+        assert_eq!(serve.tls.effective_mode(), TlsMode::Files, "certificate files imply the files mode");
     }
 }

@@ -111,7 +111,7 @@ async fn start_certificates(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<JoinHandle<()>, CliError> {
-    match args.mode {
+    match args.effective_mode() {
         TlsMode::Files => {
             let (Some(cert_file), Some(key_file)) = (args.tls_cert_file.clone(), args.tls_key_file.clone()) else {
                 return Err(CliError::Usage("--tls-mode=files needs --tls-cert-file and --tls-key-file".into()));
@@ -146,10 +146,29 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let needs_cluster = (args.webhook && args.tls.mode == TlsMode::SelfManaged)
+    let tls_mode = args.tls.effective_mode();
+    let required = (args.webhook && tls_mode == TlsMode::SelfManaged)
         || args.policy_source == PolicySource::Cluster
         || args.controller == Some(true);
-    let client = super::controller::cluster_client(needs_cluster, args.controller.is_none()).await?;
+    let optional = args.policy_source == PolicySource::Auto || args.controller.is_none();
+    let client = if required {
+        Some(kube::Client::try_default().await.map_err(super::controller::no_cluster)?)
+    } else if optional {
+        match kube::Client::try_default().await {
+            Ok(client) => Some(client),
+            Err(e) => {
+                if args.controller.is_none() {
+                    tracing::warn!(reason = %e, "no Kubernetes client: the controller is off; --controller=false serves the webhook alone without this warning");
+                }
+                if args.policy_source == PolicySource::Auto {
+                    tracing::info!(reason = %e, "no Kubernetes client: the webhook uses the shipped policy");
+                }
+                None
+            }
+        }
+    } else {
+        None
+    };
     let run_controller = args.controller != Some(false) && client.is_some();
     if !args.webhook && !run_controller {
         return Err(CliError::Usage("--webhook=false without a cluster leaves nothing to serve".into()));
@@ -171,7 +190,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
         None
     };
     let live_policy = match (&client, args.policy_source) {
-        (Some(client), PolicySource::Cluster) => Some(tokio::spawn(live_policy::run(
+        (Some(client), PolicySource::Cluster | PolicySource::Auto) => Some(tokio::spawn(live_policy::run(
             client.clone(),
             engine.clone(),
             readiness.clone(),

@@ -177,14 +177,7 @@ fn check_registry(registry: &str) -> Result<(), String> {
     let host_ok = if host.starts_with('[') && host.ends_with(']') {
         host[1..host.len() - 1].parse::<Ipv6Addr>().is_ok()
     } else {
-        !host.is_empty()
-            && host.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-            })
+        is_dns_name(host)
     };
     if host_ok { Ok(()) } else { Err(format!("registry host {host:?} is invalid")) }
 }
@@ -484,9 +477,8 @@ impl Cidr {
     }
 }
 
-/// A DNS name (`api.example.com`), optionally with a leading `*.` wildcard.
-pub fn is_host_pattern(host: &str) -> bool {
-    let name = host.strip_prefix("*.").unwrap_or(host);
+/// A DNS name: dot-separated labels of letters, digits and inner '-', at most 253 characters.
+pub fn is_dns_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -496,6 +488,11 @@ pub fn is_host_pattern(host: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+/// A DNS name (`api.example.com`), optionally with a leading `*.` wildcard.
+pub fn is_host_pattern(host: &str) -> bool {
+    is_dns_name(host.strip_prefix("*.").unwrap_or(host))
 }
 
 /// True when `host` matches `pattern` (exact, or any subdomain for `*.example.com`).

@@ -1,9 +1,7 @@
 //! The Kubernetes Pod Security Standards (v1.37), baseline and restricted, as field errors.
 //! Conformance is tested against the upstream fixtures in `../shared/psa-fixtures`.
 
-use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EphemeralContainer, Lifecycle, PodSpec, Probe, SecurityContext,
-};
+use k8s_openapi::api::core::v1::{Capabilities, ContainerPort, Lifecycle, PodSpec, Probe, SecurityContext};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::field::{FieldError, FieldPath};
@@ -44,10 +42,12 @@ struct ContainerView<'a> {
     lifecycle: Option<&'a Lifecycle>,
 }
 
-impl<'a> ContainerView<'a> {
-    fn of(c: &'a Container, path: FieldPath) -> Self {
+/// Builds the view of a `Container` or an `EphemeralContainer`: distinct types, same fields.
+macro_rules! container_view {
+    ($container:expr, $path:expr) => {{
+        let c = $container;
         ContainerView {
-            path,
+            path: $path,
             security_context: c.security_context.as_ref(),
             ports: c.ports.as_ref(),
             probes: [
@@ -57,22 +57,10 @@ impl<'a> ContainerView<'a> {
             ],
             lifecycle: c.lifecycle.as_ref(),
         }
-    }
+    }};
+}
 
-    fn of_ephemeral(c: &'a EphemeralContainer, path: FieldPath) -> Self {
-        ContainerView {
-            path,
-            security_context: c.security_context.as_ref(),
-            ports: c.ports.as_ref(),
-            probes: [
-                ("livenessProbe", c.liveness_probe.as_ref()),
-                ("readinessProbe", c.readiness_probe.as_ref()),
-                ("startupProbe", c.startup_probe.as_ref()),
-            ],
-            lifecycle: c.lifecycle.as_ref(),
-        }
-    }
-
+impl ContainerView<'_> {
     fn sc_path(&self, field: &str) -> FieldPath {
         self.path.child("securityContext").child(field)
     }
@@ -81,13 +69,13 @@ impl<'a> ContainerView<'a> {
 fn containers<'a>(spec: &'a PodSpec, path: &FieldPath) -> Vec<ContainerView<'a>> {
     let mut out = Vec::new();
     for (i, c) in spec.containers.iter().enumerate() {
-        out.push(ContainerView::of(c, path.child("containers").index(i)));
+        out.push(container_view!(c, path.child("containers").index(i)));
     }
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
-        out.push(ContainerView::of(c, path.child("initContainers").index(i)));
+        out.push(container_view!(c, path.child("initContainers").index(i)));
     }
     for (i, c) in spec.ephemeral_containers.iter().flatten().enumerate() {
-        out.push(ContainerView::of_ephemeral(c, path.child("ephemeralContainers").index(i)));
+        out.push(container_view!(c, path.child("ephemeralContainers").index(i)));
     }
     out
 }
