@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod metrics;
 pub mod policy;

@@ -1,6 +1,8 @@
 //! Prometheus metrics: one registry for the whole process, names in one place.
 
-use prometheus::{Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Admission requests by kind, operation and verdict.
 pub const ADMISSION_REQUESTS: &str = "mcp_hangar_admission_requests_total";
@@ -10,6 +12,20 @@ pub const ADMISSION_DURATION: &str = "mcp_hangar_admission_duration_seconds";
 pub const WEBHOOK_CERTIFICATE_EXPIRY: &str = "mcp_hangar_webhook_certificate_expiry_timestamp_seconds";
 /// Certificates issued and stored by this process, by part (`serving`, `ca`).
 pub const WEBHOOK_CERTIFICATE_ROTATIONS: &str = "mcp_hangar_webhook_certificate_rotations_total";
+
+/// Reconciles of MCPServers by result (`success` or `error`).
+pub const RECONCILE_TOTAL: &str = "mcp_operator_reconcile_total";
+/// Time one MCPServer reconcile takes.
+pub const RECONCILE_DURATION: &str = "mcp_operator_reconcile_duration_seconds";
+/// 1 for the current state of each MCPServer, 0 for the others.
+pub const SERVER_STATE: &str = "mcp_operator_provider_state";
+/// Tools each MCPServer exposes.
+pub const SERVER_TOOLS: &str = "mcp_operator_provider_tools_count";
+/// Failed MCP health checks per MCPServer.
+pub const SERVER_HEALTH_FAILURES: &str = "mcp_operator_provider_health_check_failures_total";
+
+/// Latency buckets for reconciles, in seconds: API round trips plus a health check.
+const RECONCILE_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Latency buckets for admission, in seconds: the webhook answers in microseconds to milliseconds.
 const ADMISSION_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0];
@@ -26,6 +42,16 @@ pub struct Metrics {
     pub webhook_certificate_expiry: Gauge,
     /// `mcp_hangar_webhook_certificate_rotations_total{part}`
     pub webhook_certificate_rotations: IntCounterVec,
+    /// `mcp_operator_reconcile_total{result}`
+    pub reconcile_total: IntCounterVec,
+    /// `mcp_operator_reconcile_duration_seconds`
+    pub reconcile_duration: Histogram,
+    /// `mcp_operator_provider_state{name, namespace, state}`
+    pub server_state: IntGaugeVec,
+    /// `mcp_operator_provider_tools_count{name, namespace}`
+    pub server_tools: IntGaugeVec,
+    /// `mcp_operator_provider_health_check_failures_total{name, namespace}`
+    pub server_health_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -56,16 +82,47 @@ impl Metrics {
             &["part"],
         )
         .expect("valid metric definition");
+        let reconcile_total =
+            IntCounterVec::new(Opts::new(RECONCILE_TOTAL, "MCPServer reconciles by result."), &["result"])
+                .expect("valid metric definition");
+        let reconcile_duration = Histogram::with_opts(
+            HistogramOpts::new(RECONCILE_DURATION, "Time to reconcile one MCPServer.")
+                .buckets(RECONCILE_BUCKETS.to_vec()),
+        )
+        .expect("valid metric definition");
+        let server_state = IntGaugeVec::new(
+            Opts::new(SERVER_STATE, "MCPServer state: 1 for the current state, 0 for the others."),
+            &["name", "namespace", "state"],
+        )
+        .expect("valid metric definition");
+        let server_tools =
+            IntGaugeVec::new(Opts::new(SERVER_TOOLS, "Tools an MCPServer exposes."), &["name", "namespace"])
+                .expect("valid metric definition");
+        let server_health_failures = IntCounterVec::new(
+            Opts::new(SERVER_HEALTH_FAILURES, "Failed MCP health checks of an MCPServer."),
+            &["name", "namespace"],
+        )
+        .expect("valid metric definition");
         registry.register(Box::new(admission_requests.clone())).expect("unique metric");
         registry.register(Box::new(admission_duration.clone())).expect("unique metric");
         registry.register(Box::new(webhook_certificate_expiry.clone())).expect("unique metric");
         registry.register(Box::new(webhook_certificate_rotations.clone())).expect("unique metric");
+        registry.register(Box::new(reconcile_total.clone())).expect("unique metric");
+        registry.register(Box::new(reconcile_duration.clone())).expect("unique metric");
+        registry.register(Box::new(server_state.clone())).expect("unique metric");
+        registry.register(Box::new(server_tools.clone())).expect("unique metric");
+        registry.register(Box::new(server_health_failures.clone())).expect("unique metric");
         Metrics {
             registry,
             admission_requests,
             admission_duration,
             webhook_certificate_expiry,
             webhook_certificate_rotations,
+            reconcile_total,
+            reconcile_duration,
+            server_state,
+            server_tools,
+            server_health_failures,
         }
     }
 

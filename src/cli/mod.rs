@@ -1,9 +1,11 @@
-//! Command line: `serve`, `validate`, `crds`, `webhooks`, `policy`, `certs`. Each subcommand parses its flags with
-//! clap and calls into the library; nothing here decides a verdict.
+//! Command line: `serve`, `validate`, `crds`, `webhooks`, `policy`, `certs`, `render`. Each
+//! subcommand parses its flags with clap and calls into the library; nothing here decides a verdict.
 
 mod certs;
+mod controller;
 mod crds;
 pub mod policy;
+pub mod render;
 mod serve;
 pub mod validate;
 mod webhooks;
@@ -13,6 +15,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use controller::ControllerArgs;
 pub use crds::render_crds;
 pub use webhooks::render_webhooks;
 
@@ -28,7 +31,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the admission webhook (HTTPS) and the admin endpoints (metrics, health).
+    /// Serve the admission webhook (HTTPS), the controller and the admin endpoints (metrics, health).
     Serve(Box<ServeArgs>),
     /// Run the webhook's mutate-then-validate on manifest files, without a cluster.
     Validate(ValidateArgs),
@@ -40,6 +43,8 @@ pub enum Command {
     Policy(PolicyArgs),
     /// Certificates for local development.
     Certs(CertsArgs),
+    /// Print the objects the controller would apply for MCPServer manifests, without a cluster.
+    Render(RenderArgs),
 }
 
 /// Flags of `serve`.
@@ -68,6 +73,30 @@ pub struct ServeArgs {
     /// auto: the cluster when a Kubernetes client can be configured, else the shipped copy.
     #[arg(long, env = "MCP_HANGAR_POLICY_SOURCE", value_enum, default_value_t = PolicySource::Auto)]
     pub policy_source: PolicySource,
+    /// Serve the admission webhook; `--webhook=false` runs the controller alone.
+    #[arg(long, env = "MCP_HANGAR_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook: bool,
+    /// Run the controller: `true` requires a cluster, `false` serves the webhook alone. Unset, it
+    /// runs when a Kubernetes configuration is found (in a pod, or through KUBECONFIG).
+    #[arg(long, env = "MCP_HANGAR_CONTROLLER", action = clap::ArgAction::Set)]
+    pub controller: Option<bool>,
+    /// Controller settings.
+    #[command(flatten)]
+    pub controller_options: ControllerArgs,
+}
+
+/// Flags of `render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// A file or directory of YAML/JSON manifests (multi-document); repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also read the directories below a directory.
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+    /// Namespace of servers that name none.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
 }
 
 /// Where the webhook's certificate comes from.
@@ -391,6 +420,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Webhooks(args) => webhooks::run(&args),
         Command::Policy(args) => policy::run(&args).await,
         Command::Certs(args) => certs::run(&args),
+        Command::Render(args) => render::run(&args),
     }
 }
 

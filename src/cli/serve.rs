@@ -1,5 +1,5 @@
-//! `mcp-hangar serve`: wires the engine, TLS, metrics and both listeners, and stops them
-//! gracefully on SIGTERM or Ctrl-C.
+//! `mcp-hangar serve`: wires the engine, TLS, metrics, the listeners and the controller, and
+//! stops them gracefully on SIGTERM or Ctrl-C.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -135,6 +135,9 @@ async fn start_certificates(
 
 pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     init_logging(args.log_format);
+    if !args.webhook && args.controller == Some(false) {
+        return Err(CliError::Usage("--webhook=false and --controller=false leave nothing to serve".into()));
+    }
     let engine = Arc::new(Engine::new()?);
     let metrics = Metrics::new();
     let readiness = Readiness::new();
@@ -143,26 +146,49 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let client = match (args.tls.effective_mode(), args.policy_source) {
-        (TlsMode::SelfManaged, _) | (_, PolicySource::Cluster) => Some(kube::Client::try_default().await?),
-        (TlsMode::Files, PolicySource::Auto) => match kube::Client::try_default().await {
+    let tls_mode = args.tls.effective_mode();
+    let required = (args.webhook && tls_mode == TlsMode::SelfManaged)
+        || args.policy_source == PolicySource::Cluster
+        || args.controller == Some(true);
+    let optional = args.policy_source == PolicySource::Auto || args.controller.is_none();
+    let client = if required {
+        Some(kube::Client::try_default().await.map_err(super::controller::no_cluster)?)
+    } else if optional {
+        match kube::Client::try_default().await {
             Ok(client) => Some(client),
             Err(e) => {
-                tracing::info!(reason = %e, "no Kubernetes client: the webhook uses the shipped policy");
+                if args.controller.is_none() {
+                    tracing::warn!(reason = %e, "no Kubernetes client: the controller is off; --controller=false serves the webhook alone without this warning");
+                }
+                if args.policy_source == PolicySource::Auto {
+                    tracing::info!(reason = %e, "no Kubernetes client: the webhook uses the shipped policy");
+                }
                 None
             }
-        },
-        (TlsMode::Files, PolicySource::Shipped) => None,
+        }
+    } else {
+        None
     };
-    let certificates = start_certificates(
-        &args.tls,
-        client.clone(),
-        resolver.clone(),
-        readiness.clone(),
-        metrics.clone(),
-        stopped(stop_rx.clone()),
-    )
-    .await?;
+    let run_controller = args.controller != Some(false) && client.is_some();
+    if !args.webhook && !run_controller {
+        return Err(CliError::Usage("--webhook=false without a cluster leaves nothing to serve".into()));
+    }
+    let certificates = if args.webhook {
+        let shutdown = stopped(stop_rx.clone());
+        Some(
+            start_certificates(
+                &args.tls,
+                client.clone(),
+                resolver.clone(),
+                readiness.clone(),
+                metrics.clone(),
+                shutdown,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let live_policy = match (&client, args.policy_source) {
         (Some(client), PolicySource::Cluster | PolicySource::Auto) => Some(tokio::spawn(live_policy::run(
             client.clone(),
@@ -172,19 +198,34 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
         ))),
         _ => None,
     };
-    let tls_config = tls::server_config(resolver)?;
-
-    let webhook_listener = bind(args.webhook_addr).await?;
+    let (controller_stop, controller_stopped) = watch::channel(false);
+    let controller = match &client {
+        Some(client) if run_controller => Some(super::controller::start(
+            &args.controller_options,
+            client.clone(),
+            engine.clone(),
+            metrics.clone(),
+            controller_stopped,
+        )?),
+        _ => None,
+    };
+    let webhook = if args.webhook {
+        let tls_config = tls::server_config(resolver)?;
+        let webhook_listener = bind(args.webhook_addr).await?;
+        tracing::info!(webhook = %args.webhook_addr, "serving the webhook");
+        let router = admission::webhook_router(WebhookState { engine, metrics: metrics.clone() });
+        Some(tokio::spawn(server::serve_tls(
+            webhook_listener,
+            tls_config,
+            router,
+            stopped(stop_rx.clone()),
+            args.shutdown_timeout,
+        )))
+    } else {
+        None
+    };
     let admin_listener = bind(args.admin_addr).await?;
-    tracing::info!(webhook = %args.webhook_addr, admin = %args.admin_addr, "serving");
-    let router = admission::webhook_router(WebhookState { engine, metrics: metrics.clone() });
-    let webhook = tokio::spawn(server::serve_tls(
-        webhook_listener,
-        tls_config,
-        router,
-        stopped(stop_rx.clone()),
-        args.shutdown_timeout,
-    ));
+    tracing::info!(admin = %args.admin_addr, "serving the admin endpoints");
     let admin = tokio::spawn(server::serve_plain(
         admin_listener,
         admission::admin_router(metrics, readiness.clone()),
@@ -194,11 +235,13 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     termination_signal().await;
     tracing::info!(delay = ?args.shutdown_delay, "shutting down: readiness is now false");
     readiness.set_unmet(RUNNING_CONDITION, "shutting down");
+    let _ = controller_stop.send(true);
     tokio::time::sleep(args.shutdown_delay).await;
     let _ = stop_tx.send(true);
-    let _ = webhook.await;
+    for task in [webhook, controller, certificates].into_iter().flatten() {
+        let _ = task.await;
+    }
     let _ = admin.await;
-    let _ = certificates.await;
     if let Some(live_policy) = live_policy {
         let _ = live_policy.await;
     }

@@ -19,7 +19,8 @@
 //!   changes nothing is a no-op, as on a real apiserver (no new resourceVersion, no event).
 //! - Garbage collection: when an object is removed, the objects listing it in
 //!   `metadata.ownerReferences` are deleted too (unless `propagationPolicy: Orphan`, which strips
-//!   the reference instead).
+//!   the reference instead); an object created with owners none of which exists is deleted
+//!   right after its creation, as the collector deletes dependents of vanished owners.
 //! - WATCH (`?watch=true`): newline-delimited `{"type": ..., "object": ...}` events. With
 //!   `resourceVersion` unset or `"0"`, the current objects first come as `ADDED`; with a
 //!   resourceVersion, every change after it is replayed; `sendInitialEvents=true` ends the initial
@@ -508,8 +509,25 @@ impl Store {
             self.learn_kind(&key, &object);
             self.objects.insert(key.clone(), object.clone());
             self.record(EventType::Added, &key, &object);
+            if self.owners_gone(&object) {
+                self.remove(&key, false);
+            }
         }
         Ok(object)
+    }
+
+    /// True when the object names owners and none of them exists: the garbage collector
+    /// deletes such a dependent (one created after its owner was deleted, for instance).
+    fn owners_gone(&self, object: &Value) -> bool {
+        let Some(owners) =
+            object.pointer("/metadata/ownerReferences").and_then(Value::as_array).filter(|owners| !owners.is_empty())
+        else {
+            return false;
+        };
+        owners.iter().all(|owner| {
+            let uid = owner.get("uid").and_then(Value::as_str);
+            !self.objects.values().any(|o| uid.is_some() && meta_str(o, "uid") == uid)
+        })
     }
 
     /// Stores `incoming` over the object at `key` as `mode` says.

@@ -1,0 +1,246 @@
+//! The controller: turns admitted MCPServers into least-privilege workloads and reports
+//! their true state.
+//!
+//! - [`profile`] resolves a server's permission profile, [`resources`] builds the child
+//!   objects from it (pure, through the policy layer's profile compiler);
+//! - [`state`] is the state machine and circuit breaker (pure);
+//! - [`health`] is the MCP client of the health checks;
+//! - [`reconcile`] applies children, runs due health checks and writes status;
+//! - [`leader`] elects the one replica that reconciles.
+//!
+//! [`run`] drives a `kube::runtime::Controller` while this replica leads. Reconciles are
+//! triggered by spec changes (status-only updates are filtered out, so writing status does
+//! not wake the controller), by changes to owned children, and by the requeue each
+//! reconcile asks for: the next due health check, the end of the startup timeout, or a
+//! resync. Every reconcile re-applies the children, so a profile edited in the cluster reaches
+//! the servers using it within their health interval (the resync for cold servers). Health
+//! checks run inside reconcile, bounded by `healthCheck.timeout` (always
+//! shorter than the interval); the controller never reconciles one server twice at once and
+//! runs at most `concurrency` reconciles together, so a slow server delays only itself.
+
+pub mod health;
+pub mod leader;
+pub mod profile;
+pub mod reconcile;
+pub mod resources;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::watch;
+
+use crate::crd::MANAGER;
+use crate::crd::{MCPServer, ServerState};
+use crate::metrics::Metrics;
+use crate::policy::Engine;
+use health::McpClient;
+use leader::LeaderElector;
+use resources::LABEL_MANAGED_BY;
+
+/// Name the controller reports events under.
+pub const CONTROLLER_NAME: &str = "mcp-hangar";
+/// Default cluster DNS domain of Service URLs.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+/// Default number of reconciles run at once.
+pub const DEFAULT_CONCURRENCY: u16 = 8;
+/// First retry delay after a retryable error; doubled per attempt.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+
+/// Settings of the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// Most reconciles run at once.
+    pub concurrency: u16,
+    /// DNS domain of the cluster, for Service URLs.
+    pub cluster_domain: String,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig { concurrency: DEFAULT_CONCURRENCY, cluster_domain: DEFAULT_CLUSTER_DOMAIN.into() }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Publishes events on MCPServers.
+    pub recorder: Recorder,
+    /// The admission rules, to refuse servers that bypassed the webhook.
+    pub engine: Arc<Engine>,
+    /// Process metrics.
+    pub metrics: Metrics,
+    /// The MCP health-check client.
+    pub health: McpClient,
+    /// Settings.
+    pub config: ControllerConfig,
+    /// Retry attempts per server uid since its last successful reconcile.
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// Builds the shared context; `instance` names this replica in events.
+    pub fn new(
+        client: Client,
+        engine: Arc<Engine>,
+        metrics: Metrics,
+        health: McpClient,
+        config: ControllerConfig,
+        instance: &str,
+    ) -> Self {
+        let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(instance.to_string()) };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            engine,
+            metrics,
+            health,
+            config,
+            attempts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The delay before the next retry of a server after a retryable error: 1s, 2s, 4s, …
+    /// up to the resync period.
+    pub fn next_retry(&self, server: &MCPServer) -> Duration {
+        let key = server.uid().unwrap_or_default();
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        let attempt = attempts.entry(key).or_insert(0);
+        let delay = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(*attempt)).min(state::RESYNC);
+        *attempt = attempt.saturating_add(1);
+        delay
+    }
+
+    /// Forgets the retry attempts of a server after a successful reconcile.
+    pub fn reset_retries(&self, server: &MCPServer) {
+        let key = server.uid().unwrap_or_default();
+        let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
+        attempts.remove(&key);
+    }
+
+    /// Forgets everything kept about a deleted server: its retries and its metric series.
+    pub fn forget(&self, server: &MCPServer) {
+        self.reset_retries(server);
+        forget_server_metrics(&self.metrics, server);
+    }
+}
+
+/// Records a server's state and tools in the metrics.
+pub fn record_server_metrics(metrics: &Metrics, server: &MCPServer, state: ServerState, tools: i32) {
+    let name = server.name_any();
+    let namespace = server.namespace().unwrap_or_default();
+    for candidate in state::ALL_STATES {
+        let value = i64::from(candidate == state);
+        metrics
+            .server_state
+            .with_label_values(&[name.as_str(), namespace.as_str(), state::state_name(candidate)])
+            .set(value);
+    }
+    metrics.server_tools.with_label_values(&[name.as_str(), namespace.as_str()]).set(i64::from(tools));
+}
+
+/// Removes every series of a deleted server.
+fn forget_server_metrics(metrics: &Metrics, server: &MCPServer) {
+    let name = server.name_any();
+    let namespace = server.namespace().unwrap_or_default();
+    for candidate in state::ALL_STATES {
+        let _ = metrics.server_state.remove_label_values(&[
+            name.as_str(),
+            namespace.as_str(),
+            state::state_name(candidate),
+        ]);
+    }
+    let _ = metrics.server_tools.remove_label_values(&[name.as_str(), namespace.as_str()]);
+    let _ = metrics.server_health_failures.remove_label_values(&[name.as_str(), namespace.as_str()]);
+}
+
+/// Runs the Controller until `stop` completes; in-flight reconciles finish first.
+pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let (reader, writer) = reflector::store();
+    let deleted = ctx.clone();
+    let servers = watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(server) = event {
+                deleted.forget(server);
+            }
+        })
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+    Controller::for_stream(servers, reader)
+        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+        .owns(Api::<Service>::all(client.clone()), owned.clone())
+        .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())
+        .owns(Api::<Role>::all(client.clone()), owned.clone())
+        .owns(Api::<RoleBinding>::all(client.clone()), owned.clone())
+        .owns(Api::<NetworkPolicy>::all(client), owned)
+        .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency))
+        .graceful_shutdown_on(stop)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(server = %object, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+                    tracing::warn!(server = %object, error = %error, "reconcile failed");
+                }
+                Err(error) => tracing::warn!(error = %error, "controller"),
+            }
+        })
+        .await;
+}
+
+async fn changed_to(receiver: &mut watch::Receiver<bool>, value: bool) -> bool {
+    receiver.wait_for(|v| *v == value).await.is_ok()
+}
+
+/// Reconciles while this replica leads (always, without an elector) until `shutdown` turns
+/// true. Losing the lease aborts reconciles at once, so two replicas never write together;
+/// shutting down lets them finish, then releases the lease.
+pub async fn run(ctx: Arc<Context>, elector: Option<LeaderElector>, mut shutdown: watch::Receiver<bool>) {
+    let (leading_tx, mut leading) = watch::channel(elector.is_none());
+    let (campaign_stop, campaign_stopped) = watch::channel(false);
+    let campaign = elector.map(|elector| tokio::spawn(elector.run(leading_tx.clone(), campaign_stopped)));
+    loop {
+        tokio::select! {
+            led = changed_to(&mut leading, true) => if !led { break },
+            _ = changed_to(&mut shutdown, true) => break,
+        }
+        tracing::info!("leading: reconciling MCPServers");
+        let stop = {
+            let mut shutdown = shutdown.clone();
+            async move {
+                changed_to(&mut shutdown, true).await;
+            }
+        };
+        let mut lost = leading.clone();
+        tokio::select! {
+            () = run_controller(ctx.clone(), stop) => {}
+            _ = changed_to(&mut lost, false) => tracing::warn!("leadership lost: reconciles stopped"),
+        }
+        ctx.metrics.server_state.reset();
+        ctx.metrics.server_tools.reset();
+        if *shutdown.borrow() {
+            break;
+        }
+    }
+    let _ = campaign_stop.send(true);
+    if let Some(campaign) = campaign {
+        let _ = campaign.await;
+    }
+    drop(leading_tx);
+    tracing::info!("controller stopped");
+}

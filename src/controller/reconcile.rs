@@ -1,0 +1,540 @@
+//! One reconcile of one MCPServer: refuse what the admission rules refuse, apply the
+//! children with server-side apply, prune the ones no longer wanted, run the health check if
+//! it is due, then write status, events and metrics.
+//!
+//! Errors are classified: API conflicts, throttling, server errors and transport failures
+//! are retried with exponential backoff; a spec the controller cannot run, or a child the
+//! API server rejects, is permanent: the server is marked Dead with a condition and an
+//! event, and looked at again only on change or after the resync period.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::Context;
+use super::profile::{self, ProfileError, ProfileRef, ResolvedProfile};
+use super::resources::{self, Child, ChildKind, ChildSet, FIELD_MANAGER, Owner, ResourceError};
+use super::state::{self, Check, Evaluation, Observation, Settings, Workload, reason};
+use crate::crd::{API_VERSION, Kind, MCPServer, MCPServerStatus, ServerMode, ServerState};
+use crate::policy::profile::EffectiveProfile;
+use crate::policy::{Operation, PolicyState, WorkloadKind};
+
+/// Longest event note the API accepts is 1 kB; notes are cut below that.
+const MAX_NOTE: usize = 1000;
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The server lacks a name or namespace.
+    #[error("the server has no {0}")]
+    Incomplete(&'static str),
+    /// The children could not be built.
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    /// The permission profile could not be resolved.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// A child could not be applied.
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        /// Kind of the child.
+        kind: ChildKind,
+        /// Name of the child.
+        name: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Another API call failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What was being done.
+        action: &'static str,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The server could not be turned into JSON.
+    #[error("the server could not be serialized: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+impl ReconcileError {
+    /// True when trying again soon may help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReconcileError::Apply { source, .. } | ReconcileError::Kube { source, .. } => is_retryable(source),
+            _ => false,
+        }
+    }
+}
+
+/// Conflicts (409), throttling (429), server errors (5xx) and transport failures are
+/// retryable; other API answers (invalid, forbidden, not found) and malformed data are not.
+pub fn is_retryable(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => matches!(status.code, 409 | 429) || status.code >= 500,
+        kube::Error::SerdeError(_)
+        | kube::Error::BuildRequest(_)
+        | kube::Error::HttpError(_)
+        | kube::Error::FromUtf8(_) => false,
+        _ => true,
+    }
+}
+
+/// The reconciler given to `kube::runtime::Controller`.
+pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let timer = ctx.metrics.reconcile_duration.start_timer();
+    let result = reconcile_server(&server, &ctx).await;
+    timer.observe_duration();
+    let outcome = if result.is_ok() { "success" } else { "error" };
+    ctx.metrics.reconcile_total.with_label_values(&[outcome]).inc();
+    if result.is_ok() {
+        ctx.reset_retries(&server);
+    }
+    result
+}
+
+/// The error policy given to `kube::runtime::Controller`: backoff for retryable errors,
+/// the resync period for the rest.
+pub fn error_policy(server: Arc<MCPServer>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    if error.is_retryable() { Action::requeue(ctx.next_retry(&server)) } else { Action::requeue(state::RESYNC) }
+}
+
+/// The current time to whole seconds, the precision status timestamps are stored with.
+fn now() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, ReconcileError> {
+    if server.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = server.metadata.namespace.clone().ok_or(ReconcileError::Incomplete("namespace"))?;
+    let now = now();
+    let previous = server.status.clone().unwrap_or_default();
+
+    let verdict = ctx.engine.review(Kind::Server, Operation::Create, &serde_json::to_value(server)?, None);
+    if !verdict.allowed() {
+        let message = format!(
+            "the spec breaks the admission rules (was the webhook bypassed?): {}",
+            join_errors(&verdict.errors)
+        );
+        return refuse(ctx, server, &previous, reason::INVALID_SPEC, message, now).await;
+    }
+    let policy = ctx.engine.state();
+    let defaulted = resources::with_defaults(server, policy.default_profile())?;
+    let settings = Settings::of(&defaulted.spec);
+
+    let (workload, url, target, selector) = match defaulted.spec.mode {
+        Some(ServerMode::Container) => {
+            let owner = Owner::of(&defaulted)?;
+            let refused = |why: &'static str, message: String| refuse(ctx, server, &previous, why, message, now);
+            let profile = match resolve_profile(ctx, &defaulted, &namespace, &policy).await {
+                Ok(profile) => profile,
+                Err(ReconcileError::Profile(e)) => {
+                    return refused(reason::PROFILE_UNAVAILABLE, e.to_string()).await;
+                }
+                Err(e) => return Err(e),
+            };
+            let children = match resources::desired_children(&defaulted, &profile) {
+                Ok(children) => children,
+                Err(e @ (ResourceError::MissingName | ResourceError::MissingNamespace)) => {
+                    return Err(e.into());
+                }
+                Err(e) => return refused(reason::UNSUPPORTED_SPEC, e.to_string()).await,
+            };
+            if let Some(message) = pod_security_violations(ctx, &children, &profile) {
+                return refused(reason::INVALID_SPEC, message).await;
+            }
+            let applied = match apply_children(ctx, server, &namespace, children).await {
+                Ok(applied) => applied,
+                Err(e) if !e.is_retryable() => {
+                    return refused(reason::APPLY_REJECTED, e.to_string()).await;
+                }
+                Err(e) => return Err(e),
+            };
+            let url = resources::service_url(&defaulted, &ctx.config.cluster_domain)?;
+            let target = service_target(&applied.service, &owner, &defaulted).unwrap_or_else(|| url.clone());
+            let desired = defaulted.spec.replicas.unwrap_or(1);
+            (workload_of(desired, &applied.deployment), url, target, Some(owner.selector_string()))
+        }
+        _ => {
+            let endpoint = defaulted.spec.endpoint.clone().unwrap_or_default();
+            (Workload::Remote, endpoint.clone(), endpoint, None)
+        }
+    };
+
+    let check = if state::check_due(&settings, &previous, workload, now) {
+        Some(run_check(ctx, server, &target, &defaulted, &settings).await)
+    } else {
+        None
+    };
+    let evaluation = state::evaluate(Observation {
+        generation: server.metadata.generation,
+        previous: &previous,
+        settings: &settings,
+        workload,
+        check,
+        allow_list: defaulted.spec.tools.as_ref().and_then(|t| t.allow_list.as_deref()),
+        url,
+        selector,
+        now,
+    });
+    publish(ctx, server, &previous, &evaluation).await?;
+    Ok(Action::requeue(evaluation.requeue_after))
+}
+
+/// The server's permission profile: from the policy in force, or read from its ConfigMap.
+async fn resolve_profile(
+    ctx: &Context,
+    server: &MCPServer,
+    namespace: &str,
+    policy: &PolicyState,
+) -> Result<ResolvedProfile, ReconcileError> {
+    match profile::profile_ref(server, policy)? {
+        ProfileRef::Named(name) => Ok(profile::resolve_named(&name, policy)?),
+        ProfileRef::ConfigMap { name, key } => {
+            let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
+            let map = maps.get_opt(&name).await.map_err(|source| ReconcileError::Kube {
+                action: "reading the permission profile ConfigMap",
+                source,
+            })?;
+            let json = map.as_ref().and_then(|m| m.data.as_ref()).and_then(|data| data.get(&key)).map(String::as_str);
+            Ok(profile::resolve_configmap(&name, &key, json)?)
+        }
+    }
+}
+
+/// What the rendered pod breaks of its profile's Pod Security Standards level, if anything
+/// (the builders never produce such a pod; this guards against it anyway).
+fn pod_security_violations(ctx: &Context, children: &ChildSet, profile: &ResolvedProfile) -> Option<String> {
+    let deployment = serde_json::to_value(children.deployment.as_ref()?).ok()?;
+    let level = EffectiveProfile::of(&profile.spec).level;
+    let verdict = ctx.engine.check_pod_security(WorkloadKind::Deployment, &deployment, level);
+    (!verdict.allowed()).then(|| {
+        format!(
+            "the rendered pod breaks the {} Pod Security Standards level of profile {:?}: {}",
+            level.as_str(),
+            profile.name,
+            join_errors(&verdict.errors)
+        )
+    })
+}
+
+fn join_errors(errors: &[crate::policy::FieldError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Marks a server the controller will not run as Dead, with the reason.
+async fn refuse(
+    ctx: &Context,
+    server: &MCPServer,
+    previous: &MCPServerStatus,
+    why: &'static str,
+    message: String,
+    now: Timestamp,
+) -> Result<Action, ReconcileError> {
+    tracing::warn!(server = %server.name_any(), reason = why, %message, "not running the server");
+    let evaluation = state::refused(previous, server.metadata.generation, why, message, now);
+    publish(ctx, server, previous, &evaluation).await?;
+    Ok(Action::requeue(evaluation.requeue_after))
+}
+
+async fn run_check(
+    ctx: &Context,
+    server: &MCPServer,
+    target: &str,
+    defaulted: &MCPServer,
+    settings: &Settings,
+) -> Check {
+    match ctx.health.check(target, defaulted.spec.transport, settings.timeout).await {
+        Ok(report) => Check::Passed(report.tools),
+        Err(error) => {
+            let name = server.name_any();
+            let namespace = server.namespace().unwrap_or_default();
+            ctx.metrics.server_health_failures.with_label_values(&[name.as_str(), namespace.as_str()]).inc();
+            tracing::info!(server = %name, %namespace, %error, "health check failed");
+            Check::Failed(error.to_string())
+        }
+    }
+}
+
+/// Writes the status if it changed, an event if the state changed, and the metrics.
+async fn publish(
+    ctx: &Context,
+    server: &MCPServer,
+    previous: &MCPServerStatus,
+    evaluation: &Evaluation,
+) -> Result<(), ReconcileError> {
+    let status = &evaluation.status;
+    if status != previous {
+        let api: Api<MCPServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+        let patch = json!({"apiVersion": API_VERSION, "kind": "MCPServer", "status": status});
+        api.patch_status(&server.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(|source| ReconcileError::Kube { action: "writing status", source })?;
+    }
+    if let Some(state) = status.state {
+        if previous.state != Some(state) {
+            let from = previous.state.map(state::state_name).unwrap_or("None");
+            let note = format!("{from} → {}: {}", state::state_name(state), evaluation.message);
+            let warning = matches!(state, ServerState::Degraded | ServerState::Dead);
+            publish_event(ctx, server, warning, evaluation.reason, "StateChange", note).await;
+        }
+        super::record_server_metrics(&ctx.metrics, server, state, status.tools_count.unwrap_or(0));
+    }
+    Ok(())
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let cut = (0..=max).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+    }
+    text
+}
+
+/// Publishes an event on the server; a failure to publish is logged, never fatal.
+async fn publish_event(ctx: &Context, server: &MCPServer, warning: bool, reason: &str, action: &str, note: String) {
+    let event = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: reason.into(),
+        note: Some(clip(note, MAX_NOTE)),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &server.object_ref(&())).await {
+        tracing::warn!(server = %server.name_any(), %error, "could not publish an event");
+    }
+}
+
+/// What applying returned that the status needs.
+struct Applied {
+    deployment: Option<Deployment>,
+    service: Option<Service>,
+}
+
+async fn apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K, kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    api.patch(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await
+}
+
+/// Applies every wanted child in order and prunes the owned ones no longer wanted; an
+/// event names every child that could not be applied.
+async fn apply_children(
+    ctx: &Context,
+    server: &MCPServer,
+    namespace: &str,
+    children: ChildSet,
+) -> Result<Applied, ReconcileError> {
+    let wanted: Vec<ChildKind> = ChildKind::ALL.into_iter().filter(|k| children.has(*k)).collect();
+    let mut applied = Applied { deployment: None, service: None };
+    for child in children.into_children() {
+        let kind = child.kind();
+        let result = match &child {
+            Child::ServiceAccount(o) => apply(ctx, namespace, o).await.map(|_| ()),
+            Child::Role(o) => apply(ctx, namespace, o).await.map(|_| ()),
+            Child::RoleBinding(o) => apply(ctx, namespace, o).await.map(|_| ()),
+            Child::NetworkPolicy(o) => apply(ctx, namespace, o).await.map(|_| ()),
+            Child::Service(o) => apply(ctx, namespace, o).await.map(|s| applied.service = Some(s)),
+            Child::Deployment(o) => apply(ctx, namespace, o).await.map(|d| applied.deployment = Some(d)),
+        };
+        if let Err(source) = result {
+            let error = ReconcileError::Apply { kind, name: server.name_any(), source };
+            publish_event(ctx, server, true, "ApplyFailed", "Apply", error.to_string()).await;
+            return Err(error);
+        }
+    }
+    for kind in ChildKind::ALL.into_iter().filter(|k| !wanted.contains(k)) {
+        prune(ctx, server, namespace, kind).await?;
+    }
+    Ok(applied)
+}
+
+/// Deletes the child of that kind if this server controls it. A ServiceAccount the spec
+/// names is never deleted, even one this server created earlier.
+async fn prune(ctx: &Context, server: &MCPServer, namespace: &str, kind: ChildKind) -> Result<(), ReconcileError> {
+    if kind == ChildKind::ServiceAccount
+        && server.spec.service_account_name.as_deref() == server.metadata.name.as_deref()
+    {
+        return Ok(());
+    }
+    let result = match kind {
+        ChildKind::ServiceAccount => delete_owned::<ServiceAccount>(ctx, server, namespace).await,
+        ChildKind::Role => delete_owned::<Role>(ctx, server, namespace).await,
+        ChildKind::RoleBinding => delete_owned::<RoleBinding>(ctx, server, namespace).await,
+        ChildKind::NetworkPolicy => delete_owned::<NetworkPolicy>(ctx, server, namespace).await,
+        ChildKind::Service => delete_owned::<Service>(ctx, server, namespace).await,
+        ChildKind::Deployment => delete_owned::<Deployment>(ctx, server, namespace).await,
+    };
+    result.map_err(|source| ReconcileError::Kube { action: "pruning a child", source })
+}
+
+async fn delete_owned<K>(ctx: &Context, server: &MCPServer, namespace: &str) -> Result<(), kube::Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = server.name_any();
+    let Some(existing) = api.get_opt(&name).await? else {
+        return Ok(());
+    };
+    let server_uid = server.uid();
+    let controlled =
+        existing.owner_references().iter().any(|r| r.controller == Some(true) && Some(&r.uid) == server_uid.as_ref());
+    if !controlled {
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions { uid: existing.uid(), resource_version: None }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&name, &params).await {
+        Ok(_) => {
+            tracing::info!(server = %name, kind = K::kind(&()).as_ref(), "pruned a child no longer wanted");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The workload as the Deployment reports it.
+fn workload_of(desired: i32, deployment: &Option<Deployment>) -> Workload {
+    let status = deployment.as_ref().and_then(|d| d.status.clone()).unwrap_or_default();
+    let current = deployment
+        .as_ref()
+        .is_some_and(|d| d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation);
+    Workload::Container {
+        desired,
+        replicas: status.replicas.unwrap_or(0),
+        ready: status.ready_replicas.unwrap_or(0),
+        updated: if current { status.updated_replicas.unwrap_or(0) } else { 0 },
+    }
+}
+
+/// The URL health checks use in container mode: the Service's cluster IP when it has one,
+/// so checks do not depend on the operator's DNS settings.
+fn service_target(service: &Option<Service>, owner: &Owner, server: &MCPServer) -> Option<String> {
+    let ip = service.as_ref()?.spec.as_ref()?.cluster_ip.clone().filter(|ip| !ip.is_empty() && ip != "None")?;
+    let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
+    Some(format!("http://{host}:{}{}", owner.port, resources::mcp_path(server.spec.transport)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+    use k8s_openapi::api::core::v1::ServiceSpec;
+    use kube::core::Status;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(Status { code, ..Status::default() }))
+    }
+
+    #[test]
+    fn stored_servers_pass_the_admission_rules() {
+        let stored: MCPServer = serde_json::from_value(json!({
+            "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+            "metadata": {
+                "name": "s", "namespace": "ns", "uid": "u-1", "generation": 3,
+                "resourceVersion": "42", "creationTimestamp": "2025-01-01T00:00:00Z",
+                "managedFields": [{"manager": "kubectl", "operation": "Apply", "apiVersion": "mcp-hangar.io/v1alpha1"}],
+            },
+            "spec": {"mode": "remote", "endpoint": "https://mcp.example.com/mcp"},
+            "status": {"state": "Ready", "consecutiveFailures": 0, "conditions": [{
+                "type": "Ready", "status": "True", "reason": "HealthCheckPassed", "message": "",
+                "lastTransitionTime": "2025-01-01T00:00:00Z",
+            }]},
+        }))
+        .unwrap();
+        let engine = crate::policy::Engine::new().unwrap();
+        let verdict = engine.review(Kind::Server, Operation::Create, &serde_json::to_value(&stored).unwrap(), None);
+        assert!(verdict.allowed(), "{:?}", verdict.errors);
+        let mut privileged = stored.clone();
+        privileged.spec.mode = Some(ServerMode::Container);
+        privileged.spec.endpoint = None;
+        privileged.spec.image = Some("a/b:1".into());
+        privileged.spec.security_context =
+            Some(k8s_openapi::api::core::v1::SecurityContext { privileged: Some(true), ..Default::default() });
+        let verdict = engine.review(Kind::Server, Operation::Create, &serde_json::to_value(&privileged).unwrap(), None);
+        assert!(!verdict.allowed());
+    }
+
+    #[test]
+    fn event_notes_are_clipped_on_character_boundaries() {
+        let clipped = clip("é".repeat(600), MAX_NOTE);
+        assert!(clipped.len() <= MAX_NOTE && clipped.len() >= MAX_NOTE - 1);
+        assert!(clipped.chars().all(|c| c == 'é'));
+        assert_eq!(clip("short".into(), MAX_NOTE), "short");
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        for code in [409, 429, 500, 503] {
+            assert!(is_retryable(&api_error(code)), "{code}");
+        }
+        for code in [400, 403, 404, 422] {
+            assert!(!is_retryable(&api_error(code)), "{code}");
+        }
+        let apply = ReconcileError::Apply { kind: ChildKind::Deployment, name: "x".into(), source: api_error(503) };
+        assert!(apply.is_retryable());
+        assert!(!ReconcileError::Incomplete("namespace").is_retryable());
+    }
+
+    #[test]
+    fn workload_ignores_updated_replicas_of_an_old_generation() {
+        let mut deployment = Deployment::default();
+        deployment.metadata.generation = Some(2);
+        deployment.status = Some(DeploymentStatus {
+            observed_generation: Some(1),
+            replicas: Some(2),
+            ready_replicas: Some(2),
+            updated_replicas: Some(2),
+            ..DeploymentStatus::default()
+        });
+        let old = workload_of(2, &Some(deployment.clone()));
+        assert_eq!(old, Workload::Container { desired: 2, replicas: 2, ready: 2, updated: 0 });
+        deployment.status.as_mut().unwrap().observed_generation = Some(2);
+        let current = workload_of(2, &Some(deployment));
+        assert_eq!(current, Workload::Container { desired: 2, replicas: 2, ready: 2, updated: 2 });
+        assert_eq!(workload_of(1, &None), Workload::Container { desired: 1, replicas: 0, ready: 0, updated: 0 });
+    }
+
+    #[test]
+    fn health_target_prefers_the_cluster_ip() {
+        let mut server = MCPServer::new("s", Default::default());
+        server.metadata.namespace = Some("ns".into());
+        server.spec.port = Some(9000);
+        let owner = Owner::of(&server).unwrap();
+        let service = |ip: &str| {
+            Some(Service {
+                spec: Some(ServiceSpec { cluster_ip: Some(ip.into()), ..ServiceSpec::default() }),
+                ..Service::default()
+            })
+        };
+        assert_eq!(service_target(&service("10.0.0.7"), &owner, &server).as_deref(), Some("http://10.0.0.7:9000/mcp"));
+        assert_eq!(service_target(&service("fd00::7"), &owner, &server).as_deref(), Some("http://[fd00::7]:9000/mcp"));
+        assert_eq!(service_target(&service("None"), &owner, &server), None);
+        assert_eq!(service_target(&None, &owner, &server), None);
+    }
+}

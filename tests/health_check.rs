@@ -1,0 +1,212 @@
+//! The MCP health-check client against a tiny real MCP server over HTTP and HTTPS.
+
+#[path = "support/mcp_server.rs"]
+mod mcp_server;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcp_hangar::controller::health::{HealthError, McpClient};
+use mcp_hangar::crd::Transport;
+use mcp_server::{Answer, McpTestServer, SERVER_PROTOCOL, SESSION_ID};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn client() -> McpClient {
+    McpClient::with_native_roots().expect("client")
+}
+
+#[tokio::test]
+async fn json_answers_give_the_tools_and_the_session_is_honoured() {
+    let server = McpTestServer::start(&["search", "fetch", "summarize"]).await;
+    let report = client().check(&server.url(), None, TIMEOUT).await.unwrap();
+    assert_eq!(report.tools, ["search", "fetch", "summarize"]);
+    assert_eq!(report.server_name.as_deref(), Some("test-mcp"));
+    assert_eq!(report.protocol_version, SERVER_PROTOCOL);
+    assert_eq!(server.methods(), ["initialize", "notifications/initialized", "tools/list"]);
+    let seen = server.seen();
+    let initialize = &seen[0];
+    assert_eq!(initialize.session, None);
+    assert_eq!(initialize.protocol, None);
+    let accept = initialize.accept.clone().unwrap();
+    assert!(accept.contains("application/json") && accept.contains("text/event-stream"));
+    for later in &seen[1..3] {
+        assert_eq!(later.session.as_deref(), Some(SESSION_ID));
+        assert_eq!(later.protocol.as_deref(), Some(SERVER_PROTOCOL));
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !server.seen().iter().any(|s| s.http == "DELETE") {
+        assert!(Instant::now() < deadline, "the session was never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delete = server.seen().into_iter().find(|s| s.http == "DELETE").unwrap();
+    assert_eq!(delete.session.as_deref(), Some(SESSION_ID));
+}
+
+#[tokio::test]
+async fn event_stream_answers_are_read_from_data_lines() {
+    let server = McpTestServer::start(&["a", "b"]).await;
+    server.set_answer(Answer::Sse);
+    let report = client().check(&server.url(), None, TIMEOUT).await.unwrap();
+    assert_eq!(report.tools, ["a", "b"]);
+}
+
+#[tokio::test]
+async fn event_streams_left_open_do_not_block_the_check() {
+    let server = McpTestServer::start(&["a"]).await;
+    server.set_answer(Answer::SseKeepOpen);
+    let started = Instant::now();
+    let report = client().check(&server.url(), None, Duration::from_secs(3)).await.unwrap();
+    assert_eq!(report.tools, ["a"]);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn tool_pages_are_followed() {
+    let server = McpTestServer::start(&["t1", "t2", "t3", "t4", "t5"]).await;
+    server.set_page_size(2);
+    let report = client().check(&server.url(), None, TIMEOUT).await.unwrap();
+    assert_eq!(report.tools, ["t1", "t2", "t3", "t4", "t5"]);
+    let lists = server.methods().iter().filter(|m| *m == "tools/list").count();
+    assert_eq!(lists, 3);
+}
+
+#[tokio::test]
+async fn the_older_sse_transport_is_spoken() {
+    let server = McpTestServer::start(&["legacy-tool"]).await;
+    let report = client().check(&server.legacy_url(), Some(Transport::Sse), TIMEOUT).await.unwrap();
+    assert_eq!(report.tools, ["legacy-tool"]);
+    assert_eq!(server.methods(), ["initialize", "notifications/initialized", "tools/list"]);
+}
+
+#[tokio::test]
+async fn http_errors_fail_the_check() {
+    let server = McpTestServer::start(&["a"]).await;
+    server.set_answer(Answer::Status(500));
+    let error = client().check(&server.url(), None, TIMEOUT).await.unwrap_err();
+    assert_eq!(error, HealthError::Status { method: "initialize", status: 500 });
+    let legacy = client().check(&server.legacy_url(), Some(Transport::Sse), TIMEOUT).await.unwrap_err();
+    assert!(matches!(legacy, HealthError::Status { status: 500, .. }), "{legacy}");
+}
+
+#[tokio::test]
+async fn json_rpc_errors_fail_the_check() {
+    let server = McpTestServer::start(&["a"]).await;
+    server.set_answer(Answer::RpcError);
+    let error = client().check(&server.url(), None, TIMEOUT).await.unwrap_err();
+    match error {
+        HealthError::Rpc { method, code, message } => {
+            assert_eq!((method, code), ("initialize", -32603));
+            assert_eq!(message, "internal failure");
+        }
+        other => panic!("expected an RPC error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_web_page_is_not_an_mcp_server() {
+    let server = McpTestServer::start(&["a"]).await;
+    server.set_answer(Answer::NotMcp);
+    let error = client().check(&server.url(), None, TIMEOUT).await.unwrap_err();
+    assert!(
+        matches!(&error, HealthError::Protocol { method: "initialize", detail } if detail.contains("text/html")),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_server_times_out() {
+    let server = McpTestServer::start(&["a"]).await;
+    server.set_answer(Answer::Hang);
+    let timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let error = client().check(&server.url(), None, timeout).await.unwrap_err();
+    assert_eq!(error, HealthError::Timeout(timeout));
+    assert!(started.elapsed() >= timeout);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn refused_connections_and_bad_urls_fail() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let error = client().check(&url, None, TIMEOUT).await.unwrap_err();
+    assert!(matches!(&error, HealthError::Connection { method: "initialize", .. }), "{error}");
+    for bad in ["not a url", "ftp://example.com/mcp", "file:///etc/passwd"] {
+        let error = client().check(bad, None, TIMEOUT).await.unwrap_err();
+        assert!(matches!(error, HealthError::InvalidUrl(_)), "{bad}: {error}");
+    }
+}
+
+/// A CA and a serving certificate for `mcp.example.com`, issued with rcgen.
+fn test_pki() -> (rustls::pki_types::CertificateDer<'static>, Arc<rustls::ServerConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf =
+        CertificateParams::new(vec!["mcp.example.com".to_string()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    (ca_cert.der().clone(), Arc::new(config))
+}
+
+#[tokio::test]
+async fn https_endpoints_are_verified() {
+    let (ca, server_config) = test_pki();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (server, router) = McpTestServer::prepare(listener.local_addr().unwrap(), &["secure-tool"]);
+    let _stop = mcp_server::serve_tls(listener, server_config, router);
+    let url = format!("https://mcp.example.com:{}/mcp", server.addr().port());
+    let loopback = || [("mcp.example.com".to_string(), server.addr().ip())];
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let trusting = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let report = McpClient::with_host_overrides(trusting, loopback()).check(&url, None, TIMEOUT).await.unwrap();
+    assert_eq!(report.tools, ["secure-tool"]);
+
+    let untrusting = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let error = McpClient::with_host_overrides(untrusting, loopback()).check(&url, None, TIMEOUT).await.unwrap_err();
+    assert!(
+        matches!(&error, HealthError::Connection { detail, .. } if detail.to_lowercase().contains("certificate")),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn host_overrides_replace_dns_for_their_names_only() {
+    let server = McpTestServer::start(&["a"]).await;
+    let port = server.addr().port();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let client = McpClient::with_host_overrides(tls, [("Remote.Tools.svc".to_string(), server.addr().ip())]);
+    let url = format!("http://remote.tools.svc:{port}/mcp");
+    assert_eq!(client.check(&url, None, TIMEOUT).await.unwrap().tools, ["a"]);
+    let other = format!("http://other.invalid:{port}/mcp");
+    let error = client.check(&other, None, TIMEOUT).await.unwrap_err();
+    assert!(matches!(error, HealthError::Connection { .. }), "{error}");
+}
