@@ -137,14 +137,12 @@ fn check_baseline(
     }
     if let Some(sc) = pod_sc {
         check_selinux(sc.se_linux_options.as_ref(), &path.child("securityContext"), errors);
-        if sc.seccomp_profile.as_ref().is_some_and(|p| p.type_ == "Unconfined") {
-            let p = path.child("securityContext").child("seccompProfile").child("type");
-            forbidden(errors, p, LEVEL, "Unconfined seccomp is not allowed");
-        }
-        if sc.app_armor_profile.as_ref().is_some_and(|p| p.type_ == "Unconfined") {
-            let p = path.child("securityContext").child("appArmorProfile").child("type");
-            forbidden(errors, p, LEVEL, "Unconfined AppArmor is not allowed");
-        }
+        check_unconfined(
+            sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            sc.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
+            &path.child("securityContext"),
+            errors,
+        );
         for (i, sysctl) in sc.sysctls.iter().flatten().enumerate() {
             if !SAFE_SYSCTLS.contains(&sysctl.name.as_str()) {
                 let p = path.child("securityContext").child("sysctls").index(i).child("name");
@@ -190,22 +188,12 @@ fn check_baseline(
                     "an unmasked /proc is allowed only with hostUsers: false",
                 );
             }
-            if sc.seccomp_profile.as_ref().is_some_and(|p| p.type_ == "Unconfined") {
-                forbidden(
-                    errors,
-                    view.sc_path("seccompProfile").child("type"),
-                    LEVEL,
-                    "Unconfined seccomp is not allowed",
-                );
-            }
-            if sc.app_armor_profile.as_ref().is_some_and(|p| p.type_ == "Unconfined") {
-                forbidden(
-                    errors,
-                    view.sc_path("appArmorProfile").child("type"),
-                    LEVEL,
-                    "Unconfined AppArmor is not allowed",
-                );
-            }
+            check_unconfined(
+                sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+                sc.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
+                &view.path.child("securityContext"),
+                errors,
+            );
         }
         for (i, port) in view.ports.into_iter().flatten().enumerate() {
             if port.host_port.is_some_and(|p| p != 0) {
@@ -235,6 +223,26 @@ fn check_baseline(
                 }
             }
         }
+    }
+}
+
+/// Seccomp and AppArmor may not be Unconfined, in a pod or a container securityContext.
+fn check_unconfined(seccomp: Option<&str>, apparmor: Option<&str>, sc_path: &FieldPath, errors: &mut Vec<FieldError>) {
+    if seccomp == Some("Unconfined") {
+        forbidden(
+            errors,
+            sc_path.child("seccompProfile").child("type"),
+            "baseline",
+            "Unconfined seccomp is not allowed",
+        );
+    }
+    if apparmor == Some("Unconfined") {
+        forbidden(
+            errors,
+            sc_path.child("appArmorProfile").child("type"),
+            "baseline",
+            "Unconfined AppArmor is not allowed",
+        );
     }
 }
 
