@@ -630,3 +630,59 @@ async fn a_silent_leader_is_replaced_after_the_lease_duration() {
     let lease = lease_api(&fake).get("lease").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("candidate"));
 }
+
+/// Fault drill: conflicts, server errors, slow answers and expired watches on the way; the
+/// controller backs off, retries and converges to the same children and state.
+#[tokio::test]
+async fn api_faults_are_survived_and_the_state_converges() {
+    use axum::http::Method;
+    let harness = Harness::start(None).await;
+    harness.fake.fail_next(2, Some(Method::PATCH), "/deployments/", 409);
+    harness.fake.fail_next(1, Some(Method::PATCH), "/services/", 500);
+    harness.fake.fail_next(1, Some(Method::PATCH), "/mcpservers/faulty/status", 500);
+    harness.fake.delay_next(2, Some(Method::PATCH), "/networkpolicies/", Duration::from_secs(2));
+    harness.fake.expire_next_watches(3, "deployments");
+    harness.create("faulty", json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"})).await;
+    // Four failed reconciles back off 1 s, 2 s, 4 s and 8 s before the fifth succeeds.
+    let converged = Duration::from_secs(60);
+    let (last, met) = harness
+        .fake
+        .wait_for(&server_path("faulty"), converged, |s| s.is_some_and(|s| s["status"]["state"] == "Initializing"))
+        .await;
+    assert!(met, "never converged after the faults: {last:#?}");
+    for (kind, path) in child_paths("faulty") {
+        assert!(harness.fake.get(&path).is_some(), "{kind} missing after convergence");
+    }
+
+    // Every open watch now answers 410 Gone; the controller re-lists and still notices drift.
+    harness.fake.compact();
+    harness.fake.delete(&deployment_path("faulty"));
+    harness.wait(&deployment_path("faulty"), "the Deployment put back after 410 Gone", |o| o.is_some()).await;
+    let metrics = harness.metrics.render();
+    let errors = metrics
+        .lines()
+        .find(|l| l.starts_with(r#"mcp_operator_reconcile_total{result="error"}"#))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(errors >= 4, "each injected fault failed one reconcile: {metrics}");
+    harness.stop().await;
+}
+
+/// Fault drill: the server is deleted while its children are still being applied; nothing
+/// it owned is left behind.
+#[tokio::test]
+async fn deleting_a_server_mid_reconcile_leaves_no_orphans() {
+    use axum::http::Method;
+    let harness = Harness::start(None).await;
+    harness.fake.delay_next(6, Some(Method::PATCH), "namespaces/tools/", Duration::from_millis(400));
+    harness.create("brief", json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"})).await;
+    harness.wait(&child_paths("brief")[0].1, "the first child", |o| o.is_some()).await;
+    harness.servers().delete("brief", &DeleteParams::default()).await.unwrap();
+    harness.wait(&server_path("brief"), "the server gone", |o| o.is_none()).await;
+    // Let any reconcile that was under way finish, then look for leftovers.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (kind, path) in child_paths("brief") {
+        assert!(harness.fake.get(&path).is_none(), "{kind} orphaned after the server was deleted mid-reconcile");
+    }
+    harness.stop().await;
+}
