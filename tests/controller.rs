@@ -631,8 +631,8 @@ async fn a_silent_leader_is_replaced_after_the_lease_duration() {
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("candidate"));
 }
 
-/// Fault drill: conflicts, server errors, slow answers and expired watches on the way; the
-/// controller backs off, retries and converges to the same children and state.
+/// Fault drill: conflicts, server errors, slow answers and watches answered 410 Gone on the
+/// way; the controller backs off, retries and converges to the same children and state.
 #[tokio::test]
 async fn api_faults_are_survived_and_the_state_converges() {
     use axum::http::Method;
@@ -654,10 +654,16 @@ async fn api_faults_are_survived_and_the_state_converges() {
         assert!(harness.fake.get(&path).is_some(), "{kind} missing after convergence");
     }
 
-    // Every open watch now answers 410 Gone; the controller re-lists and still notices drift.
-    harness.fake.compact();
-    harness.fake.delete(&deployment_path("faulty"));
-    harness.wait(&deployment_path("faulty"), "the Deployment put back after 410 Gone", |o| o.is_some()).await;
+    // A spec edit after the faults still reaches the Deployment.
+    let patch = json!({"spec": {"image": "ghcr.io/example/fetch:2.0.0"}});
+    harness.servers().patch("faulty", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let (last, met) = harness
+        .fake
+        .wait_for(&deployment_path("faulty"), converged, |d| {
+            d.is_some_and(|d| d["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/example/fetch:2.0.0")
+        })
+        .await;
+    assert!(met, "an edit after the faults never reached the Deployment: {last:#?}");
     let metrics = harness.metrics.render();
     let errors = metrics
         .lines()
