@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{CliError, LogFormat, PolicySource, ServeArgs, TlsArgs, TlsMode};
@@ -14,6 +13,7 @@ use crate::admission::{self, WebhookState, live_policy, server};
 use crate::metrics::Metrics;
 use crate::policy::Engine;
 use crate::readiness::Readiness;
+use crate::shutdown::Shutdown;
 use crate::tls::files::{self, FileSource};
 use crate::tls::inject::{WebhookConfigRef, WebhookKind};
 use crate::tls::issue::service_sans;
@@ -22,8 +22,6 @@ use crate::tls::rotate::{self, SelfManagedConfig};
 use crate::tls::store::SecretRef;
 use crate::tls::{self, CA_BUNDLE_CONDITION, CERTIFICATE_CONDITION, CertResolver};
 
-/// Readiness condition that turns false when the process starts shutting down.
-pub const RUNNING_CONDITION: &str = "running";
 /// First wait after a failed Kubernetes call of the self-managed TLS loop.
 const TLS_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -139,10 +137,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let metrics = Metrics::new();
     let readiness = Readiness::new();
     let resolver = Arc::new(CertResolver::empty());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let shutdown = Shutdown::new();
     let needs_cluster = args.tls.mode == TlsMode::SelfManaged || args.policy_source == PolicySource::Cluster;
     let client = if needs_cluster { Some(kube::Client::try_default().await?) } else { None };
     let certificates = start_certificates(
@@ -151,16 +146,13 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
         resolver.clone(),
         readiness.clone(),
         metrics.clone(),
-        stopped(stop_rx.clone()),
+        shutdown.stopped(),
     )
     .await?;
     let live_policy = match (&client, args.policy_source) {
-        (Some(client), PolicySource::Cluster) => Some(tokio::spawn(live_policy::run(
-            client.clone(),
-            engine.clone(),
-            readiness.clone(),
-            stopped(stop_rx.clone()),
-        ))),
+        (Some(client), PolicySource::Cluster) => {
+            Some(tokio::spawn(live_policy::run(client.clone(), engine.clone(), readiness.clone(), shutdown.stopped())))
+        }
         _ => None,
     };
     let tls_config = tls::server_config(resolver)?;
@@ -173,20 +165,17 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
         webhook_listener,
         tls_config,
         router,
-        stopped(stop_rx.clone()),
+        shutdown.stopped(),
         args.shutdown_timeout,
     ));
     let admin = tokio::spawn(server::serve_plain(
         admin_listener,
         admission::admin_router(metrics, readiness.clone()),
-        stopped(stop_rx),
+        shutdown.stopped(),
     ));
 
     termination_signal().await;
-    tracing::info!(delay = ?args.shutdown_delay, "shutting down: readiness is now false");
-    readiness.set_unmet(RUNNING_CONDITION, "shutting down");
-    tokio::time::sleep(args.shutdown_delay).await;
-    let _ = stop_tx.send(true);
+    shutdown.begin(&readiness, args.shutdown_delay).await;
     let _ = webhook.await;
     let _ = admin.await;
     let _ = certificates.await;

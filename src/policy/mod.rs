@@ -139,8 +139,26 @@ impl Engine {
         }
     }
 
-    /// Mutates then validates one object of `kind`. `old` is the stored object on UPDATE and DELETE.
+    /// Mutates then validates one object of `kind`, and returns the defaults as a patch too.
+    /// `old` is the stored object on UPDATE and DELETE.
     pub fn review(&self, kind: Kind, operation: Operation, object: &Value, old: Option<&Value>) -> Verdict {
+        self.check(kind, operation, object, old, true)
+    }
+
+    /// [`Engine::review`] without the patch (left empty): the validating webhook's question,
+    /// whose answer carries no patch.
+    pub fn verdict(&self, kind: Kind, operation: Operation, object: &Value, old: Option<&Value>) -> Verdict {
+        self.check(kind, operation, object, old, false)
+    }
+
+    fn check(
+        &self,
+        kind: Kind,
+        operation: Operation,
+        object: &Value,
+        old: Option<&Value>,
+        with_patch: bool,
+    ) -> Verdict {
         let state = self.state();
         match operation {
             Operation::Connect => return Verdict::default(),
@@ -148,7 +166,7 @@ impl Engine {
             Operation::Create | Operation::Update => {}
         }
         let mutated = mutate::apply_defaults(kind, object, state.default_profile());
-        let patch = json_patch::diff(object, &mutated);
+        let patch = if with_patch { json_patch::diff(object, &mutated) } else { json_patch::Patch::default() };
         let structural = self.schemas[&kind].check(&mutated);
         let mut readable = mutated;
         remove_pointers(&mut readable, &structural.removals);
