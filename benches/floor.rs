@@ -1,6 +1,6 @@
 //! The floor of `benches/load.sh`: the webhook's own serving stack — [`serve_tls`] (tokio-rustls,
 //! hyper-util, the same connection limits), the same rustls configuration and certificate
-//! resolver, an axum router with the same body limit and timeout — answering every POST with
+//! resolver, an axum router with the same body limit and timeout, the same allocator — answering every POST with
 //! one fixed allowed AdmissionReview. What mcp-hangar costs above it is the review itself.
 //!
 //! ```sh
@@ -24,6 +24,10 @@ use clap::Parser;
 use mcp_hangar::admission::{MAX_BODY_BYTES, MUTATE_PATH, REQUEST_TIMEOUT, VALIDATE_PATH, server};
 use mcp_hangar::tls::{self, CertResolver};
 use tower_http::timeout::TimeoutLayer;
+
+/// The binary's allocator, as in `mcp-hangar`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The one answer: an allowed review (the uid is not echoed; the load generator does not check it).
 const ALLOWED: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"","allowed":true,"status":{"metadata":{},"code":200}}}"#;

@@ -949,7 +949,7 @@ impl ServeProcess {
 async fn a_thousand_idle_connections_cost_bounded_memory() {
     // Just under the connection cap, which bounds the total.
     const IDLE: usize = 1000;
-    assert!(IDLE < mcp_hangar::admission::server::MAX_CONNECTIONS);
+    const { assert!(IDLE < mcp_hangar::admission::server::MAX_CONNECTIONS) };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let server = ServeProcess::start().await;
     let mut config = (*common::client_config(&server.ca_pem)).clone();

@@ -200,11 +200,11 @@ pub fn answer(engine: &Engine, endpoint: Endpoint, body: &[u8]) -> Answer {
             decided(response, kind_label, op_label, "allowed")
         }
         (Endpoint::Validate, target) => {
+            let name = object_name(&request.name, old.as_ref().unwrap_or(&object));
             let verdict = match target {
-                Target::Ours(kind) => engine.verdict(kind, operation, &object, old.as_ref()),
+                Target::Ours(kind) => engine.verdict(kind, operation, object, old.as_ref()),
                 Target::Workload(kind) => engine.review_workload(kind, operation, &object),
             };
-            let name = object_name(&request.name, old.as_ref().unwrap_or(&object));
             let label = if verdict.allowed() { "allowed" } else { "denied" };
             decided(respond(response, target, operation, &name, &verdict), kind_label, op_label, label)
         }
