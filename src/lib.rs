@@ -7,4 +7,5 @@ pub mod crd;
 pub mod metrics;
 pub mod policy;
 pub mod readiness;
+pub mod shutdown;
 pub mod tls;

@@ -1,9 +1,13 @@
 //! The `mcp-hangar` binary: installs the TLS crypto provider, parses the command line, runs it.
+//! Memory comes from mimalloc (see BENCHMARKS.md for why).
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use mcp_hangar::cli::{self, Cli};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {

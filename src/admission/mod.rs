@@ -33,6 +33,9 @@ pub const VALIDATING_WEBHOOK_NAME: &str = "validate.mcp-hangar.io";
 pub const POD_VALIDATING_WEBHOOK_NAME: &str = "pods.validate.mcp-hangar.io";
 /// Largest request body accepted (the apiserver's own objects stay well below).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// Bodies up to this size are reviewed on the connection's own task; larger ones on the
+/// blocking pool (see [`webhook_router`]).
+pub const INLINE_REVIEW_MAX_BYTES: usize = 64 * 1024;
 /// Longest time one request may take, body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -83,14 +86,29 @@ pub fn webhook_router(state: WebhookState) -> Router {
 }
 
 async fn mutate(State(state): State<WebhookState>, body: Bytes) -> Response {
-    handle(&state, Endpoint::Mutate, &body)
+    handle(state, Endpoint::Mutate, body).await
 }
 
 async fn validate(State(state): State<WebhookState>, body: Bytes) -> Response {
-    handle(&state, Endpoint::Validate, &body)
+    handle(state, Endpoint::Validate, body).await
 }
 
-fn handle(state: &WebhookState, endpoint: Endpoint, body: &[u8]) -> Response {
+/// Reviews small bodies in place (microseconds); larger ones, which a hostile client can make
+/// cost far more, on the blocking pool, so that other connections keep being served meanwhile.
+async fn handle(state: WebhookState, endpoint: Endpoint, body: Bytes) -> Response {
+    if body.len() <= INLINE_REVIEW_MAX_BYTES {
+        return review_and_count(&state, endpoint, &body);
+    }
+    match tokio::task::spawn_blocking(move || review_and_count(&state, endpoint, &body)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::warn!(error = %e, "review task failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+    }
+}
+
+fn review_and_count(state: &WebhookState, endpoint: Endpoint, body: &[u8]) -> Response {
     let started = Instant::now();
     let answer = review::answer(&state.engine, endpoint, body);
     state

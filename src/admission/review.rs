@@ -1,10 +1,15 @@
 //! AdmissionReview in, AdmissionReview out: a pure function over bytes, so it can be
 //! tested and benchmarked without a server.
+//!
+//! The review is decoded once, straight into the few typed fields the webhook reads, with the
+//! objects kept as JSON (the rules read them as JSON first); the answer is written in the exact
+//! wire format of `admission.k8s.io/v1`.
 
-use kube::core::DynamicObject;
 use kube::core::Status;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND};
+use kube::core::admission::{META_API_VERSION_V1, META_KIND, Operation as WireOperation};
+use kube::core::gvk::{GroupVersionKind, GroupVersionResource};
 use kube::core::response::{StatusCause, StatusDetails, StatusSummary};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Endpoint;
@@ -36,67 +41,170 @@ impl Answer {
     }
 }
 
+/// An AdmissionReview as sent by the apiserver, as far as the webhook reads it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Review {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    request: Option<Request>,
+}
+
+/// Most field errors a denial lists (as causes and in its message); the rest are counted.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// An `admission.k8s.io/v1` AdmissionRequest, read as strictly as `kube`'s own type (the same
+/// fields required, the same types), except that the objects stay JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code, reason = "every field is read so that a malformed review is refused, as kube refuses it")]
+struct Request {
+    uid: String,
+    kind: GroupVersionKind,
+    resource: GroupVersionResource,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    request_kind: Option<GroupVersionKind>,
+    #[serde(default)]
+    request_resource: Option<GroupVersionResource>,
+    #[serde(default)]
+    request_sub_resource: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: WireOperation,
+    user_info: k8s_openapi::api::authentication::v1::UserInfo,
+    #[serde(default)]
+    object: Option<Value>,
+    #[serde(default)]
+    old_object: Option<Value>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    options: Option<Value>,
+}
+
+/// An AdmissionResponse being written.
+struct Response {
+    uid: String,
+    allowed: bool,
+    status: Status,
+    patch: Option<json_patch::Patch>,
+    warnings: Vec<String>,
+}
+
+impl Response {
+    /// Allows, with nothing to say yet.
+    fn allow(request: &Request) -> Self {
+        Response {
+            uid: request.uid.clone(),
+            allowed: true,
+            status: Status::default(),
+            patch: None,
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Denies with a message, as `kube`'s `AdmissionResponse::deny` does.
+    fn deny(request: &Request, message: impl Into<String>) -> Self {
+        Response::allow(request).denied(message)
+    }
+
+    /// This response, denying with a message.
+    fn denied(mut self, message: impl Into<String>) -> Self {
+        self.allowed = false;
+        self.status.message = message.into();
+        self
+    }
+
+    /// The AdmissionReview carrying this response, in the wire format of `admission.k8s.io/v1`:
+    /// `patch` is a Go `[]byte`, i.e. a base64 string; a cause's type is the Go field `Type`,
+    /// serialized as `reason`, and clients that read the field name find it under `type` too.
+    fn into_review(self) -> Value {
+        use base64::Engine as _;
+        let mut status = serde_json::to_value(&self.status).unwrap_or_else(|_| json!({}));
+        if let Some(Value::Array(causes)) = status.pointer_mut("/details/causes") {
+            for cause in causes {
+                if let Some(reason) = cause.get("reason").cloned() {
+                    cause["type"] = reason;
+                }
+            }
+        }
+        let mut response = json!({"uid": self.uid, "allowed": self.allowed, "status": status});
+        if let Some(patch) = self.patch {
+            let bytes = serde_json::to_vec(&patch).unwrap_or_default();
+            response["patch"] = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+            response["patchType"] = json!("JSONPatch");
+        }
+        if !self.warnings.is_empty() {
+            response["warnings"] = json!(self.warnings);
+        }
+        json!({"apiVersion": META_API_VERSION_V1, "kind": META_KIND, "response": response})
+    }
+}
+
 /// Answers one AdmissionReview body for `endpoint`.
 pub fn answer(engine: &Engine, endpoint: Endpoint, body: &[u8]) -> Answer {
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+    let review: Review = match serde_json::from_slice(body) {
         Ok(review) => review,
         Err(e) => return Answer::bad_request(format!("the body is not a valid AdmissionReview: {e}")),
     };
-    if review.types.api_version != META_API_VERSION_V1 || review.types.kind != META_KIND {
+    if review.api_version != META_API_VERSION_V1 || review.kind != META_KIND {
         return Answer::bad_request(format!(
             "unsupported review {}/{}: send {META_API_VERSION_V1} {META_KIND}",
-            review.types.api_version, review.types.kind
+            review.api_version, review.kind
         ));
     }
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(request) => request,
-        Err(_) => return Answer::bad_request("the AdmissionReview has no request".into()),
+    let Some(request) = review.request else {
+        return Answer::bad_request("the AdmissionReview has no request".into());
     };
     if request.uid.is_empty() {
         return Answer::bad_request("request.uid is required".into());
+    }
+    for (field, object) in [("object", &request.object), ("oldObject", &request.old_object)] {
+        if object.as_ref().is_some_and(|o| !o.is_object()) {
+            return Answer::bad_request(format!("request.{field} must be a JSON object"));
+        }
     }
     let operation = operation_of(&request);
     let op_label = format!("{:?}", request.operation).to_uppercase();
     let target = match (target_of(&request), endpoint) {
         (Some(Target::Workload(_)), Endpoint::Mutate) | (None, _) => {
-            let response = AdmissionResponse::from(&request).deny(unhandled_message(&request, endpoint));
+            let response = Response::deny(&request, unhandled_message(&request, endpoint));
             return decided(bad_request(response), request.kind.kind.clone(), op_label, "denied");
         }
         (Some(target), _) => target,
     };
-    let object = match (&request.object, operation) {
+    if let Some(message) = mismatched_object(&request) {
+        let response = Response::deny(&request, message);
+        return decided(bad_request(response), target.name().to_string(), op_label, "denied");
+    }
+    let response = Response::allow(&request);
+    let object = match (request.object, operation) {
         (_, Operation::Delete | Operation::Connect) => Value::Null,
-        (Some(object), _) => match serde_json::to_value(object) {
-            Ok(value) => value,
-            Err(e) => return Answer::bad_request(format!("request.object could not be read: {e}")),
-        },
+        (Some(object), _) => object,
         (None, _) => {
-            let response = AdmissionResponse::from(&request).deny("request.object is required for CREATE and UPDATE");
+            let response = response.denied("request.object is required for CREATE and UPDATE");
             return decided(bad_request(response), target.name().to_string(), op_label, "denied");
         }
     };
-    let old = request.old_object.as_ref().and_then(|o| serde_json::to_value(o).ok());
-    let response = AdmissionResponse::from(&request);
+    let old = request.old_object;
     let kind_label = target.name().to_string();
     match (endpoint, target) {
         (Endpoint::Mutate, Target::Ours(kind)) => {
             let patch = engine.defaults(kind, operation, &object);
-            let response = if patch.0.is_empty() {
-                response
-            } else {
-                match response.with_patch(patch) {
-                    Ok(r) => r,
-                    Err(e) => return Answer::bad_request(format!("could not encode the patch: {e}")),
-                }
-            };
+            let response = if patch.0.is_empty() { response } else { Response { patch: Some(patch), ..response } };
             decided(response, kind_label, op_label, "allowed")
         }
         (Endpoint::Validate, target) => {
+            let name = object_name(&request.name, old.as_ref().unwrap_or(&object));
             let verdict = match target {
-                Target::Ours(kind) => engine.review(kind, operation, &object, old.as_ref()),
+                Target::Ours(kind) => engine.verdict(kind, operation, object, old.as_ref()),
                 Target::Workload(kind) => engine.review_workload(kind, operation, &object),
             };
-            let name = object_name(&request, old.as_ref().unwrap_or(&object));
             let label = if verdict.allowed() { "allowed" } else { "denied" };
             decided(respond(response, target, operation, &name, &verdict), kind_label, op_label, label)
         }
@@ -137,7 +245,7 @@ impl Target {
     }
 }
 
-fn target_of<T: kube::core::Resource>(request: &AdmissionRequest<T>) -> Option<Target> {
+fn target_of(request: &Request) -> Option<Target> {
     let gvk = &request.kind;
     if gvk.group == GROUP && gvk.version == VERSION {
         return Kind::from_kind(&gvk.kind).map(Target::Ours);
@@ -145,7 +253,7 @@ fn target_of<T: kube::core::Resource>(request: &AdmissionRequest<T>) -> Option<T
     WorkloadKind::from_gvk(&gvk.group, &gvk.version, &gvk.kind).map(Target::Workload)
 }
 
-fn unhandled_message<T: kube::core::Resource>(request: &AdmissionRequest<T>, endpoint: Endpoint) -> String {
+fn unhandled_message(request: &Request, endpoint: Endpoint) -> String {
     let gvk = &request.kind;
     let api_version = if gvk.group.is_empty() { gvk.version.clone() } else { format!("{}/{}", gvk.group, gvk.version) };
     let mut handled = format!("{} ({GROUP}/{VERSION})", Kind::ALL.map(Kind::as_str).join(", "));
@@ -155,25 +263,42 @@ fn unhandled_message<T: kube::core::Resource>(request: &AdmissionRequest<T>, end
     format!("kind {} ({api_version}) is not handled by {}: it handles {handled}", gvk.kind, endpoint.path())
 }
 
-fn bad_request(mut response: AdmissionResponse) -> AdmissionResponse {
-    response.result.code = 400;
-    response.result.reason = "BadRequest".into();
+/// The apiserver sends objects of the kind it names in `request.kind`; an object that says
+/// otherwise is not reviewed (it would be judged by the wrong rules).
+fn mismatched_object(request: &Request) -> Option<String> {
+    let gvk = &request.kind;
+    let api_version = if gvk.group.is_empty() { gvk.version.clone() } else { format!("{}/{}", gvk.group, gvk.version) };
+    [("object", &request.object), ("oldObject", &request.old_object)].into_iter().find_map(|(field, object)| {
+        let object = object.as_ref()?;
+        let says = |key: &str, expected: &str| object.get(key).is_some_and(|v| v.as_str() != Some(expected));
+        (says("kind", &gvk.kind) || says("apiVersion", &api_version)).then(|| {
+            format!(
+                "request.{field} is a {} ({}), but request.kind is {} ({api_version})",
+                object["kind"], object["apiVersion"], gvk.kind
+            )
+        })
+    })
+}
+
+fn bad_request(mut response: Response) -> Response {
+    response.status.code = 400;
+    response.status.reason = "BadRequest".into();
     response
 }
 
-fn operation_of<T: kube::core::Resource>(request: &AdmissionRequest<T>) -> Operation {
-    use kube::core::admission::Operation as Wire;
+fn operation_of(request: &Request) -> Operation {
     match request.operation {
-        Wire::Create => Operation::Create,
-        Wire::Update => Operation::Update,
-        Wire::Delete => Operation::Delete,
-        Wire::Connect => Operation::Connect,
+        WireOperation::Create => Operation::Create,
+        WireOperation::Update => Operation::Update,
+        WireOperation::Delete => Operation::Delete,
+        WireOperation::Connect => Operation::Connect,
     }
 }
 
-fn object_name<T: kube::core::Resource>(request: &AdmissionRequest<T>, object: &Value) -> String {
-    if !request.name.is_empty() {
-        return request.name.clone();
+/// The name the request gives, else the object's name or generateName.
+fn object_name(request_name: &str, object: &Value) -> String {
+    if !request_name.is_empty() {
+        return request_name.to_string();
     }
     let meta = &object["metadata"];
     meta["name"].as_str().or_else(|| meta["generateName"].as_str()).unwrap_or_default().to_string()
@@ -181,21 +306,13 @@ fn object_name<T: kube::core::Resource>(request: &AdmissionRequest<T>, object: &
 
 /// Fills a response from a verdict: warnings always; when denied, a 422 Invalid status, or
 /// a 403 Forbidden one for a refused deletion.
-fn respond(
-    mut response: AdmissionResponse,
-    target: Target,
-    operation: Operation,
-    name: &str,
-    verdict: &Verdict,
-) -> AdmissionResponse {
-    if !verdict.warnings.is_empty() {
-        response.warnings = Some(verdict.warnings.clone());
-    }
+fn respond(mut response: Response, target: Target, operation: Operation, name: &str, verdict: &Verdict) -> Response {
+    response.warnings = verdict.warnings.clone();
     if verdict.allowed() {
         return response;
     }
     response.allowed = false;
-    response.result = if operation == Operation::Delete {
+    response.status = if operation == Operation::Delete {
         forbidden_status(target, name, &verdict.errors)
     } else {
         invalid_status(target, name, &verdict.errors)
@@ -213,7 +330,7 @@ fn status_details(target: Target, name: &str, errors: &[FieldError]) -> StatusDe
             .iter()
             .map(|e| StatusCause {
                 reason: e.error_type.reason().to_string(),
-                message: e.body(),
+                message: bounded(e.body()),
                 field: e.field.clone(),
             })
             .collect(),
@@ -221,12 +338,22 @@ fn status_details(target: Target, name: &str, errors: &[FieldError]) -> StatusDe
     }
 }
 
+/// The errors a denial lists, and how many more it only counts: a hostile object with
+/// thousands of errors must not make the answer (and the user's error message) huge.
+fn reported(errors: &[FieldError]) -> (&[FieldError], String) {
+    match errors.len().checked_sub(MAX_REPORTED_ERRORS) {
+        Some(more) if more > 0 => (&errors[..MAX_REPORTED_ERRORS], format!(" (and {more} more errors)")),
+        _ => (errors, String::new()),
+    }
+}
+
 /// The Status Kubernetes' `NewInvalid` builds: code 422, reason Invalid, one cause per field error.
 fn invalid_status(target: Target, name: &str, errors: &[FieldError]) -> Status {
+    let (errors, more) = reported(errors);
     Status {
         status: Some(StatusSummary::Failure),
         code: 422,
-        message: format!("{} {name:?} is invalid: {}", target.qualified(), aggregate(errors)),
+        message: format!("{} {name:?} is invalid: {}{more}", target.qualified(), aggregate(errors)),
         metadata: None,
         reason: "Invalid".into(),
         details: Some(status_details(target, name, errors)),
@@ -235,48 +362,43 @@ fn invalid_status(target: Target, name: &str, errors: &[FieldError]) -> Status {
 
 /// The Status Kubernetes' `NewForbidden` builds: code 403, reason Forbidden.
 fn forbidden_status(target: Target, name: &str, errors: &[FieldError]) -> Status {
-    let reasons: Vec<&str> = errors.iter().map(|e| e.detail.as_str()).collect();
+    let (errors, more) = reported(errors);
+    let reasons: Vec<String> = errors.iter().map(|e| bounded(e.detail.clone())).collect();
     Status {
         status: Some(StatusSummary::Failure),
         code: 403,
-        message: format!("{} {name:?} is forbidden: {}", target.qualified(), reasons.join("; ")),
+        message: format!("{} {name:?} is forbidden: {}{more}", target.qualified(), reasons.join("; ")),
         metadata: None,
         reason: "Forbidden".into(),
         details: Some(status_details(target, name, errors)),
     }
 }
 
-/// `e` for one error, `[e1, e2]` for several, as Kubernetes aggregates print.
+/// `e` for one error, `[e1, e2]` for several, as Kubernetes aggregates print, every error cut to
+/// [`MAX_REPORTED_ERROR_LEN`].
 pub fn aggregate(errors: &[FieldError]) -> String {
     match errors {
-        [one] => one.to_string(),
-        many => format!("[{}]", many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+        [one] => bounded(one.to_string()),
+        many => format!("[{}]", many.iter().map(|e| bounded(e.to_string())).collect::<Vec<_>>().join(", ")),
     }
 }
 
-fn decided(response: AdmissionResponse, kind: String, operation: String, verdict: &'static str) -> Answer {
-    let mut body = serde_json::to_value(response.into_review()).unwrap_or(Value::Null);
-    to_wire_format(&mut body);
-    Answer { status: 200, body, kind, operation, verdict }
-}
+/// Longest error text a denial repeats (in bytes); a longer one (a list of thousands of
+/// supported values, say) is cut with `…`.
+pub const MAX_REPORTED_ERROR_LEN: usize = 1024;
 
-/// Brings kube's serialization to the exact wire format of `admission.k8s.io/v1`:
-/// - `patch` is a Go `[]byte`, i.e. a base64 string (kube writes an array of numbers);
-/// - a cause's type is the Go field `Type`, serialized as `reason`; clients that read the
-///   field name find it under `type` as well.
-fn to_wire_format(body: &mut Value) {
-    use base64::Engine as _;
-    if let Some(patch) = body.pointer_mut("/response/patch")
-        && let Some(bytes) =
-            patch.as_array().map(|a| a.iter().filter_map(|b| b.as_u64().map(|b| b as u8)).collect::<Vec<u8>>())
-    {
-        *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-    }
-    if let Some(Value::Array(causes)) = body.pointer_mut("/response/status/details/causes") {
-        for cause in causes {
-            if let Some(reason) = cause.get("reason").cloned() {
-                cause["type"] = reason;
-            }
+fn bounded(mut text: String) -> String {
+    if text.len() > MAX_REPORTED_ERROR_LEN {
+        let mut end = MAX_REPORTED_ERROR_LEN;
+        while !text.is_char_boundary(end) {
+            end -= 1;
         }
+        text.truncate(end);
+        text.push('…');
     }
+    text
+}
+
+fn decided(response: Response, kind: String, operation: String, verdict: &'static str) -> Answer {
+    Answer { status: 200, body: response.into_review(), kind, operation, verdict }
 }

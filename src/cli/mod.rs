@@ -129,7 +129,7 @@ pub struct TlsArgs {
     #[arg(long, env = "MCP_HANGAR_TLS_KEY_FILE", required_if_eq("mode", "files"))]
     pub tls_key_file: Option<PathBuf>,
     /// files mode: how often the files are read again to pick up a new certificate.
-    #[arg(long, env = "MCP_HANGAR_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "MCP_HANGAR_TLS_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub tls_reload_interval: std::time::Duration,
     /// self-managed mode: the Secret holding the CA and serving certificate.
     #[arg(long, env = "MCP_HANGAR_TLS_SECRET_NAME", default_value = "mcp-hangar-webhook-tls")]

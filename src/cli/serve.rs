@@ -14,6 +14,7 @@ use crate::admission::{self, WebhookState, live_policy, server};
 use crate::metrics::Metrics;
 use crate::policy::Engine;
 use crate::readiness::Readiness;
+use crate::shutdown::Shutdown;
 use crate::tls::files::{self, FileSource};
 use crate::tls::inject::{WebhookConfigRef, WebhookKind};
 use crate::tls::issue::service_sans;
@@ -22,8 +23,6 @@ use crate::tls::rotate::{self, SelfManagedConfig};
 use crate::tls::store::SecretRef;
 use crate::tls::{self, CA_BUNDLE_CONDITION, CERTIFICATE_CONDITION, CertResolver};
 
-/// Readiness condition that turns false when the process starts shutting down.
-pub const RUNNING_CONDITION: &str = "running";
 /// First wait after a failed Kubernetes call of the self-managed TLS loop.
 const TLS_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -142,10 +141,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let metrics = Metrics::new();
     let readiness = Readiness::new();
     let resolver = Arc::new(CertResolver::empty());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let shutdown = Shutdown::new();
     let tls_mode = args.tls.effective_mode();
     let required = (args.webhook && tls_mode == TlsMode::SelfManaged)
         || args.policy_source == PolicySource::Cluster
@@ -174,7 +170,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
         return Err(CliError::Usage("--webhook=false without a cluster leaves nothing to serve".into()));
     }
     let certificates = if args.webhook {
-        let shutdown = stopped(stop_rx.clone());
+        let shutdown = shutdown.stopped();
         Some(
             start_certificates(
                 &args.tls,
@@ -190,12 +186,9 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
         None
     };
     let live_policy = match (&client, args.policy_source) {
-        (Some(client), PolicySource::Cluster | PolicySource::Auto) => Some(tokio::spawn(live_policy::run(
-            client.clone(),
-            engine.clone(),
-            readiness.clone(),
-            stopped(stop_rx.clone()),
-        ))),
+        (Some(client), PolicySource::Cluster | PolicySource::Auto) => {
+            Some(tokio::spawn(live_policy::run(client.clone(), engine.clone(), readiness.clone(), shutdown.stopped())))
+        }
         _ => None,
     };
     let (controller_stop, controller_stopped) = watch::channel(false);
@@ -218,7 +211,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
             webhook_listener,
             tls_config,
             router,
-            stopped(stop_rx.clone()),
+            shutdown.stopped(),
             args.shutdown_timeout,
         )))
     } else {
@@ -229,15 +222,12 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let admin = tokio::spawn(server::serve_plain(
         admin_listener,
         admission::admin_router(metrics, readiness.clone()),
-        stopped(stop_rx),
+        shutdown.stopped(),
     ));
 
     termination_signal().await;
-    tracing::info!(delay = ?args.shutdown_delay, "shutting down: readiness is now false");
-    readiness.set_unmet(RUNNING_CONDITION, "shutting down");
     let _ = controller_stop.send(true);
-    tokio::time::sleep(args.shutdown_delay).await;
-    let _ = stop_tx.send(true);
+    shutdown.begin(&readiness, args.shutdown_delay).await;
     for task in [webhook, controller, certificates].into_iter().flatten() {
         let _ = task.await;
     }

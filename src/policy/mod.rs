@@ -20,6 +20,7 @@ pub mod workload;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -139,16 +140,43 @@ impl Engine {
         }
     }
 
-    /// Mutates then validates one object of `kind`. `old` is the stored object on UPDATE and DELETE.
+    /// Mutates then validates one object of `kind`, and returns the defaults as a patch too.
+    /// `old` is the stored object on UPDATE and DELETE.
     pub fn review(&self, kind: Kind, operation: Operation, object: &Value, old: Option<&Value>) -> Verdict {
         let state = self.state();
-        match operation {
-            Operation::Connect => return Verdict::default(),
-            Operation::Delete => return Verdict::from_findings(review_delete(kind, old, &state)),
-            Operation::Create | Operation::Update => {}
+        if !matches!(operation, Operation::Create | Operation::Update) {
+            return self.check(kind, operation, Value::Null, old, &state);
         }
         let mutated = mutate::apply_defaults(kind, object, state.default_profile());
         let patch = json_patch::diff(object, &mutated);
+        Verdict { patch, ..self.check(kind, operation, mutated, old, &state) }
+    }
+
+    /// [`Engine::review`] without the patch (left empty), on an object the caller gives away:
+    /// the validating webhook's question, answered without copying the object.
+    pub fn verdict(&self, kind: Kind, operation: Operation, object: Value, old: Option<&Value>) -> Verdict {
+        let state = self.state();
+        let mut mutated = object;
+        if matches!(operation, Operation::Create | Operation::Update) {
+            mutate::apply_defaults_in_place(kind, &mut mutated, state.default_profile());
+        }
+        self.check(kind, operation, mutated, old, &state)
+    }
+
+    /// Validates an object its defaults were already applied to.
+    fn check(
+        &self,
+        kind: Kind,
+        operation: Operation,
+        mutated: Value,
+        old: Option<&Value>,
+        state: &PolicyState,
+    ) -> Verdict {
+        match operation {
+            Operation::Connect => return Verdict::default(),
+            Operation::Delete => return Verdict::from_findings(review_delete(kind, old, state)),
+            Operation::Create | Operation::Update => {}
+        }
         let structural = self.schemas[&kind].check(&mutated);
         let mut readable = mutated;
         remove_pointers(&mut readable, &structural.removals);
@@ -156,18 +184,18 @@ impl Engine {
         let mut findings = Findings::default();
         let typed = match kind {
             Kind::Server => typed::<MCPServer>(readable).map(|server| {
-                let old = old.and_then(|o| serde_json::from_value::<MCPServer>(o.clone()).ok());
-                server::validate_server(&server, old.as_ref(), &state, &mut findings);
+                let old = old.and_then(|o| MCPServer::deserialize(o).ok());
+                server::validate_server(&server, old.as_ref(), state, &mut findings);
             }),
             Kind::ServerGroup => typed::<MCPServerGroup>(readable).map(|g| group::validate_group(&g, &mut findings)),
             Kind::DiscoverySource => {
-                typed::<MCPDiscoverySource>(readable).map(|d| discovery::validate_discovery(&d, &state, &mut findings))
+                typed::<MCPDiscoverySource>(readable).map(|d| discovery::validate_discovery(&d, state, &mut findings))
             }
             Kind::PermissionProfile => {
                 typed::<MCPPermissionProfile>(readable).map(|p| profile::validate_profile(&p.spec, &mut findings))
             }
             Kind::AdmissionPolicy => typed::<MCPAdmissionPolicy>(readable)
-                .map(|p| admission_policy::validate_admission_policy(&p, &state, &mut findings)),
+                .map(|p| admission_policy::validate_admission_policy(&p, state, &mut findings)),
         };
         if let Err(reason) = typed
             && structural.errors.is_empty()
@@ -181,7 +209,7 @@ impl Engine {
         errors.append(&mut findings.errors);
         field::sort_errors(&mut errors);
         findings.warnings.dedup();
-        Verdict { errors, warnings: findings.warnings, patch }
+        Verdict { errors, warnings: findings.warnings, patch: json_patch::Patch::default() }
     }
 
     /// The pod-level check of a Pod or Deployment: objects labelled as an MCP server's pods

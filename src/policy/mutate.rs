@@ -47,14 +47,19 @@ pub fn secure_security_context() -> Value {
 /// profile a server gets when it names none. Idempotent.
 pub fn apply_defaults(kind: Kind, object: &Value, default_profile: &str) -> Value {
     let mut object = object.clone();
+    apply_defaults_in_place(kind, &mut object, default_profile);
+    object
+}
+
+/// [`apply_defaults`] on the object itself, without a copy.
+pub fn apply_defaults_in_place(kind: Kind, object: &mut Value, default_profile: &str) {
     match kind {
-        Kind::Server => default_server(&mut object, default_profile),
+        Kind::Server => default_server(object, default_profile),
         Kind::DiscoverySource => {
-            set_default(&mut object, &["spec", "mode"], json!("Additive"));
+            set_default(object, &["spec", "mode"], json!("Additive"));
         }
         Kind::ServerGroup | Kind::PermissionProfile | Kind::AdmissionPolicy => {}
     }
-    object
 }
 
 /// The JSON Patch that applies the defaults of its kind to an object.

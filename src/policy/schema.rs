@@ -11,6 +11,9 @@ use serde_json::{Map, Value, json};
 use super::PolicyError;
 use super::field::{FieldError, FieldPath};
 
+/// Most structural violations one check reports; the object is denied either way.
+pub const MAX_STRUCTURAL_ERRORS: usize = 1000;
+
 /// A compiled strict schema of one kind.
 pub struct StructuralSchema {
     schema: Value,
@@ -63,10 +66,11 @@ impl StructuralSchema {
         &self.schema
     }
 
-    /// Checks an object and reports every structural violation.
+    /// Checks an object and reports its structural violations, at most
+    /// [`MAX_STRUCTURAL_ERRORS`] of them (a hostile object can hold millions).
     pub fn check(&self, object: &Value) -> StructuralReport {
         let mut report = StructuralReport::default();
-        for error in self.validator.iter_errors(object) {
+        for error in self.validator.iter_errors(object).take(MAX_STRUCTURAL_ERRORS) {
             let pointer = error.instance_path().as_str().to_string();
             let path = FieldPath::from_pointer(&pointer);
             match error.kind() {

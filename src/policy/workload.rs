@@ -5,6 +5,7 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::Findings;
@@ -61,7 +62,7 @@ pub struct PodTemplate {
 pub fn pod_template(kind: WorkloadKind, object: &Value) -> Result<PodTemplate, String> {
     match kind {
         WorkloadKind::Pod => {
-            let pod: Pod = serde_json::from_value(object.clone()).map_err(|e| format!("not a valid Pod: {e}"))?;
+            let pod = Pod::deserialize(object).map_err(|e| format!("not a valid Pod: {e}"))?;
             Ok(PodTemplate {
                 namespace: pod.metadata.namespace.clone().unwrap_or_default(),
                 meta: pod.metadata,
@@ -71,8 +72,7 @@ pub fn pod_template(kind: WorkloadKind, object: &Value) -> Result<PodTemplate, S
             })
         }
         WorkloadKind::Deployment => {
-            let deployment: Deployment =
-                serde_json::from_value(object.clone()).map_err(|e| format!("not a valid Deployment: {e}"))?;
+            let deployment = Deployment::deserialize(object).map_err(|e| format!("not a valid Deployment: {e}"))?;
             let template = deployment.spec.map(|s| s.template).unwrap_or_default();
             let base = FieldPath::new("spec").child("template");
             Ok(PodTemplate {

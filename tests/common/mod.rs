@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
+use mcp_hangar::admission::server::ConnectionLimits;
 use mcp_hangar::admission::{self, WebhookState};
 use mcp_hangar::metrics::Metrics;
 use mcp_hangar::policy::Engine;
@@ -65,8 +66,13 @@ pub struct TestWebhook {
 }
 
 impl TestWebhook {
-    /// Issues certificates and starts serving.
+    /// Issues certificates and starts serving with the default connection limits.
     pub async fn start() -> TestWebhook {
+        TestWebhook::start_with(ConnectionLimits::default()).await
+    }
+
+    /// Issues certificates and starts serving with the given connection limits.
+    pub async fn start_with(limits: ConnectionLimits) -> TestWebhook {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let ca = tls::issue::issue_ca("test-ca", Duration::from_secs(3600)).unwrap();
         let leaf = tls::issue::issue_serving(
@@ -88,7 +94,7 @@ impl TestWebhook {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(admission::server::serve_tls(
+        let task = tokio::spawn(admission::server::serve_tls_with(
             listener,
             config,
             router,
@@ -96,6 +102,7 @@ impl TestWebhook {
                 let _ = stopped.await;
             },
             Duration::from_secs(5),
+            limits,
         ));
         TestWebhook { addr, ca_pem: ca.cert_pem, resolver, metrics, stop: Some(stop), task: Some(task) }
     }
