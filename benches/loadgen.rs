@@ -227,6 +227,22 @@ impl Client {
         Ok(sender)
     }
 
+    /// Sends one request on a kept-alive connection; on failure counts the error and opens a
+    /// fresh connection in its place. True when the request succeeded.
+    async fn send_or_reconnect(&self, sender: &mut Sender, addr: SocketAddr, tally: &mut Tally) -> bool {
+        match self.send(sender, false).await {
+            Ok(()) => true,
+            Err(e) => {
+                tally.error(e);
+                match self.connect(addr).await {
+                    Ok(fresh) => *sender = fresh,
+                    Err(e) => tally.error(e),
+                }
+                false
+            }
+        }
+    }
+
     async fn send(&self, sender: &mut Sender, close: bool) -> Result<(), String> {
         sender.ready().await.map_err(|e| format!("connection: {e}"))?;
         let mut request = hyper::Request::post(self.path.as_str())
@@ -377,15 +393,8 @@ async fn fixed_rate(client: &Client, addr: SocketAddr, rate: u32, duration: Dura
             let mut tally = Tally { latencies_ns: Vec::with_capacity(total / connections + 16), ..Tally::default() };
             loop {
                 let Some(due) = due_rx.lock().await.recv().await else { break };
-                match client.send(&mut sender, false).await {
-                    Ok(()) => tally.latencies_ns.push(due.elapsed().as_nanos() as u64),
-                    Err(e) => {
-                        tally.error(e);
-                        match client.connect(addr).await {
-                            Ok(fresh) => sender = fresh,
-                            Err(e) => tally.error(e),
-                        }
-                    }
+                if client.send_or_reconnect(&mut sender, addr, &mut tally).await {
+                    tally.latencies_ns.push(due.elapsed().as_nanos() as u64);
                 }
             }
             tally
@@ -419,15 +428,8 @@ async fn max_keep_alive(client: &Client, addr: SocketAddr, duration: Duration, c
             let mut tally = Tally::default();
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                match client.send(&mut sender, false).await {
-                    Ok(()) => tally.latencies_ns.push(sent.elapsed().as_nanos() as u64),
-                    Err(e) => {
-                        tally.error(e);
-                        match client.connect(addr).await {
-                            Ok(fresh) => sender = fresh,
-                            Err(e) => tally.error(e),
-                        }
-                    }
+                if client.send_or_reconnect(&mut sender, addr, &mut tally).await {
+                    tally.latencies_ns.push(sent.elapsed().as_nanos() as u64);
                 }
             }
             tally

@@ -1,7 +1,10 @@
 //! The files mode picks up a Secret mount updated as the kubelet does it (a new timestamped
 //! directory and an atomic swap of the `..data` symlink), and never serves a half-updated pair.
 
-use std::path::{Path, PathBuf};
+#[path = "support/secret_mount.rs"]
+mod secret_mount;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +13,7 @@ use mcp_hangar::readiness::Readiness;
 use mcp_hangar::tls::files::{self, FileSource};
 use mcp_hangar::tls::issue::{self, IssuedCertificate, ServingCertRequest};
 use mcp_hangar::tls::{CERTIFICATE_CONDITION, CertResolver, policy};
+use secret_mount::publish;
 
 fn scratch_dir(name: &str) -> PathBuf {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
@@ -22,26 +26,6 @@ fn issue(name: &str) -> IssuedCertificate {
     let ca = issue::issue_ca("files CA", Duration::from_secs(3600)).unwrap();
     issue::issue_serving(&ca, &ServingCertRequest { sans: vec![name.to_string()], validity: Duration::from_secs(600) })
         .unwrap()
-}
-
-/// Writes a timestamped data directory and points `..data` at it with an atomic rename, as the
-/// kubelet's atomic writer does.
-#[cfg(unix)]
-fn publish(mount: &Path, generation: &str, cert: &str, key: &str) {
-    let data_dir = mount.join(format!("..{generation}"));
-    std::fs::create_dir_all(&data_dir).unwrap();
-    std::fs::write(data_dir.join("tls.crt"), cert).unwrap();
-    std::fs::write(data_dir.join("tls.key"), key).unwrap();
-    let staging = mount.join("..data_tmp");
-    let _ = std::fs::remove_file(&staging);
-    std::os::unix::fs::symlink(format!("..{generation}"), &staging).unwrap();
-    std::fs::rename(&staging, mount.join("..data")).unwrap();
-    for file in ["tls.crt", "tls.key"] {
-        let link = mount.join(file);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{file}"), &link).unwrap();
-        }
-    }
 }
 
 fn served(resolver: &CertResolver) -> Option<Vec<u8>> {

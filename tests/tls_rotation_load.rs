@@ -8,6 +8,8 @@ mod fake_api;
 mod https;
 #[path = "support/replica.rs"]
 mod replica;
+#[path = "support/secret_mount.rs"]
+mod secret_mount;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -190,24 +192,10 @@ async fn https_keeps_answering_while_certificates_and_the_ca_rotate() {
     replica.stop().await;
 }
 
-/// Replaces the certificate files as the kubelet updates a Secret mount: both files in a new
-/// directory, then one atomic swap of the `..data` symlink they are read through.
+/// Replaces the certificate files as the kubelet updates a Secret mount.
 #[cfg(unix)]
 fn publish(mount: &std::path::Path, generation: &str, certificate: &mcp_hangar::tls::IssuedCertificate) {
-    let data = mount.join(format!("..{generation}"));
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("tls.crt"), &certificate.cert_pem).unwrap();
-    std::fs::write(data.join("tls.key"), &certificate.key_pem).unwrap();
-    let staging = mount.join("..data_tmp");
-    let _ = std::fs::remove_file(&staging);
-    std::os::unix::fs::symlink(format!("..{generation}"), &staging).unwrap();
-    std::fs::rename(&staging, mount.join("..data")).unwrap();
-    for file in ["tls.crt", "tls.key"] {
-        let link = mount.join(file);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{file}"), &link).unwrap();
-        }
-    }
+    secret_mount::publish(mount, generation, &certificate.cert_pem, &certificate.key_pem);
 }
 
 /// The files mode (cert-manager, or any Secret mount) under sustained load: when the files
