@@ -743,9 +743,10 @@ async fn idle_connections_are_closed_but_busy_ones_are_not() {
 
     // HTTP/2: answered, then idle, then closed by the server (GOAWAY).
     let (mut sender, connection) = h2_connect(&hook).await;
+    // The server's idle clock starts after it has answered, so never before this instant.
+    let idle_since = Instant::now();
     let (status, _) = h2_post(&mut sender, trickled(vec![review.clone()], Duration::ZERO)).await.unwrap();
     assert_eq!(status, 200);
-    let idle_since = Instant::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!connection.is_finished(), "not closed before the idle timeout");
     tokio::time::timeout(Duration::from_secs(5), connection)
