@@ -162,7 +162,7 @@ async fn assert_still_serving(hook: &TestWebhook) {
 }
 
 #[tokio::test]
-async fn ten_mebibyte_bodies_are_refused_before_being_read() {
+async fn ten_mebibyte_bodies_are_refused_without_being_read_whole() {
     let hook = TestWebhook::start().await;
     // A review that would be allowed if read: the padding is a harmless annotation.
     let mut review = server_review();
@@ -170,7 +170,18 @@ async fn ten_mebibyte_bodies_are_refused_before_being_read() {
     let body = serde_json::to_vec(&review).unwrap();
     assert!(body.len() > 10 * 1024 * 1024);
 
-    // With a Content-Length: refused at once.
+    // With a Content-Length: refused on the headers, before the body is sent.
+    let tls = tls_connect(hook.addr, hook.client_config()).await.unwrap();
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    writer.flush().await.unwrap();
+    let (response, _) = read_until_closed(&mut reader, Duration::from_secs(5)).await;
+    assert_eq!(raw_status(&response), Some(413), "{}", String::from_utf8_lossy(&response));
+    drop(writer);
     let (status, answer) = hook.post("/validate", body.clone()).await;
     assert_eq!(status, 413, "{}", String::from_utf8_lossy(&answer));
 
