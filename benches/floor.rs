@@ -23,6 +23,7 @@ use axum::routing::post;
 use clap::Parser;
 use mcp_hangar::admission::{MAX_BODY_BYTES, MUTATE_PATH, REQUEST_TIMEOUT, VALIDATE_PATH, server};
 use mcp_hangar::tls::{self, CertResolver};
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 /// The binary's allocator, as in `mcp-hangar`.
@@ -62,6 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route(MUTATE_PATH, post(allow))
         .route(VALIDATE_PATH, post(allow))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT));
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     eprintln!("floor: serving on {}", args.addr);

@@ -12,6 +12,10 @@
 //! - the maximum rate with a new TLS connection per request: closed loop, full handshakes
 //!   (no session resumption), `Connection: close`.
 //!
+//! Every run also reports the requests answered per second of server CPU ("req/s per core"):
+//! on a shared machine the server does not always get its whole core, and this figure, unlike
+//! the measured rate, does not depend on how much of it it got.
+//!
 //! HTTP/1.1 only. The server certificate is not verified: verifying costs the client, not the
 //! server, and the load generator must not become the bottleneck on its single core.
 
@@ -282,6 +286,15 @@ struct Run {
     first_error: Option<String>,
 }
 
+impl Run {
+    /// Requests per second of server CPU: what one core given to the server alone would
+    /// answer at this load. The machine may be shared, so the server does not always get its
+    /// whole core; this figure does not depend on how much of it it got.
+    fn per_core(&self) -> Option<f64> {
+        self.server_cpu_share.filter(|share| *share > 0.0).map(|share| self.rate / share)
+    }
+}
+
 /// Latencies of successful requests (ns) and the errors.
 #[derive(Default)]
 struct Tally {
@@ -505,16 +518,17 @@ fn print_summary(args: &Args, runs: &[Run], memory: &BTreeMap<String, (u64, u64,
         names.get(1).unwrap_or(&"-")
     );
     println!(
-        "\n| scenario | server | req/s | p50 | p99 | p99.9 | CPU/req | server CPU share | peak RSS MiB | errors |"
+        "\n| scenario | server | req/s | req/s per core | p50 | p99 | p99.9 | CPU/req | server CPU share | peak RSS MiB | errors |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for scenario in &scenarios {
         for name in &names {
             let errors: u64 =
                 runs.iter().filter(|r| &r.target == name && &r.scenario == scenario).map(|r| r.errors).sum();
             println!(
-                "| {scenario} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0}% | {:.1} | {errors} |",
+                "| {scenario} | {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.0}% | {:.1} | {errors} |",
                 median_of(runs, name, scenario, |r| Some(r.rate)),
+                median_of(runs, name, scenario, Run::per_core),
                 median_of(runs, name, scenario, |r| Some(r.p50_us)),
                 median_of(runs, name, scenario, |r| Some(r.p99_us)),
                 median_of(runs, name, scenario, |r| Some(r.p999_us)),
@@ -525,17 +539,18 @@ fn print_summary(args: &Args, runs: &[Run], memory: &BTreeMap<String, (u64, u64,
         }
     }
     if let [ours, floor, ..] = names.as_slice() {
-        println!("\n| scenario | {ours} / {floor}: p50 | p99 | req/s | CPU/req |");
-        println!("|---|---:|---:|---:|---:|");
+        println!("\n| scenario | {ours} / {floor}: p50 | p99 | req/s | req/s per core | CPU/req |");
+        println!("|---|---:|---:|---:|---:|---:|");
         for scenario in &scenarios {
             let ratio = |figure: &dyn Fn(&Run) -> Option<f64>| {
                 median_of(runs, ours, scenario, figure) / median_of(runs, floor, scenario, figure)
             };
             println!(
-                "| {scenario} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                "| {scenario} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
                 ratio(&|r| Some(r.p50_us)),
                 ratio(&|r| Some(r.p99_us)),
                 ratio(&|r| Some(r.rate)),
+                ratio(&Run::per_core),
                 ratio(&|r| r.cpu_us_per_request),
             );
         }
