@@ -11,13 +11,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::TestWebhook;
+use common::{TestWebhook, tls_connect};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Frame};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mcp_hangar::admission::review::MAX_REPORTED_ERRORS;
 use mcp_hangar::admission::server::ConnectionLimits;
-use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -122,14 +121,6 @@ impl KeepAlive {
     async fn post_json(&mut self, path: &str, body: &Value) -> (u16, Vec<u8>) {
         self.post(path, serde_json::to_vec(body).unwrap()).await
     }
-}
-
-async fn tls_connect(
-    addr: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    tokio_rustls::TlsConnector::from(config).connect(ServerName::try_from("localhost").unwrap(), tcp).await
 }
 
 /// Reads until the peer closes (or fails) or `within` passes; returns what was read and

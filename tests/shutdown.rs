@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::tls_connect;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Bytes, Frame};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -19,7 +20,6 @@ use mcp_hangar::policy::Engine;
 use mcp_hangar::readiness::Readiness;
 use mcp_hangar::shutdown::{RUNNING_CONDITION, Shutdown};
 use mcp_hangar::tls::{self, CertResolver, ServingCertRequest};
-use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,14 +49,6 @@ async fn readyz(admin: SocketAddr) -> std::io::Result<(u16, String)> {
     tcp.read_to_string(&mut answer).await?;
     let status = answer.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
     Ok((status, answer))
-}
-
-async fn tls_connect(
-    addr: SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let tcp = TcpStream::connect(addr).await?;
-    tokio_rustls::TlsConnector::from(config).connect(ServerName::try_from("localhost").unwrap(), tcp).await
 }
 
 /// Whether the answer is an allowed review.

@@ -148,6 +148,15 @@ pub fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
+/// A TLS connection to `localhost` at `addr`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tokio_rustls::TlsConnector::from(config).connect(ServerName::try_from("localhost").unwrap(), tcp).await
+}
+
 /// One HTTPS request over a new connection.
 pub async fn request(
     addr: SocketAddr,
@@ -156,12 +165,7 @@ pub async fn request(
     path: &str,
     body: Vec<u8>,
 ) -> Result<(u16, Vec<u8>), String> {
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let tls = connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
+    let tls = tls_connect(addr, config).await.map_err(|e| format!("connect: {e}"))?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
     tokio::spawn(connection);
