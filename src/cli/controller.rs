@@ -35,6 +35,10 @@ pub struct ControllerArgs {
     /// DNS domain of the cluster, used in the Service URLs written to status.
     #[arg(long, env = "MCP_HANGAR_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
+    /// Base URL of the MCP gateway (`http://<service>.<namespace>.svc`); each MCPServerGroup
+    /// reports its URL under it. Unset: groups report no URL.
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_URL")]
+    pub gateway_url: Option<String>,
 }
 
 /// The error when a part that needs a cluster finds none, with how to run without one.
@@ -54,8 +58,11 @@ pub(super) fn start(
 ) -> Result<JoinHandle<()>, CliError> {
     let health = McpClient::with_native_roots().map_err(|e| CliError::Usage(e.to_string()))?;
     let identity = default_identity();
-    let config =
-        ControllerConfig { concurrency: args.controller_concurrency, cluster_domain: args.cluster_domain.clone() };
+    let config = ControllerConfig {
+        concurrency: args.controller_concurrency,
+        cluster_domain: args.cluster_domain.clone(),
+        gateway_url: args.gateway_url.clone().filter(|u| !u.is_empty()),
+    };
     let elector = args.leader_election.then(|| {
         let namespace = args
             .leader_election_namespace

@@ -18,6 +18,8 @@
 //! shorter than the interval); the controller never reconciles one server twice at once and
 //! runs at most `concurrency` reconciles together, so a slow server delays only itself.
 
+pub mod discovery;
+pub mod group;
 pub mod health;
 pub mod leader;
 pub mod profile;
@@ -63,11 +65,18 @@ pub struct ControllerConfig {
     pub concurrency: u16,
     /// DNS domain of the cluster, for Service URLs.
     pub cluster_domain: String,
+    /// Base URL of the gateway (`http://<gateway service>.<namespace>.svc`); groups report
+    /// `<base>/groups/<namespace>/<name>/mcp`. None: groups report no URL.
+    pub gateway_url: Option<String>,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
-        ControllerConfig { concurrency: DEFAULT_CONCURRENCY, cluster_domain: DEFAULT_CLUSTER_DOMAIN.into() }
+        ControllerConfig {
+            concurrency: DEFAULT_CONCURRENCY,
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
+            gateway_url: None,
+        }
     }
 }
 
@@ -219,16 +228,23 @@ pub async fn run(ctx: Arc<Context>, elector: Option<LeaderElector>, mut shutdown
             led = changed_to(&mut leading, true) => if !led { break },
             _ = changed_to(&mut shutdown, true) => break,
         }
-        tracing::info!("leading: reconciling MCPServers");
-        let stop = {
+        tracing::info!("leading: reconciling MCPServers, MCPServerGroups and MCPDiscoverySources");
+        let stop = || {
             let mut shutdown = shutdown.clone();
             async move {
                 changed_to(&mut shutdown, true).await;
             }
         };
+        let controllers = async {
+            tokio::join!(
+                run_controller(ctx.clone(), stop()),
+                group::run(ctx.clone(), stop()),
+                discovery::run(ctx.clone(), stop())
+            );
+        };
         let mut lost = leading.clone();
         tokio::select! {
-            () = run_controller(ctx.clone(), stop) => {}
+            () = controllers => {}
             _ = changed_to(&mut lost, false) => tracing::warn!("leadership lost: reconciles stopped"),
         }
         ctx.metrics.server_state.reset();

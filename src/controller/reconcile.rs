@@ -302,7 +302,7 @@ async fn publish(
 }
 
 /// `text` cut to at most `max` bytes, on a character boundary.
-fn clip(mut text: String, max: usize) -> String {
+pub(super) fn clip(mut text: String, max: usize) -> String {
     if text.len() > max {
         let cut = (0..=max).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
         text.truncate(cut);

@@ -31,7 +31,7 @@ pub struct MCPDiscoverySourceSpec {
     /// Additive keeps servers that vanish from the source; Authoritative removes them. Defaults to Additive.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<DiscoveryMode>,
-    /// How often the source is read again, as a Go duration of at least `10s`.
+    /// How often the source is read again besides the watches, as a Go duration of at least `10s`. Defaults to 5m.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_interval: Option<String>,
     /// Namespaces to discover from (type Namespace only).
@@ -92,7 +92,14 @@ pub struct MCPDiscoverySourceStatus {
     /// Number of servers discovered at the last sync.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discovered: Option<i32>,
-    /// When the source was last read.
+    /// The servers this source manages (`namespace/name`), sorted; the first 100 when there are more.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Entries that could not be turned into servers, with why; the first 20.
+    #[serde(default)]
+    pub errors: Vec<DiscoveryEntryError>,
+    /// When a sync last found something different (a sync that changes nothing writes nothing,
+    /// so an idle source costs no API writes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
     /// The generation this status describes.
@@ -102,3 +109,32 @@ pub struct MCPDiscoverySourceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
+
+/// One entry of a source that did not become a server.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoveryEntryError {
+    /// The entry: `namespace/name` of the server it would create, or its place in the source.
+    pub entry: String,
+    /// Why, e.g. the admission webhook's own message.
+    pub message: String,
+}
+
+/// Label on every server a source created: `<namespace>.<name>` of the source (shortened with a
+/// hash when longer than a label value may be).
+pub const DISCOVERY_SOURCE_LABEL: &str = "mcp-hangar.io/discovery-source";
+/// Annotation on every server a source created: `<namespace>/<name>` of the source; a server is
+/// managed by a source exactly when it carries this annotation with the source's name.
+pub const DISCOVERY_SOURCE_ANNOTATION: &str = "mcp-hangar.io/discovery-source";
+/// Annotation holding the hash of what the source last applied to a server.
+pub const DISCOVERY_HASH_ANNOTATION: &str = "mcp-hangar.io/discovery-hash";
+/// Service annotation that opts a Service into discovery when `"true"`.
+pub const SERVICE_ENABLED_ANNOTATION: &str = "mcp-hangar.io/enabled";
+/// Service annotation naming the port (number or port name) of the MCP endpoint.
+pub const SERVICE_PORT_ANNOTATION: &str = "mcp-hangar.io/port";
+/// Service annotation with the HTTP path of the MCP endpoint; defaults to `/mcp`.
+pub const SERVICE_PATH_ANNOTATION: &str = "mcp-hangar.io/path";
+/// Service annotation with the MCP transport (`streamable-http` or `sse`).
+pub const SERVICE_TRANSPORT_ANNOTATION: &str = "mcp-hangar.io/transport";
+/// Key of a discovery ConfigMap holding the YAML list of server definitions.
+pub const CONFIG_MAP_KEY: &str = "servers.yaml";

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
     status = "MCPServerGroupStatus",
     doc = "MCPServerGroup balances requests over the MCPServers its selector matches.",
     printcolumn(name = "STRATEGY", type_ = "string", json_path = ".spec.strategy"),
+    printcolumn(name = "MEMBERS", type_ = "integer", json_path = ".status.members"),
     printcolumn(name = "HEALTHY", type_ = "integer", json_path = ".status.healthyMembers"),
+    printcolumn(name = "READY", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -70,11 +72,13 @@ pub struct FailoverConfig {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthPolicy {
-    /// Share of members that must be Ready for the group to be healthy, 0 to 100.
+    /// Share of members that must be healthy for the group to be Ready, 0 to 100; at least one
+    /// healthy member is always needed. Defaults to 100.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub min_healthy_percentage: Option<i32>,
-    /// Consecutive failed health checks after which a member counts as unhealthy, at least 1.
+    /// Consecutive failed health checks after which a Ready member counts as unhealthy, at least 1.
+    /// Unset: a member is healthy exactly while its state is Ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub unhealthy_threshold: Option<i32>,
@@ -87,13 +91,32 @@ pub struct MCPServerGroupStatus {
     /// Number of MCPServers the selector matches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<i32>,
-    /// Number of matched MCPServers that are Ready.
+    /// Number of matched MCPServers that are healthy (state Ready, under `unhealthyThreshold`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub healthy_members: Option<i32>,
+    /// The members by name with their state, sorted by name; the first 100 when there are more.
+    #[serde(default)]
+    pub servers: Vec<GroupMemberStatus>,
+    /// URL of the group on the gateway, when a gateway is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     /// The generation this status describes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Standard conditions (Ready).
+    /// Standard conditions: Ready, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// One member of a group as its status lists it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupMemberStatus {
+    /// Name of the MCPServer.
+    pub name: String,
+    /// Its state; empty until the controller has reported one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::crd::ServerState>,
+    /// Whether it counts as healthy.
+    pub healthy: bool,
 }

@@ -24,11 +24,14 @@ pub use profile::{
 };
 
 pub use discovery::{
-    ConfigMapRef, DiscoveryMode, DiscoveryType, MCPDiscoverySource, MCPDiscoverySourceSpec, MCPDiscoverySourceStatus,
-    ProviderTemplate,
+    CONFIG_MAP_KEY, ConfigMapRef, DISCOVERY_HASH_ANNOTATION, DISCOVERY_SOURCE_ANNOTATION, DISCOVERY_SOURCE_LABEL,
+    DiscoveryEntryError, DiscoveryMode, DiscoveryType, MCPDiscoverySource, MCPDiscoverySourceSpec,
+    MCPDiscoverySourceStatus, ProviderTemplate, SERVICE_ENABLED_ANNOTATION, SERVICE_PATH_ANNOTATION,
+    SERVICE_PORT_ANNOTATION, SERVICE_TRANSPORT_ANNOTATION,
 };
 pub use group::{
-    FailoverConfig, HealthPolicy, LoadBalancingStrategy, MCPServerGroup, MCPServerGroupSpec, MCPServerGroupStatus,
+    FailoverConfig, GroupMemberStatus, HealthPolicy, LoadBalancingStrategy, MCPServerGroup, MCPServerGroupSpec,
+    MCPServerGroupStatus,
 };
 pub use server::{
     CircuitBreaker, HealthCheck, INSTANCE_LABEL, MANAGER, MCPServer, MCPServerSpec, MCPServerStatus,

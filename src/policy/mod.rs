@@ -5,10 +5,12 @@
 //! `validate` command both call it, so they always reach the same verdict.
 
 mod admission_policy;
+pub mod discovered;
 mod discovery;
 pub mod field;
 pub mod format;
 mod group;
+pub mod membership;
 pub mod mutate;
 pub mod pod_security;
 pub mod profile;

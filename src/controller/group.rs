@@ -1,0 +1,322 @@
+//! The MCPServerGroup controller: reports each group's members, their health against the
+//! group's health policy, and its gateway URL.
+//!
+//! Membership and health come from [`crate::policy::membership`], the definition the gateway
+//! routes by. Groups are reconciled on spec changes and whenever an MCPServer of their
+//! namespace changes (labels, state, creation, deletion): a reflector keeps a slimmed copy of
+//! every MCPServer (labels and the status fields health needs), so a reconcile reads no API and
+//! writes status only when it changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::Context;
+use super::reconcile::{ReconcileError, clip};
+use super::resources::FIELD_MANAGER;
+use super::state::{CONDITION_DEGRADED, CONDITION_READY, RESYNC};
+use crate::crd::{API_VERSION, GroupMemberStatus, MCPServer, MCPServerGroup, MCPServerGroupStatus, MCPServerStatus};
+use crate::policy::membership::{self, GroupHealth, MemberView, MembershipError};
+
+/// Most members a group's status lists.
+pub const MAX_LISTED_MEMBERS: usize = 100;
+/// How long server changes are gathered before a group is reconciled.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Longest event note the API accepts is 1 kB; notes are cut below that.
+const MAX_NOTE: usize = 1000;
+
+/// Condition reasons of a group.
+pub mod reason {
+    /// Enough members are healthy.
+    pub const ENOUGH_HEALTHY: &str = "EnoughHealthyMembers";
+    /// Too few members are healthy.
+    pub const TOO_FEW_HEALTHY: &str = "TooFewHealthyMembers";
+    /// The selector matches nothing.
+    pub const NO_MEMBERS: &str = "NoMembers";
+    /// The selector cannot be evaluated.
+    pub const INVALID_SELECTOR: &str = "InvalidSelector";
+}
+
+/// What the group reconciles share.
+pub struct GroupContext {
+    ctx: Arc<Context>,
+    servers: Store<MCPServer>,
+}
+
+/// Keeps what membership and health read of a server, so 10k servers stay small in memory.
+fn slim(server: &mut MCPServer) {
+    server.managed_fields_mut().clear();
+    server.annotations_mut().clear();
+    server.metadata.owner_references = None;
+    server.spec = Default::default();
+    server.status = server.status.take().map(|s| MCPServerStatus {
+        state: s.state,
+        consecutive_failures: s.consecutive_failures,
+        url: s.url,
+        ..Default::default()
+    });
+}
+
+/// The groups of the server's namespace: any of them may gain or lose it.
+fn groups_of(groups: &Store<MCPServerGroup>, server: &MCPServer) -> Vec<ObjectRef<MCPServerGroup>> {
+    let namespace = server.namespace();
+    groups.state().iter().filter(|g| g.namespace() == namespace).map(|g| ObjectRef::from_obj(g.as_ref())).collect()
+}
+
+/// Runs the group controller until `stop` completes.
+pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let (servers, server_writer) = reflector::store();
+    let server_changes = watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(server_writer)
+        .touched_objects();
+    let (groups, group_writer) = reflector::store();
+    let group_changes = watcher(Api::<MCPServerGroup>::all(client), watcher::Config::default())
+        .default_backoff()
+        .reflect(group_writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let mapper_groups = groups.clone();
+    let config = kube::runtime::Config::default().concurrency(ctx.config.concurrency).debounce(DEBOUNCE);
+    let context = Arc::new(GroupContext { ctx, servers });
+    Controller::for_stream(group_changes, groups)
+        .watches_stream(server_changes, move |server| groups_of(&mapper_groups, &server))
+        .with_config(config)
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((group, _)) => tracing::debug!(group = %group, "reconciled"),
+                Err(kube::runtime::controller::Error::ReconcilerFailed(error, group)) => {
+                    tracing::warn!(group = %group, %error, "group reconcile failed");
+                }
+                Err(error) => tracing::warn!(%error, "group controller"),
+            }
+        })
+        .await;
+}
+
+/// Retries API failures with a short delay, the rest at the resync.
+fn error_policy(_group: Arc<MCPServerGroup>, error: &ReconcileError, _ctx: Arc<GroupContext>) -> Action {
+    if error.is_retryable() { Action::requeue(Duration::from_secs(5)) } else { Action::requeue(RESYNC) }
+}
+
+async fn reconcile(group: Arc<MCPServerGroup>, gctx: Arc<GroupContext>) -> Result<Action, ReconcileError> {
+    if group.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = group.namespace().ok_or(ReconcileError::Incomplete("namespace"))?;
+    if gctx.servers.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let servers = gctx.servers.state();
+    let view = membership::members(&group, servers.iter().map(AsRef::as_ref));
+    let previous = group.status.clone().unwrap_or_default();
+    let url = gctx.ctx.config.gateway_url.as_deref().map(|base| group_url(base, &namespace, &group.name_any()));
+    let status = group_status(group.metadata.generation, &view, &previous, url, now());
+    if status != previous {
+        let api: Api<MCPServerGroup> = Api::namespaced(gctx.ctx.client.clone(), &namespace);
+        let patch = json!({"apiVersion": API_VERSION, "kind": "MCPServerGroup", "status": status});
+        api.patch_status(&group.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(|source| ReconcileError::Kube { action: "writing group status", source })?;
+    }
+    announce(&gctx.ctx, &group, &previous, &status).await;
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The current time to whole seconds, the precision status timestamps are stored with.
+fn now() -> Timestamp {
+    let now = Timestamp::now();
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+/// The group's URL on the gateway whose base URL is `base`.
+pub fn group_url(base: &str, namespace: &str, name: &str) -> String {
+    format!("{}/groups/{namespace}/{name}/mcp", base.trim_end_matches('/'))
+}
+
+/// The status a group's member view calls for; transition times are kept from `previous`
+/// while a condition's status stays the same.
+pub fn group_status(
+    generation: Option<i64>,
+    view: &Result<MemberView, MembershipError>,
+    previous: &MCPServerGroupStatus,
+    url: Option<String>,
+    now: Timestamp,
+) -> MCPServerGroupStatus {
+    let condition = |type_: &str, value: bool, why: &str, message: &str| {
+        let status = if value { "True" } else { "False" };
+        let last_transition_time = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map_or(Time(now), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: why.into(),
+            message: message.into(),
+            observed_generation: generation,
+            last_transition_time,
+        }
+    };
+    let view = match view {
+        Ok(view) => view,
+        Err(error) => {
+            let message = error.to_string();
+            return MCPServerGroupStatus {
+                members: Some(0),
+                healthy_members: Some(0),
+                servers: Vec::new(),
+                url,
+                observed_generation: generation,
+                conditions: vec![
+                    condition(CONDITION_READY, false, reason::INVALID_SELECTOR, &message),
+                    condition(CONDITION_DEGRADED, false, reason::INVALID_SELECTOR, &message),
+                ],
+            };
+        }
+    };
+    let health = view.health();
+    let message = health.message(view.min_healthy_percentage);
+    let (ready, degraded, why) = match health {
+        GroupHealth::NoMembers => (false, false, reason::NO_MEMBERS),
+        GroupHealth::Healthy { .. } => (true, false, reason::ENOUGH_HEALTHY),
+        GroupHealth::BelowThreshold { .. } => (false, true, reason::TOO_FEW_HEALTHY),
+    };
+    MCPServerGroupStatus {
+        members: Some(i32::try_from(view.members.len()).unwrap_or(i32::MAX)),
+        healthy_members: Some(i32::try_from(view.healthy_count()).unwrap_or(i32::MAX)),
+        servers: view
+            .members
+            .iter()
+            .take(MAX_LISTED_MEMBERS)
+            .map(|m| GroupMemberStatus { name: m.name.clone(), state: m.state, healthy: m.healthy })
+            .collect(),
+        url,
+        observed_generation: generation,
+        conditions: vec![
+            condition(CONDITION_READY, ready, why, &message),
+            condition(CONDITION_DEGRADED, degraded, why, &message),
+        ],
+    }
+}
+
+fn ready_condition(status: &MCPServerGroupStatus) -> Option<&Condition> {
+    status.conditions.iter().find(|c| c.type_ == CONDITION_READY)
+}
+
+/// Publishes an event when the group's readiness or its reason changed.
+async fn announce(
+    ctx: &Context,
+    group: &MCPServerGroup,
+    previous: &MCPServerGroupStatus,
+    status: &MCPServerGroupStatus,
+) {
+    let Some(now) = ready_condition(status) else {
+        return;
+    };
+    let before = ready_condition(previous);
+    if before.is_some_and(|b| b.status == now.status && b.reason == now.reason) {
+        return;
+    }
+    let event = Event {
+        type_: if now.status == "True" { EventType::Normal } else { EventType::Warning },
+        reason: now.reason.clone(),
+        note: Some(clip(format!("Ready={}: {}", now.status, now.message), MAX_NOTE)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &group.object_ref(&())).await {
+        tracing::warn!(group = %group.name_any(), %error, "could not publish an event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::membership::Member;
+
+    fn view(states: &[bool], percentage: i32) -> Result<MemberView, MembershipError> {
+        let members = states
+            .iter()
+            .enumerate()
+            .map(|(i, healthy)| Member {
+                name: format!("s{i}"),
+                state: Some(if *healthy { crate::crd::ServerState::Ready } else { crate::crd::ServerState::Dead }),
+                healthy: *healthy,
+                url: None,
+            })
+            .collect();
+        Ok(MemberView { members, min_healthy_percentage: percentage })
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + seconds).unwrap()
+    }
+
+    fn cond<'a>(status: &'a MCPServerGroupStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn crossing_the_threshold_flips_ready_and_degraded() {
+        let empty = MCPServerGroupStatus::default();
+        let healthy = group_status(Some(1), &view(&[true, false], 50), &empty, None, at(0));
+        assert_eq!((healthy.members, healthy.healthy_members), (Some(2), Some(1)));
+        assert_eq!(cond(&healthy, "Ready").status, "True");
+        assert_eq!(cond(&healthy, "Degraded").status, "False");
+        let below = group_status(Some(1), &view(&[true, false, false], 50), &healthy, None, at(10));
+        assert_eq!(cond(&below, "Ready").status, "False");
+        assert_eq!(cond(&below, "Ready").reason, reason::TOO_FEW_HEALTHY);
+        assert!(cond(&below, "Ready").message.contains("1 more must become healthy"));
+        assert_eq!(cond(&below, "Degraded").status, "True");
+        assert_eq!(cond(&below, "Ready").last_transition_time, Time(at(10)));
+    }
+
+    #[test]
+    fn unchanged_views_give_an_identical_status() {
+        let first = group_status(Some(2), &view(&[true], 100), &Default::default(), Some("u".into()), at(0));
+        let again = group_status(Some(2), &view(&[true], 100), &first, Some("u".into()), at(60));
+        assert_eq!(first, again);
+    }
+
+    #[test]
+    fn no_members_and_bad_selectors_are_conditions() {
+        let none = group_status(Some(1), &view(&[], 50), &Default::default(), None, at(0));
+        assert_eq!(cond(&none, "Ready").reason, reason::NO_MEMBERS);
+        assert_eq!(cond(&none, "Ready").status, "False");
+        assert_eq!(cond(&none, "Degraded").status, "False");
+        let bad = group_status(Some(1), &Err(MembershipError::EmptySelector), &Default::default(), None, at(0));
+        assert_eq!(cond(&bad, "Ready").reason, reason::INVALID_SELECTOR);
+    }
+
+    #[test]
+    fn member_lists_are_bounded() {
+        let states = vec![true; MAX_LISTED_MEMBERS + 5];
+        let status = group_status(Some(1), &view(&states, 100), &Default::default(), None, at(0));
+        assert_eq!(status.servers.len(), MAX_LISTED_MEMBERS);
+        assert_eq!(status.members, Some(i32::try_from(MAX_LISTED_MEMBERS + 5).unwrap()));
+    }
+
+    #[test]
+    fn urls_name_the_group_on_the_gateway() {
+        assert_eq!(
+            group_url("http://mcp-hangar-gateway.mcp-hangar.svc/", "ns", "db"),
+            "http://mcp-hangar-gateway.mcp-hangar.svc/groups/ns/db/mcp"
+        );
+    }
+}
