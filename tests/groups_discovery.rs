@@ -13,8 +13,9 @@ use axum::http::Method;
 use fake_api::FakeApi;
 use mcp_hangar::controller::health::McpClient;
 use mcp_hangar::controller::{self, Context, ControllerConfig};
+use mcp_hangar::crd::Kind;
 use mcp_hangar::metrics::Metrics;
-use mcp_hangar::policy::Engine;
+use mcp_hangar::policy::{Engine, Operation};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -593,5 +594,48 @@ async fn a_broken_config_map_is_a_condition() {
     let source = harness.wait(&path, "InvalidSource", |s| is(s, "Synced", "False", "InvalidSource")).await.unwrap();
     assert!(condition(&source, "Synced")["message"].as_str().unwrap().contains("not a YAML list"));
     assert_eq!(condition(&source, "Ready")["reason"], "SourceUnavailable");
+    harness.stop().await;
+}
+
+/// One manifest of the repository's examples.
+fn example(path: &str) -> Value {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(path);
+    serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap()
+}
+
+/// The admission rules' verdict on a stored server, as the webhook would give it on create.
+fn admitted(server: &Value) -> Result<(), String> {
+    let engine = Engine::new().unwrap();
+    let verdict = engine.review(Kind::Server, Operation::Create, server, None);
+    if verdict.allowed() { Ok(()) } else { Err(format!("{:?}", verdict.errors)) }
+}
+
+#[tokio::test]
+async fn the_shipped_examples_are_discovered_into_admissible_servers() {
+    let harness = Harness::start().await;
+    // ConfigMap discovery: the seed source (given a namespace) and the shipped ConfigMap.
+    let map = example("discovery/mcp-server-definitions.yaml");
+    harness.fake.put(&config_map_path("mcp-config", "mcp-server-definitions"), map);
+    let mut source = example("mcpdiscoverysource-configmap.yaml");
+    source["metadata"]["namespace"] = json!(SYSTEM);
+    harness.fake.put(&source_path(SYSTEM, "config-mcp-servers"), source);
+    for name in ["weather", "fetch"] {
+        let server = harness.wait(&server_path(SYSTEM, name), name, |s| s.is_some()).await.unwrap();
+        admitted(&server).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let weather = harness.fake.get(&server_path(SYSTEM, "weather")).unwrap();
+    assert_eq!(weather["metadata"]["labels"]["mcp-hangar.io/category"], "weather");
+    assert_eq!(weather["spec"]["healthCheck"]["interval"], "1m");
+    harness
+        .wait(&source_path(SYSTEM, "config-mcp-servers"), "Ready", |s| is(s, "Ready", "True", "AllEntriesApplied"))
+        .await;
+
+    // Namespace discovery: the seed source and the shipped annotated Service.
+    harness.namespace("team-a", json!({"mcp-hangar.io/enabled": "true"}));
+    harness.fake.put("/api/v1/namespaces/team-a/services/weather", example("discovery/annotated-service.yaml"));
+    harness.fake.put(&source_path(SYSTEM, "team-mcp-servers"), example("mcpdiscoverysource-namespace.yaml"));
+    let server = harness.wait(&server_path("team-a", "weather"), "team-a/weather", |s| s.is_some()).await.unwrap();
+    assert_eq!(server["spec"]["endpoint"], "http://weather.team-a.svc:9000/mcp");
+    admitted(&server).unwrap();
     harness.stop().await;
 }
