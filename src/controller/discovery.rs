@@ -61,6 +61,8 @@ pub const FINALIZER: &str = "mcp-hangar.io/discovery-cleanup";
 pub const CONDITION_SYNCED: &str = "Synced";
 /// Condition type: provider template fields were ignored for some servers.
 pub const CONDITION_TEMPLATE_FIELDS_IGNORED: &str = "TemplateFieldsIgnored";
+/// Most server writes one sync has in flight.
+const WRITE_CONCURRENCY: usize = 16;
 /// How long changes are gathered before a source is synced.
 const DEBOUNCE: Duration = Duration::from_millis(500);
 /// Longest event note the API accepts is 1 kB; notes are cut below that.
@@ -236,12 +238,26 @@ async fn reconcile(source: Arc<MCPDiscoverySource>, ctx: Arc<Context>) -> Result
                     Err(error) => error.key.clone(),
                 })
                 .collect();
+            let mut wanted = Vec::new();
             for entry in entries {
                 match entry {
-                    Ok(entry) => sync_entry(&ctx, &source, entry, &mut managed, &mut sync).await?,
+                    Ok(entry) => {
+                        let existing = managed.get(&entry.key).cloned();
+                        wanted.push((entry, existing));
+                    }
                     Err(error) => sync.errors.push(error),
                 }
             }
+            let outcomes: Vec<EntryOutcome> = futures::stream::iter(
+                wanted.into_iter().map(|(entry, existing)| sync_entry(&ctx, &source, entry, existing)),
+            )
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .try_collect()
+            .await?;
+            for outcome in outcomes {
+                sync.record(outcome, &mut managed);
+            }
+            sync.errors.sort_by(|a, b| a.entry.cmp(&b.entry));
             if authoritative {
                 let unlisted: Vec<ServerKey> = managed.keys().filter(|k| !listed.contains(*k)).cloned().collect();
                 for key in unlisted {
@@ -391,43 +407,68 @@ async fn list_managed(
         .collect())
 }
 
+/// What syncing one entry did.
+struct EntryOutcome {
+    key: ServerKey,
+    /// The server as it now stands, when the source manages it.
+    server: Option<MCPServer>,
+    /// Why the entry was skipped.
+    error: Option<EntryError>,
+    /// Template fields ignored, with the server's mode.
+    ignored: Option<(String, Vec<String>)>,
+    /// Whether the server was created or updated.
+    changed: bool,
+}
+
+impl Outcome {
+    fn record(&mut self, outcome: EntryOutcome, managed: &mut BTreeMap<ServerKey, MCPServer>) {
+        if let Some((mode, fields)) = outcome.ignored {
+            self.ignored.entry(mode).or_default().extend(fields);
+        }
+        if let Some(server) = outcome.server {
+            managed.insert(outcome.key, server);
+        }
+        match outcome.error {
+            Some(error) => self.errors.push(error),
+            None => self.discovered += 1,
+        }
+        self.changed |= outcome.changed;
+    }
+}
+
 /// Creates or updates the server of one entry; refusals and conflicts become entry errors.
 async fn sync_entry(
     ctx: &Context,
     source: &MCPDiscoverySource,
     entry: Entry,
-    managed: &mut BTreeMap<ServerKey, MCPServer>,
-    sync: &mut Outcome,
-) -> Result<(), ReconcileError> {
+    managed: Option<MCPServer>,
+) -> Result<EntryOutcome, ReconcileError> {
     let key = entry.key.clone();
     let desired = discovered::desired(source, &entry);
-    if !desired.ignored.is_empty() {
+    let ignored = (!desired.ignored.is_empty()).then(|| {
         let mode = desired.object["spec"]["mode"].as_str().unwrap_or("unknown").to_string();
-        sync.ignored.entry(mode).or_default().extend(desired.ignored.iter().cloned());
-    }
+        (mode, desired.ignored.clone())
+    });
+    let mut outcome = EntryOutcome { key: key.clone(), server: None, error: None, ignored, changed: false };
+    let skipped = |message: String| Some(EntryError { key: Some(key.clone()), entry: key.to_string(), message });
     let api: Api<MCPServer> = Api::namespaced(ctx.client.clone(), &key.namespace);
-    let existing = match managed.get(&key) {
-        Some(server) => Some(server.clone()),
+    let existing = match managed {
+        Some(server) => Some(server),
         None => match api.get_opt(&key.name).await.map_err(kube_error("reading a discovered server"))? {
             Some(other) if !discovered::is_managed_by(other.annotations(), &discovered::source_id(source)) => {
-                sync.errors.push(EntryError {
-                    key: Some(key.clone()),
-                    entry: key.to_string(),
-                    message: format!(
-                        "an MCPServer {key} exists that this source did not create: the entry is skipped (rename one of them)"
-                    ),
-                });
-                return Ok(());
+                outcome.error = skipped(format!(
+                    "an MCPServer {key} exists that this source did not create: the entry is skipped (rename one of them)"
+                ));
+                return Ok(outcome);
             }
             other => other,
         },
     };
     if let Some(server) = &existing {
-        managed.insert(key.clone(), server.clone());
+        outcome.server = Some(server.clone());
         let unchanged = server.annotations().get(DISCOVERY_HASH_ANNOTATION) == Some(&desired.hash);
         if unchanged || server.metadata.deletion_timestamp.is_some() {
-            sync.discovered += 1;
-            return Ok(());
+            return Ok(outcome);
         }
     }
     let result = match &existing {
@@ -445,22 +486,18 @@ async fn sync_entry(
             let (verb, reason) = if existing.is_none() { ("created", "Created") } else { ("updated", "Updated") };
             tracing::info!(source = %source.name_any(), server = %key, "discovered server {verb}");
             announce(ctx, source, Some(&server), EventType::Normal, reason, format!("MCPServer {key} {verb}")).await;
-            managed.insert(key, server);
-            sync.discovered += 1;
-            sync.changed = true;
-            Ok(())
+            outcome.server = Some(server);
+            outcome.changed = true;
+            Ok(outcome)
         }
         Err(kube::Error::Api(status)) if existing.is_none() && status.code == 409 => {
-            sync.errors.push(EntryError {
-                key: Some(key.clone()),
-                entry: key.to_string(),
-                message: format!("an MCPServer {key} was created meanwhile by someone else: the entry is skipped"),
-            });
-            Ok(())
+            outcome.error =
+                skipped(format!("an MCPServer {key} was created meanwhile by someone else: the entry is skipped"));
+            Ok(outcome)
         }
         Err(kube::Error::Api(status)) if !is_retryable(&kube::Error::Api(status.clone())) => {
-            sync.errors.push(EntryError { key: Some(key.clone()), entry: key.to_string(), message: status.message });
-            Ok(())
+            outcome.error = skipped(status.message);
+            Ok(outcome)
         }
         Err(source) => Err(ReconcileError::Kube { action: "writing a discovered server", source }),
     }

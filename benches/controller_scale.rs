@@ -1,0 +1,258 @@
+//! The controllers at scale, against the fake API server in a child process (so the peak RSS
+//! measured is the controller's alone).
+//!
+//! `cargo run --release --example controller_scale -- SERVERS [DISCOVERED] [GROUPS] [IDLE_SECS]`
+//!
+//! The child seeds SERVERS MCPServers (container mode, `replicas: 0`, so no health check and no
+//! timer moves them after they settle), GROUPS groups splitting them by label, and one
+//! Authoritative ConfigMap discovery source listing DISCOVERED more. The parent runs the three
+//! controllers (`controller::run`) against it. The child reports the time from the first
+//! request until every server has its six children and a state, every group counts its members
+//! and the source has created its servers; the write requests (POST, PUT, PATCH, DELETE; events
+//! counted apart) during convergence; then the write requests and effective writes (new
+//! resourceVersions) during IDLE_SECS without any change. The parent then prints its peak RSS.
+
+#[path = "../tests/support/fake_api.rs"]
+mod fake_api;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::Method;
+use fake_api::FakeApi;
+use serde_json::{Value, json};
+
+const NS: &str = "scale";
+const API: &str = "/apis/mcp-hangar.io/v1alpha1";
+
+struct Args {
+    servers: usize,
+    discovered: usize,
+    groups: usize,
+    idle: Duration,
+}
+
+fn args() -> Args {
+    let mut numbers = std::env::args().skip(1);
+    let mut next = |default: usize| numbers.next().and_then(|n| n.parse().ok()).unwrap_or(default);
+    let servers = next(1000);
+    let discovered = next(1000);
+    let groups = next(5);
+    let idle = Duration::from_secs(next(60) as u64);
+    Args { servers, discovered, groups, idle }
+}
+
+fn main() {
+    let child = std::env::var("CONTROLLER_SCALE_FAKE").is_ok();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    if child {
+        runtime.block_on(fake(args()));
+    } else {
+        runtime.block_on(controllers());
+    }
+}
+
+/// Counts the objects of a collection meeting `condition`.
+fn count(fake: &FakeApi, path: &str, condition: impl Fn(&Value) -> bool) -> usize {
+    fake.list(path).iter().filter(|o| condition(o)).count()
+}
+
+fn is_write(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Write requests in the log by method and resource.
+fn writes_by_kind(fake: &FakeApi) -> std::collections::BTreeMap<String, usize> {
+    fake.requests().iter().filter(|r| is_write(&r.method)).fold(Default::default(), |mut counts, r| {
+        let parts: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+        let kind = match parts.as_slice() {
+            [.., resource, _, "status"] => format!("{resource}/status"),
+            [.., "namespaces", _, resource] => resource.to_string(),
+            [.., resource, _] => resource.to_string(),
+            _ => r.path.clone(),
+        };
+        *counts.entry(format!("{} {kind}", r.method)).or_default() += 1;
+        counts
+    })
+}
+
+/// Write requests in the log: (to objects, to events).
+fn writes(fake: &FakeApi) -> (usize, usize) {
+    let requests = fake.requests();
+    let writes: Vec<_> = requests.iter().filter(|r| is_write(&r.method)).collect();
+    let events = writes.iter().filter(|r| r.path.contains("/events")).count();
+    (writes.len() - events, events)
+}
+
+async fn fake(args: Args) {
+    let fake = FakeApi::start().await;
+    for (api, resource, kind) in [
+        ("mcp-hangar.io/v1alpha1", "mcpservers", "MCPServer"),
+        ("mcp-hangar.io/v1alpha1", "mcpservergroups", "MCPServerGroup"),
+        ("mcp-hangar.io/v1alpha1", "mcpdiscoverysources", "MCPDiscoverySource"),
+        ("apps/v1", "deployments", "Deployment"),
+        ("v1", "services", "Service"),
+        ("v1", "serviceaccounts", "ServiceAccount"),
+        ("v1", "namespaces", "Namespace"),
+        ("v1", "configmaps", "ConfigMap"),
+        ("rbac.authorization.k8s.io/v1", "roles", "Role"),
+        ("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
+        ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
+        ("events.k8s.io/v1", "events", "Event"),
+    ] {
+        fake.register_kind(api, resource, kind);
+    }
+    fake.put(&format!("/api/v1/namespaces/{NS}"), json!({"metadata": {"name": NS}}));
+    let spec = json!({"mode": "container", "image": "ghcr.io/example/tool:1.0.0", "replicas": 0});
+    for i in 0..args.servers {
+        let name = format!("s{i:05}");
+        fake.put(
+            &format!("{API}/namespaces/{NS}/mcpservers/{name}"),
+            json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+                   "metadata": {"name": name, "namespace": NS, "labels": {"group": format!("g{}", i % args.groups.max(1))}},
+                   "spec": spec}),
+        );
+    }
+    for g in 0..args.groups {
+        fake.put(
+            &format!("{API}/namespaces/{NS}/mcpservergroups/g{g}"),
+            json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup",
+                   "metadata": {"name": format!("g{g}"), "namespace": NS},
+                   "spec": {"selector": {"matchLabels": {"group": format!("g{g}")}}, "healthPolicy": {"minHealthyPercentage": 50}}}),
+        );
+    }
+    if args.discovered > 0 {
+        let entries: String = (0..args.discovered)
+            .map(|i| {
+                format!(
+                    "- {{name: d{i:05}, labels: {{group: g0}}, spec: {{mode: container, image: 'ghcr.io/example/tool:1.0.0', replicas: 0}}}}\n"
+                )
+            })
+            .collect();
+        fake.put(
+            &format!("/api/v1/namespaces/{NS}/configmaps/defs"),
+            json!({"metadata": {"name": "defs", "namespace": NS}, "data": {"servers.yaml": entries}}),
+        );
+        fake.put(
+            &format!("{API}/namespaces/{NS}/mcpdiscoverysources/defs"),
+            json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPDiscoverySource",
+                   "metadata": {"name": "defs", "namespace": NS},
+                   "spec": {"type": "ConfigMap", "mode": "Authoritative", "refreshInterval": "5m", "configMapRef": {"name": "defs"}}}),
+        );
+    }
+    fake.clear_requests();
+    println!("URL {}", fake.url());
+    let _ = std::io::stdout().flush();
+
+    let total = args.servers + args.discovered;
+    let mut started = None;
+    let converged = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.is_none() && !fake.requests().is_empty() {
+            started = Some(Instant::now());
+        }
+        let Some(start) = started else { continue };
+        if count(&fake, &format!("/apis/apps/v1/namespaces/{NS}/deployments"), |_| true) < total {
+            continue;
+        }
+        let servers = count(&fake, &format!("{API}/namespaces/{NS}/mcpservers"), |s| s["status"]["state"] == "Cold");
+        let groups = count(&fake, &format!("{API}/namespaces/{NS}/mcpservergroups"), |g| {
+            g["status"]["members"].as_u64().is_some_and(|m| m > 0)
+        });
+        let source = args.discovered == 0
+            || fake
+                .get(&format!("{API}/namespaces/{NS}/mcpdiscoverysources/defs"))
+                .is_some_and(|s| s["status"]["discovered"].as_u64() == Some(args.discovered as u64));
+        if servers == total && groups == args.groups && source {
+            break start.elapsed();
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            println!("NOT CONVERGED after 600 s: {servers}/{total} servers, {groups} groups");
+            return;
+        }
+    };
+    // Groups follow the last server states within their debounce: let them settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (object_writes, event_writes) = writes(&fake);
+    println!(
+        "CONVERGED servers={total} groups={} discovered={} seconds={:.2} write_requests={object_writes} event_writes={event_writes} by_kind={:?}",
+        args.groups,
+        args.discovered,
+        converged.as_secs_f64(),
+        writes_by_kind(&fake)
+    );
+    fake.clear_requests();
+    let rv = fake.resource_version();
+    tokio::time::sleep(args.idle).await;
+    let (object_writes, event_writes) = writes(&fake);
+    let by_path = writes_by_kind(&fake);
+    println!(
+        "IDLE seconds={} write_requests={object_writes} event_writes={event_writes} effective_writes={} by_kind={by_path:?}",
+        args.idle.as_secs(),
+        fake.resource_version() - rv
+    );
+}
+
+/// Peak resident set size of this process, from /proc.
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+async fn controllers() {
+    let exe = std::env::current_exe().expect("own path");
+    let mut child = Command::new(exe)
+        .args(std::env::args().skip(1))
+        .env("CONTROLLER_SCALE_FAKE", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the fake API process");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let url = loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(url) = line.strip_prefix("URL ") {
+                    break url.to_string();
+                }
+            }
+            _ => panic!("the fake API process ended early"),
+        }
+    };
+    let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("tls")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let config = mcp_hangar::controller::ControllerConfig {
+        gateway_url: Some("http://mcp-hangar-gateway.mcp-hangar.svc".into()),
+        ..Default::default()
+    };
+    let ctx = Arc::new(mcp_hangar::controller::Context::new(
+        client,
+        Arc::new(mcp_hangar::policy::Engine::new().expect("engine")),
+        mcp_hangar::metrics::Metrics::new(),
+        mcp_hangar::controller::health::McpClient::with_host_overrides(tls, None),
+        config,
+        "scale",
+    ));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(mcp_hangar::controller::run(ctx, None, stopped));
+    let report = tokio::task::spawn_blocking(move || {
+        for line in lines.map_while(Result::ok) {
+            println!("{line}");
+        }
+    });
+    let _ = report.await;
+    let _ = child.wait();
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    println!("CONTROLLER peak_rss_mib={:.1}", peak_rss_mib());
+}
