@@ -6,7 +6,9 @@
 //! - [`state`] is the state machine and circuit breaker (pure);
 //! - [`health`] is the MCP client of the health checks;
 //! - [`reconcile`] applies children, runs due health checks and writes status;
-//! - [`leader`] elects the one replica that reconciles.
+//! - [`leader`] elects the one replica that reconciles;
+//! - [`group`] reports MCPServerGroup membership and health, [`discovery`] creates and prunes
+//!   the MCPServers an MCPDiscoverySource lists; the leader runs them beside the server controller.
 //!
 //! [`run`] drives a `kube::runtime::Controller` while this replica leads. Reconciles are
 //! triggered by spec changes (status-only updates are filtered out, so writing status does
