@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::controller::ControllerArgs;
+use super::controller::{ControllerArgs, ControllerSettings, LeaseSettings};
 use super::{CliError, LogFormat, PolicySource, ServeArgs, TlsArgs, TlsMode};
 use crate::controller::ControllerConfig;
 use crate::tls::files::FileSource;
@@ -56,24 +56,6 @@ pub enum TlsSource {
     Files(FileSource),
     /// Issued, stored and rotated by the operator itself, caBundle injected.
     SelfManaged(SelfManagedConfig),
-}
-
-/// The controller's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControllerSettings {
-    /// What reconciles see.
-    pub config: ControllerConfig,
-    /// The Lease electing one reconciling replica; `None` reconciles at once.
-    pub leader_election: Option<LeaseSettings>,
-}
-
-/// Where the leader-election Lease lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseSettings {
-    /// Its namespace; `None` means the client's default namespace.
-    pub namespace: Option<String>,
-    /// Its name.
-    pub name: String,
 }
 
 impl ServeConfig {

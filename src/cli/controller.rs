@@ -9,11 +9,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::CliError;
-use super::config::ControllerSettings;
 use crate::controller::health::McpClient;
 use crate::controller::leader::{DEFAULT_LEASE_NAME, LeaderElector, LeaseTiming, default_identity};
 use crate::controller::resources::DEFAULT_OPERATOR_NAMESPACE;
-use crate::controller::{self, Context, DEFAULT_CLUSTER_DOMAIN};
+use crate::controller::{self, Context, ControllerConfig, DEFAULT_CLUSTER_DOMAIN};
 use crate::metrics::Metrics;
 use crate::policy::Engine;
 
@@ -41,6 +40,24 @@ pub struct ControllerArgs {
     /// NetworkPolicy; the chart passes the release namespace through `POD_NAMESPACE`.
     #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_OPERATOR_NAMESPACE)]
     pub operator_namespace: String,
+}
+
+/// The controller's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerSettings {
+    /// What reconciles see.
+    pub config: ControllerConfig,
+    /// The Lease electing one reconciling replica; `None` reconciles at once.
+    pub leader_election: Option<LeaseSettings>,
+}
+
+/// Where the leader-election Lease lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// Its namespace; `None` means the client's default namespace.
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
 }
 
 /// The error when a part that needs a cluster finds none, with how to run without one.
