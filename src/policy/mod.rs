@@ -7,6 +7,7 @@
 mod admission_policy;
 mod checks;
 pub mod defaults;
+pub mod demand;
 mod discovery;
 mod field;
 mod format;
