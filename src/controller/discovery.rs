@@ -32,7 +32,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::core::{PartialObjectMeta, Selector};
+use kube::core::{ApiResource, DynamicObject, PartialObjectMeta, Selector};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -473,20 +473,31 @@ async fn sync_entry(
     }
     let result = match &existing {
         None => {
+            // Sent as written (unknown fields included), so admission judges the entry itself.
             let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..PostParams::default() };
-            let object: MCPServer = serde_json::from_value(desired.object.clone())?;
-            api.create(&params, &object).await
+            let object: DynamicObject = match serde_json::from_value(desired.object.clone()) {
+                Ok(object) => object,
+                Err(error) => {
+                    outcome.error = skipped(format!("the entry is not a valid MCPServer: {error}"));
+                    return Ok(outcome);
+                }
+            };
+            let servers: Api<DynamicObject> =
+                Api::namespaced_with(ctx.client.clone(), &key.namespace, &ApiResource::erase::<MCPServer>(&()));
+            servers.create(&params, &object).await.map(|created| created.try_parse::<MCPServer>().ok())
         }
-        Some(_) => {
-            api.patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired.object)).await
-        }
+        Some(_) => api
+            .patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired.object))
+            .await
+            .map(Some),
     };
     match result {
         Ok(server) => {
             let (verb, reason) = if existing.is_none() { ("created", "Created") } else { ("updated", "Updated") };
             tracing::info!(source = %source.name_any(), server = %key, "discovered server {verb}");
-            announce(ctx, source, Some(&server), EventType::Normal, reason, format!("MCPServer {key} {verb}")).await;
-            outcome.server = Some(server);
+            let note = format!("MCPServer {key} {verb}");
+            announce(ctx, source, server.as_ref(), EventType::Normal, reason, note).await;
+            outcome.server = server;
             outcome.changed = true;
             Ok(outcome)
         }

@@ -1,8 +1,8 @@
 //! The controller: turns admitted MCPServers into least-privilege workloads and reports
 //! their true state.
 //!
-//! - [`profile`] resolves a server's permission profile, [`resources`] builds the child
-//!   objects from it (pure, through the policy layer's profile compiler);
+//! - [`resources`] builds every child object (pure), from the server as the policy's
+//!   review defaulted it and the permission profile the policy resolves;
 //! - [`state`] is the state machine and circuit breaker (pure);
 //! - [`health`] is the MCP client of the health checks;
 //! - [`reconcile`] applies children, runs due health checks and writes status;
@@ -12,9 +12,10 @@
 //!
 //! [`run`] drives a `kube::runtime::Controller` while this replica leads. Reconciles are
 //! triggered by spec changes (status-only updates are filtered out, so writing status does
-//! not wake the controller), by changes to owned children, and by the requeue each
-//! reconcile asks for: the next due health check, the end of the startup timeout, or a
-//! resync. Every reconcile re-applies the children, so a profile edited in the cluster reaches
+//! not wake the controller), by changes to owned children, by the gateway's demand Leases
+//! (a request to a scale-to-zero server, see [`crate::policy::demand`]), and by the requeue
+//! each reconcile asks for: the next due health check, the end of the startup timeout or of
+//! the idle time, or a resync. Every reconcile re-applies the children, so a profile edited in the cluster reaches
 //! the servers using it within their health interval (the resync for cold servers). Health
 //! checks run inside reconcile, bounded by `healthCheck.timeout` (always
 //! shorter than the interval); the controller never reconciles one server twice at once and
@@ -24,7 +25,6 @@ pub mod discovery;
 pub mod group;
 pub mod health;
 pub mod leader;
-pub mod profile;
 pub mod reconcile;
 pub mod resources;
 pub mod state;
@@ -35,10 +35,12 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
@@ -46,7 +48,7 @@ use tokio::sync::watch;
 use crate::crd::MANAGER;
 use crate::crd::{MCPServer, ServerState};
 use crate::metrics::Metrics;
-use crate::policy::Engine;
+use crate::policy::{Engine, demand};
 use health::McpClient;
 use leader::LeaderElector;
 use resources::LABEL_MANAGED_BY;
@@ -67,6 +69,9 @@ pub struct ControllerConfig {
     pub concurrency: u16,
     /// DNS domain of the cluster, for Service URLs.
     pub cluster_domain: String,
+    /// Namespace the operator and the gateway run in; every server's NetworkPolicy admits
+    /// their pods from there.
+    pub operator_namespace: String,
     /// Base URL of the gateway (`http://<gateway service>.<namespace>.svc`); groups report
     /// `<base>/groups/<namespace>/<name>/mcp`. None: groups report no URL.
     pub gateway_url: Option<String>,
@@ -77,6 +82,7 @@ impl Default for ControllerConfig {
         ControllerConfig {
             concurrency: DEFAULT_CONCURRENCY,
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
+            operator_namespace: resources::DEFAULT_OPERATOR_NAMESPACE.into(),
             gateway_url: None,
         }
     }
@@ -192,7 +198,12 @@ pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + 
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+    let leases = Api::<Lease>::namespaced(client.clone(), &ctx.config.operator_namespace);
+    let demand_leases = watcher::Config::default().labels(demand::DEMAND_SELECTOR);
     Controller::for_stream(servers, reader)
+        .watches(leases, demand_leases, |lease| {
+            demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+        })
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned.clone())
         .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())
