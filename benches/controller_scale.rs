@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use fake_api::FakeApi;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const NS: &str = "scale";
 const API: &str = "/apis/mcp-hangar.io/v1alpha1";
@@ -52,11 +52,6 @@ fn main() {
     } else {
         runtime.block_on(controllers());
     }
-}
-
-/// Counts the objects of a collection meeting `condition`.
-fn count(fake: &FakeApi, path: &str, condition: impl Fn(&Value) -> bool) -> usize {
-    fake.list(path).iter().filter(|o| condition(o)).count()
 }
 
 fn is_write(method: &Method) -> bool {
@@ -149,16 +144,16 @@ async fn fake(args: Args) {
     let total = args.servers + args.discovered;
     let mut started = None;
     let converged = loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
         if started.is_none() && !fake.requests().is_empty() {
             started = Some(Instant::now());
         }
         let Some(start) = started else { continue };
-        if count(&fake, &format!("/apis/apps/v1/namespaces/{NS}/deployments"), |_| true) < total {
+        if fake.count(&format!("/apis/apps/v1/namespaces/{NS}/deployments"), |_| true) < total {
             continue;
         }
-        let servers = count(&fake, &format!("{API}/namespaces/{NS}/mcpservers"), |s| s["status"]["state"] == "Cold");
-        let groups = count(&fake, &format!("{API}/namespaces/{NS}/mcpservergroups"), |g| {
+        let servers = fake.count(&format!("{API}/namespaces/{NS}/mcpservers"), |s| s["status"]["state"] == "Cold");
+        let groups = fake.count(&format!("{API}/namespaces/{NS}/mcpservergroups"), |g| {
             g["status"]["members"].as_u64().is_some_and(|m| m > 0)
         });
         let source = args.discovered == 0

@@ -884,6 +884,15 @@ impl FakeApi {
         self.inner.store().list(&target, &[], &[])
     }
 
+    /// How many objects of the collection at `path` satisfy `condition`, without copying them.
+    pub fn count(&self, path: &str, condition: impl Fn(&Value) -> bool) -> usize {
+        let Some(target) = parse_path(path) else {
+            return 0;
+        };
+        let store = self.inner.store();
+        store.objects.iter().filter(|(key, object)| target.contains(key) && condition(object)).count()
+    }
+
     /// Stores `object` at `path` as given (status included, no resourceVersion check), creating
     /// it or replacing it; fills the server metadata and emits the watch event. Panics on a path
     /// that names no object.
