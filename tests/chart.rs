@@ -272,6 +272,8 @@ fn metrics_service_monitor_rule_and_dashboard_are_wired() {
         "mcp_operator_provider_state",
         "mcp_operator_provider_tools_count",
         "mcp_operator_provider_health_check_failures_total",
+        mcp_hangar::metrics::WATCH_ERRORS,
+        mcp_hangar::metrics::WATCH_UP,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -307,6 +309,7 @@ fn metrics_service_monitor_rule_and_dashboard_are_wired() {
             .collect();
         assert_eq!(alerts["MCPServerDegraded"], "mcp_operator_provider_state{state=\"Degraded\"} == 1");
         assert_eq!(alerts["MCPServerDead"], "mcp_operator_provider_state{state=\"Dead\"} == 1");
+        assert_eq!(alerts["MCPHangarWatchFailing"], "mcp_hangar_watch_up == 0");
         let summary = rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"].as_str().unwrap();
         assert!(summary.contains("{{ $labels.name }}"), "Prometheus templates survive Helm: {summary}");
 
