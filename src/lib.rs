@@ -4,6 +4,7 @@ pub mod admission;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod readiness;

@@ -9,9 +9,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::CliError;
-use crate::controller::health::McpClient;
 use crate::controller::leader::{DEFAULT_LEASE_NAME, LeaderElector, LeaseTiming, default_identity};
 use crate::controller::{self, Context, ControllerConfig, DEFAULT_CLUSTER_DOMAIN};
+use crate::mcp::McpClient;
 use crate::metrics::Metrics;
 use crate::policy::Engine;
 
@@ -52,7 +52,8 @@ pub(super) fn start(
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, CliError> {
-    let health = McpClient::with_native_roots().map_err(|e| CliError::Usage(e.to_string()))?;
+    let health =
+        McpClient::with_native_roots(crate::tls::crypto_provider()).map_err(|e| CliError::Usage(e.to_string()))?;
     let identity = default_identity();
     let config =
         ControllerConfig { concurrency: args.controller_concurrency, cluster_domain: args.cluster_domain.clone() };

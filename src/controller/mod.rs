@@ -4,8 +4,8 @@
 //! - [`profile`] resolves a server's permission profile, [`resources`] builds the child
 //!   objects from it (pure, through the policy layer's profile compiler);
 //! - [`state`] is the state machine and circuit breaker (pure);
-//! - [`health`] is the MCP client of the health checks;
-//! - [`reconcile`] applies children, runs due health checks and writes status;
+//! - [`reconcile`] applies children, runs due health checks (the [`crate::mcp`] client) and
+//!   writes status;
 //! - [`leader`] elects the one replica that reconciles.
 //!
 //! [`run`] drives a `kube::runtime::Controller` while this replica leads. Reconciles are
@@ -18,7 +18,6 @@
 //! shorter than the interval); the controller never reconciles one server twice at once and
 //! runs at most `concurrency` reconciles together, so a slow server delays only itself.
 
-pub mod health;
 pub mod leader;
 pub mod profile;
 pub mod reconcile;
@@ -41,9 +40,9 @@ use tokio::sync::watch;
 
 use crate::crd::MANAGER;
 use crate::crd::{MCPServer, ServerState};
+use crate::mcp::McpClient;
 use crate::metrics::Metrics;
 use crate::policy::Engine;
-use health::McpClient;
 use leader::LeaderElector;
 use resources::LABEL_MANAGED_BY;
 
