@@ -367,6 +367,8 @@ async fn a_ready_container_is_health_checked_through_its_service() {
     let status = &ready["status"];
     assert_eq!(status["tools"], json!(["search", "fetch"]));
     assert_eq!(status["toolsCount"], 2);
+    assert_eq!(status["protocolVersion"], mcp_server::SERVER_PROTOCOL);
+    assert_eq!(status["serverInfo"], json!({"name": "test-mcp", "version": "1.0.0"}));
     assert_eq!(status["consecutiveFailures"], 0);
     assert!(status["lastHealthCheck"].is_string());
     assert_eq!(status["readyReplicas"], 1);
