@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::CliError;
 use crate::controller::leader::{DEFAULT_LEASE_NAME, LeaderElector, LeaseTiming, default_identity};
+use crate::controller::resources::DEFAULT_OPERATOR_NAMESPACE;
 use crate::controller::{self, Context, ControllerConfig, DEFAULT_CLUSTER_DOMAIN};
 use crate::mcp::McpClient;
 use crate::metrics::Metrics;
@@ -35,6 +36,10 @@ pub struct ControllerArgs {
     /// DNS domain of the cluster, used in the Service URLs written to status.
     #[arg(long, env = "MCP_HANGAR_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
+    /// Namespace of the operator's and the gateway's pods, admitted by every server's
+    /// NetworkPolicy; the chart passes the release namespace through `POD_NAMESPACE`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_OPERATOR_NAMESPACE)]
+    pub operator_namespace: String,
 }
 
 /// The error when a part that needs a cluster finds none, with how to run without one.
@@ -55,8 +60,11 @@ pub(super) fn start(
     let health =
         McpClient::with_native_roots(crate::tls::crypto_provider()).map_err(|e| CliError::Usage(e.to_string()))?;
     let identity = default_identity();
-    let config =
-        ControllerConfig { concurrency: args.controller_concurrency, cluster_domain: args.cluster_domain.clone() };
+    let config = ControllerConfig {
+        concurrency: args.controller_concurrency,
+        cluster_domain: args.cluster_domain.clone(),
+        operator_namespace: args.operator_namespace.clone(),
+    };
     let elector = args.leader_election.then(|| {
         let namespace = args
             .leader_election_namespace
