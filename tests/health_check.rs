@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mcp_hangar::mcp::{McpClient, McpError as HealthError, Revision, Transport};
-use mcp_server::{Answer, McpTestServer, SERVER_PROTOCOL, SESSION_ID};
+use mcp_server::{Answer, FUTURE_PROTOCOL, McpTestServer, SERVER_PROTOCOL, SESSION_ID};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -55,6 +55,48 @@ async fn json_answers_give_the_tools_and_the_session_is_honoured() {
     let again = client.check(&server.url(), HTTP, TIMEOUT).await.unwrap();
     assert_eq!(again, report);
     assert_eq!(server.methods()[4..], ["initialize", "notifications/initialized", "tools/list"], "no probe twice");
+}
+
+#[tokio::test]
+async fn a_server_that_changes_revision_is_negotiated_again_in_the_same_check() {
+    let server = McpTestServer::start(&["t1", "t2", "t3"]).await;
+    server.set_answer(Answer::Stateless);
+    server.set_page_size(2);
+    let client = client();
+    let report = client.check(&server.url(), HTTP, TIMEOUT).await.unwrap();
+    assert_eq!(report.protocol_version, Revision::V2026_07_28);
+    assert_eq!(report.tools, ["t1", "t2", "t3"]);
+    assert_eq!(report.server_info.unwrap().name, "test-mcp-stateless");
+    assert_eq!(server.methods(), ["server/discover", "tools/list", "tools/list"]);
+    assert!(server.seen().iter().all(|s| s.mcp_method == s.method && s.session.is_none()));
+    client.check(&server.url(), HTTP, TIMEOUT).await.unwrap();
+    assert_eq!(server.methods()[3..], ["tools/list", "tools/list"], "steady state: no probe");
+
+    server.set_answer(Answer::Json);
+    let report = client.check(&server.url(), HTTP, TIMEOUT).await.unwrap();
+    assert_eq!(report.protocol_version.as_str(), SERVER_PROTOCOL);
+    assert_eq!(report.tools, ["t1", "t2", "t3"]);
+    assert_eq!(
+        server.methods()[5..],
+        ["tools/list", "server/discover", "initialize", "notifications/initialized", "tools/list", "tools/list"]
+    );
+    assert_eq!(client.remembered(&server.url()), Some(Revision::V2025_06_18));
+}
+
+#[tokio::test]
+async fn a_server_speaking_only_unknown_revisions_fails_with_its_answer() {
+    let server = McpTestServer::start(&["a"]).await;
+    server.set_answer(Answer::FutureOnly);
+    let error = client().check(&server.url(), HTTP, TIMEOUT).await.unwrap_err();
+    match &error {
+        HealthError::Rpc { method, code, status, supported, .. } => {
+            assert_eq!((*method, *code, *status), ("server/discover", -32022, Some(400)));
+            assert_eq!(supported, &[FUTURE_PROTOCOL.to_string()]);
+        }
+        other => panic!("expected the server's -32022, got {other:?}"),
+    }
+    assert!(error.to_string().contains("Unsupported protocol version: 2026-07-28"), "{error}");
+    assert_eq!(server.methods(), ["server/discover"], "no handshake offered to a server that named its revisions");
 }
 
 #[tokio::test]

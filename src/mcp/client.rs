@@ -166,7 +166,7 @@ impl McpClient {
             };
             match steady {
                 Err(error) if error.wrong_revision() => {
-                    tracing::debug!(%url, %error, "the remembered MCP revision no longer fits: negotiating again");
+                    tracing::debug!(%error, "the remembered MCP revision no longer fits: negotiating again");
                     self.forget(url);
                 }
                 other => return other,
@@ -191,7 +191,7 @@ impl McpClient {
                     supported,
                 });
             }
-            Err(error) => tracing::debug!(%url, %error, "no stateless MCP revision: trying the handshake"),
+            Err(error) => tracing::debug!(%error, "no stateless MCP revision: trying the handshake"),
         }
         let mut last = None;
         for revision in Revision::HANDSHAKE {
