@@ -1,9 +1,10 @@
 //! The health check against real servers built with the official MCP SDKs (TypeScript
 //! `@modelcontextprotocol/server` 2.x and `sdk` 1.x, `server-everything`, Python `mcp` 2.3),
-//! started on 127.0.0.1 by `tests/support/peers.rs`.
+//! started on 127.0.0.1 by `tests/support/health_peers.rs`.
 
-#[path = "support/peers.rs"]
-mod peers;
+#[path = "support/health_peers.rs"]
+mod health_peers;
+use health_peers as peers;
 
 use std::sync::Arc;
 use std::time::Duration;

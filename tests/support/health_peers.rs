@@ -95,13 +95,13 @@ fn spawn(mut command: Command, what: &str) -> Peer {
     Peer { port, _child: Mutex::new((child, stdin)) }
 }
 
-/// The TypeScript servers of `tests/peers/ts_servers.mjs` (one process).
+/// The TypeScript servers of `tests/peers/health_servers.mjs` (one process).
 pub fn typescript() -> &'static Peer {
     static PEER: OnceLock<Peer> = OnceLock::new();
     PEER.get_or_init(|| {
         let root = root();
-        let script = root.join("ts_servers.mjs");
-        std::fs::copy(repo().join("tests/peers/ts_servers.mjs"), &script)
+        let script = root.join("health_servers.mjs");
+        std::fs::copy(repo().join("tests/peers/health_servers.mjs"), &script)
             .expect("copy the script next to node_modules");
         let mut command = Command::new("node");
         command.arg(&script).current_dir(root);
@@ -109,13 +109,13 @@ pub fn typescript() -> &'static Peer {
     })
 }
 
-/// The Python server of `tests/peers/py_server.py`.
+/// The Python server of `tests/peers/health_server.py`.
 pub fn python() -> &'static Peer {
     static PEER: OnceLock<Peer> = OnceLock::new();
     PEER.get_or_init(|| {
         let root = root();
         let mut command = Command::new(root.join("venv/bin/python"));
-        command.arg(repo().join("tests/peers/py_server.py")).current_dir(root);
+        command.arg(repo().join("tests/peers/health_server.py")).current_dir(root);
         spawn(command, "the Python peer")
     })
 }
