@@ -187,3 +187,20 @@ async fn non_2xx_json_rpc_errors_keep_code_message_and_status() {
     }
     assert!(error.to_string().contains("405"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_check_ends_its_session() {
+    let peer = peers::typescript();
+    let url = peer.url("/handshake-cancel");
+    let check = tokio::spawn(async move { client().check(&url, HTTP, Duration::from_secs(60)).await });
+    let listed = |s: &Value| {
+        s["log"].as_array().unwrap().iter().any(|e| e["path"] == "/handshake-cancel" && e["method"] == "tools/list")
+            && s["open"]["handshake-cancel"].as_i64() >= Some(1)
+    };
+    let before = peer.wait_for("/state", SETTLE, listed).await;
+    assert!(listed(&before), "the check never reached tools/list: {before}");
+    check.abort();
+    assert!(check.await.unwrap_err().is_cancelled());
+    let state = peer.wait_for("/state", SETTLE, |s| s["open"]["handshake-cancel"] == 0).await;
+    assert_eq!(state["open"]["handshake-cancel"], 0, "sessions left open: {state}");
+}

@@ -8,7 +8,7 @@
 //   /handshake        @modelcontextprotocol/sdk 1.x, stateful streamable HTTP (2025-11-25 and
 //                     older, sessions); HANDSHAKE_TOOLS tools.
 //   /handshake-error  the same, but tools/list fails with JSON-RPC error -32050.
-//   /handshake-hang   the same, but tools/list never answers.
+//   /handshake-hang   the same, but tools/list never answers (also /handshake-cancel).
 //   /sse, /message    @modelcontextprotocol/server-everything over the HTTP+SSE transport.
 //   /state            JSON: open sessions per endpoint, the request log, the tools the last
 //                     server-everything instance registered.
@@ -41,7 +41,13 @@ const modern = createMcpHandler(v2Factory('ts-modern', MODERN_TOOLS), { legacy: 
 const dual = createMcpHandler(v2Factory('ts-dual', DUAL_TOOLS));
 
 const log = [];
-const sessions = { handshake: new Map(), 'handshake-error': new Map(), 'handshake-hang': new Map(), sse: new Map() };
+const sessions = {
+  handshake: new Map(),
+  'handshake-error': new Map(),
+  'handshake-hang': new Map(),
+  'handshake-cancel': new Map(),
+  sse: new Map(),
+};
 let everythingTools = [];
 
 function handshakeServer(kind) {
