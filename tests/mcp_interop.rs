@@ -152,7 +152,7 @@ async fn hanging_tool_lists_time_out_and_leave_no_session_open() {
     let peer = peers::typescript();
     let client = client();
     let url = peer.url("/handshake-hang");
-    let timeout = Duration::from_millis(700);
+    let timeout = Duration::from_millis(1500);
     for _ in 0..CHECKS {
         let error = client.check(&url, HTTP, timeout).await.unwrap_err();
         assert_eq!(error, McpError::Timeout(timeout));
