@@ -15,6 +15,7 @@ mod group;
 mod pod_security;
 pub mod profile;
 mod schema;
+pub mod selector;
 mod server;
 mod state;
 mod workload;
