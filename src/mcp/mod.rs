@@ -110,19 +110,27 @@ impl McpError {
         matches!(self, McpError::InvalidUrl(_) | McpError::Connection { .. } | McpError::Timeout(_))
     }
 
-    /// True when the answer says this revision or transport is not what the server speaks.
+    /// True when the answer says this revision or transport is not what the server speaks:
+    /// an HTTP 4xx other than authentication, timeout and rate limiting, or a JSON-RPC error
+    /// about the request's shape. `-32000` is what the TypeScript SDK answers a request
+    /// without a session ("Bad Request: No valid session ID provided").
     pub fn wrong_revision(&self) -> bool {
         match self {
-            McpError::Status { status, .. } => (400..500).contains(status),
-            McpError::Rpc { code, .. } => [
-                jsonrpc::UNSUPPORTED_PROTOCOL_VERSION,
-                jsonrpc::HEADER_MISMATCH,
-                jsonrpc::INVALID_REQUEST,
-                jsonrpc::METHOD_NOT_FOUND,
-                jsonrpc::INVALID_PARAMS,
-                -32000,
-            ]
-            .contains(code),
+            McpError::Status { status, .. } => {
+                (400..500).contains(status) && ![401, 403, 407, 408, 429].contains(status)
+            }
+            McpError::Rpc { code, status, .. } => {
+                !status.is_some_and(|s| [401, 403, 407, 408, 429].contains(&s))
+                    && [
+                        jsonrpc::UNSUPPORTED_PROTOCOL_VERSION,
+                        jsonrpc::HEADER_MISMATCH,
+                        jsonrpc::INVALID_REQUEST,
+                        jsonrpc::METHOD_NOT_FOUND,
+                        jsonrpc::INVALID_PARAMS,
+                        -32000,
+                    ]
+                    .contains(code)
+            }
             _ => false,
         }
     }
@@ -147,4 +155,29 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     quote(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revision_verdicts_come_from_answers_about_the_request_only() {
+        let status = |status| McpError::Status { method: "tools/list", status, detail: String::new() };
+        let rpc = |code, status| McpError::Rpc {
+            method: "tools/list",
+            code,
+            message: String::new(),
+            status,
+            supported: vec![],
+        };
+        assert!(status(400).wrong_revision() && status(404).wrong_revision() && status(405).wrong_revision());
+        assert!(!status(401).wrong_revision() && !status(429).wrong_revision() && !status(500).wrong_revision());
+        assert!(rpc(jsonrpc::UNSUPPORTED_PROTOCOL_VERSION, Some(400)).wrong_revision());
+        assert!(rpc(jsonrpc::METHOD_NOT_FOUND, None).wrong_revision());
+        assert!(!rpc(-32603, None).wrong_revision(), "a failing handler is not a revision problem");
+        assert!(!rpc(jsonrpc::INVALID_REQUEST, Some(429)).wrong_revision());
+        assert!(!McpError::Timeout(Duration::from_secs(1)).wrong_revision());
+        assert!(McpError::Timeout(Duration::from_secs(1)).unreachable());
+    }
 }
