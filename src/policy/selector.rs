@@ -52,7 +52,9 @@ mod tests {
         assert!(matches(&expr("Exists", &[]), &team));
         assert!(!matches(&expr("DoesNotExist", &[]), &team));
         assert!(!matches(&expr("Near", &["db"]), &team), "unknown operators match nothing");
-        let both = selector(json!({"matchLabels": {"team": "a"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]}));
+        let both = selector(
+            json!({"matchLabels": {"team": "a"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]}),
+        );
         assert!(!matches(&both, &team), "every requirement must hold");
     }
 }
