@@ -158,10 +158,13 @@ impl TokenReviewer for KubeReviewer {
     }
 }
 
+/// A remembered answer: until when, and what.
+type Cached = (Instant, Result<Caller, AuthError>);
+
 /// Authenticates callers, reusing TokenReview answers for a short time.
 pub struct Authenticator<R> {
     reviewer: R,
-    cache: Mutex<HashMap<[u8; 32], (Instant, Result<Caller, AuthError>)>>,
+    cache: Mutex<HashMap<[u8; 32], Cached>>,
 }
 
 impl<R: TokenReviewer> Authenticator<R> {
