@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use super::CliError;
 use crate::controller::health::McpClient;
 use crate::controller::leader::{DEFAULT_LEASE_NAME, LeaderElector, LeaseTiming, default_identity};
+use crate::controller::resources::DEFAULT_OPERATOR_NAMESPACE;
 use crate::controller::{self, Context, ControllerConfig, DEFAULT_CLUSTER_DOMAIN};
 use crate::metrics::Metrics;
 use crate::policy::Engine;
@@ -35,6 +36,10 @@ pub struct ControllerArgs {
     /// DNS domain of the cluster, used in the Service URLs written to status.
     #[arg(long, env = "MCP_HANGAR_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
+    /// Namespace of the operator's and the gateway's pods, admitted by every server's
+    /// NetworkPolicy; the chart passes the release namespace through `POD_NAMESPACE`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_OPERATOR_NAMESPACE)]
+    pub operator_namespace: String,
 }
 
 /// The error when a part that needs a cluster finds none, with how to run without one.
@@ -54,8 +59,11 @@ pub(super) fn start(
 ) -> Result<JoinHandle<()>, CliError> {
     let health = McpClient::with_native_roots().map_err(|e| CliError::Usage(e.to_string()))?;
     let identity = default_identity();
-    let config =
-        ControllerConfig { concurrency: args.controller_concurrency, cluster_domain: args.cluster_domain.clone() };
+    let config = ControllerConfig {
+        concurrency: args.controller_concurrency,
+        cluster_domain: args.cluster_domain.clone(),
+        operator_namespace: args.operator_namespace.clone(),
+    };
     let elector = args.leader_election.then(|| {
         let namespace = args
             .leader_election_namespace

@@ -347,7 +347,7 @@ pub enum LogFormat {
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    crate::policy::format::parse_positive_duration(text)
+    crate::policy::parse_positive_duration(text)
         .or_else(|e| if text == "0s" || text == "0" { Ok(std::time::Duration::ZERO) } else { Err(e) })
 }
 
@@ -416,7 +416,10 @@ fn write_files(dir: &std::path::Path, files: &[(String, String)]) -> Result<(), 
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
-        Command::Validate(args) => validate::run(&args),
+        Command::Validate(args) => match policy::engine_for(args.policy.as_deref())? {
+            Some(engine) => Ok(validate::run(&engine, &args)),
+            None => Ok(ExitCode::from(validate::EXIT_UNREADABLE)),
+        },
         Command::Crds(args) => crds::run(&args),
         Command::Webhooks(args) => webhooks::run(&args),
         Command::Policy(args) => policy::run(&args).await,

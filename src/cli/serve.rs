@@ -18,7 +18,7 @@ use crate::shutdown::Shutdown;
 use crate::tls::files::{self, FileSource};
 use crate::tls::inject::{WebhookConfigRef, WebhookKind};
 use crate::tls::issue::service_sans;
-use crate::tls::policy::Requirements;
+use crate::tls::renewal::Requirements;
 use crate::tls::rotate::{self, SelfManagedConfig};
 use crate::tls::store::SecretRef;
 use crate::tls::{self, CA_BUNDLE_CONDITION, CERTIFICATE_CONDITION, CertResolver};
