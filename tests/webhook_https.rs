@@ -170,6 +170,33 @@ async fn validate_command_and_both_webhooks_agree_on_every_example() {
     hook.stop().await;
 }
 
+/// Every golden review of our kinds (create, update, delete, dry run, groups): `/mutate` and
+/// `/validate` reach the same verdict with the same status.
+#[tokio::test]
+async fn both_endpoints_agree_on_every_golden_review_of_our_kinds() {
+    let hook = TestWebhook::start().await;
+    let mut compared = 0;
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".request.json") {
+            continue;
+        }
+        let request: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if request["request"]["kind"]["group"] != "mcp-hangar.io" {
+            continue;
+        }
+        let (_, mutated) = hook.post_json("/mutate", &request).await;
+        let (_, validated) = hook.post_json("/validate", &request).await;
+        for field in ["allowed", "status", "uid"] {
+            assert_eq!(mutated["response"][field], validated["response"][field], "{field}: {}", path.display());
+        }
+        assert!(validated["response"].get("warnings").is_none(), "{}", path.display());
+        compared += 1;
+    }
+    assert!(compared >= 9, "{compared}");
+    hook.stop().await;
+}
+
 #[tokio::test]
 async fn hostile_requests_get_clear_client_errors_and_never_an_allow() {
     let hook = TestWebhook::start().await;
