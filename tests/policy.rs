@@ -109,7 +109,7 @@ fn host_rules_are_accepted_with_a_warning_on_profile_and_server() {
 /// What a profile compiles into for a server: its children as `controller::resources` builds them.
 fn compile(server: &MCPServer, spec: &MCPPermissionProfileSpec) -> ChildSet {
     let profile = ResolvedProfile { name: "p".into(), spec: spec.clone() };
-    desired_children(server, &profile, DEFAULT_OPERATOR_NAMESPACE).unwrap()
+    desired_children(server, &profile, DEFAULT_OPERATOR_NAMESPACE, false).unwrap()
 }
 
 fn typed_server() -> MCPServer {

@@ -344,7 +344,7 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
             Verdict {
                 state: ServerState::Cold,
                 reason: reason::SCALED_TO_ZERO,
-                message: "spec.replicas is 0: scale the MCPServer up to start it".into(),
+                message: "scaled to zero (spec.replicas 0): the first request through the gateway starts it, idleTTL after the last one stops it".into(),
             }
         }
         Workload::Container { desired, replicas, ready, .. } => {
