@@ -363,7 +363,10 @@ fn validate_under_a_policy_directory() {
     assert_eq!(code, 0);
     let (code, out) = cli(&["validate", "--policy", dir.to_str().unwrap(), "-f", "examples/mcpserver-basic.yaml"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("* spec.image: Invalid value: \"ghcr.io/modelcontextprotocol/mcp-sqlite:latest\""), "{out}");
+    assert!(
+        out.contains("is invalid: spec.image: Invalid value: \"ghcr.io/modelcontextprotocol/mcp-sqlite:latest\""),
+        "{out}"
+    );
     // the shipped restricted-egress profile is known offline without --policy
     let (code, out) = cli(&["validate", "-f", "examples/mcpserver-transport-profile.yaml"]);
     assert_eq!(code, 0, "{out}");
