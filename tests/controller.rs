@@ -14,10 +14,10 @@ use fake_api::FakeApi;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use mcp_hangar::controller::health::McpClient;
 use mcp_hangar::controller::leader::{LeaderElector, LeaseTiming};
 use mcp_hangar::controller::{self, Context, ControllerConfig};
 use mcp_hangar::crd::MCPServer;
+use mcp_hangar::mcp::McpClient;
 use mcp_hangar::metrics::Metrics;
 use mcp_hangar::policy::Engine;
 use mcp_server::{Answer, McpTestServer};
@@ -367,6 +367,8 @@ async fn a_ready_container_is_health_checked_through_its_service() {
     let status = &ready["status"];
     assert_eq!(status["tools"], json!(["search", "fetch"]));
     assert_eq!(status["toolsCount"], 2);
+    assert_eq!(status["protocolVersion"], mcp_server::SERVER_PROTOCOL);
+    assert_eq!(status["serverInfo"], json!({"name": "test-mcp", "version": "1.0.0"}));
     assert_eq!(status["consecutiveFailures"], 0);
     assert!(status["lastHealthCheck"].is_string());
     assert_eq!(status["readyReplicas"], 1);
@@ -694,8 +696,9 @@ async fn deleting_a_server_mid_reconcile_leaves_no_orphans() {
 }
 
 /// The collections the controller watches.
-const WATCHED: [&str; 7] = [
+const WATCHED: [&str; 8] = [
     "/apis/mcp-hangar.io/v1alpha1/mcpservers",
+    "/apis/coordination.k8s.io/v1/namespaces/mcp-system/leases",
     "/apis/apps/v1/deployments",
     "/api/v1/services",
     "/api/v1/serviceaccounts",
@@ -725,12 +728,14 @@ async fn restart_then_create(harness: &Harness, name: &str, bound: Duration) -> 
     for (kind, path) in child_paths(name) {
         assert!(harness.fake.get(&path).is_some(), "{kind} of {name} missing");
     }
+    // Listed again, or watched from resourceVersion 0 (the fake's answer to a list made before
+    // any write, from which a watch starts with the current objects, as a list would).
     let relisted = |collection: &str| {
-        harness
-            .fake
-            .requests()
-            .iter()
-            .any(|r| r.method == axum::http::Method::GET && r.path == collection && !r.is_watch())
+        harness.fake.requests().iter().any(|r| {
+            r.method == axum::http::Method::GET
+                && r.path == collection
+                && (!r.is_watch() || r.query.contains("resourceVersion=0&") || r.query.ends_with("resourceVersion=0"))
+        })
     };
     for collection in WATCHED {
         eventually(&format!("{collection} listed again after the restart"), || relisted(collection)).await;
@@ -769,10 +774,18 @@ async fn after_an_apiserver_restart_over_a_compacted_etcd_new_servers_are_reconc
     eprintln!("an edit of an existing server was applied {:?} after it", edited.elapsed());
 
     let metrics = harness.metrics.render();
-    for resource in
-        ["mcpservers", "deployments", "services", "serviceaccounts", "roles", "rolebindings", "networkpolicies"]
-    {
-        assert!(metrics.contains(&format!(r#"mcp_hangar_watch_up{{resource="{resource}"}} 1"#)), "{metrics}");
+    for resource in [
+        "mcpservers",
+        "leases",
+        "deployments",
+        "services",
+        "serviceaccounts",
+        "roles",
+        "rolebindings",
+        "networkpolicies",
+    ] {
+        let up = format!(r#"mcp_hangar_watch_up{{resource="{resource}"}} 1"#);
+        eventually(&format!("the {resource} watch reported up"), || harness.metrics.render().contains(&up)).await;
         let errors = metrics
             .lines()
             .find(|l| l.starts_with(&format!(r#"mcp_hangar_watch_errors_total{{resource="{resource}"}}"#)))

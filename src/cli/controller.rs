@@ -9,10 +9,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::CliError;
-use crate::controller::health::McpClient;
 use crate::controller::leader::{DEFAULT_LEASE_NAME, LeaderElector, LeaseTiming, default_identity};
 use crate::controller::resources::DEFAULT_OPERATOR_NAMESPACE;
 use crate::controller::{self, Context, ControllerConfig, DEFAULT_CLUSTER_DOMAIN};
+use crate::mcp::McpClient;
 use crate::metrics::Metrics;
 use crate::policy::Engine;
 
@@ -42,6 +42,24 @@ pub struct ControllerArgs {
     pub operator_namespace: String,
 }
 
+/// The controller's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerSettings {
+    /// What reconciles see.
+    pub config: ControllerConfig,
+    /// The Lease electing one reconciling replica; `None` reconciles at once.
+    pub leader_election: Option<LeaseSettings>,
+}
+
+/// Where the leader-election Lease lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// Its namespace; `None` means the client's default namespace.
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+}
+
 /// The error when a part that needs a cluster finds none, with how to run without one.
 pub(super) fn no_cluster(error: kube::Error) -> CliError {
     CliError::Usage(format!(
@@ -51,29 +69,22 @@ pub(super) fn no_cluster(error: kube::Error) -> CliError {
 
 /// Starts the controller; it stops when `shutdown` turns true.
 pub(super) fn start(
-    args: &ControllerArgs,
+    settings: &ControllerSettings,
     client: Client,
     engine: Arc<Engine>,
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, CliError> {
-    let health = McpClient::with_native_roots().map_err(|e| CliError::Usage(e.to_string()))?;
+    let health =
+        McpClient::with_native_roots(crate::tls::crypto_provider()).map_err(|e| CliError::Usage(e.to_string()))?;
     let identity = default_identity();
-    let config = ControllerConfig {
-        concurrency: args.controller_concurrency,
-        cluster_domain: args.cluster_domain.clone(),
-        operator_namespace: args.operator_namespace.clone(),
-    };
-    let elector = args.leader_election.then(|| {
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
-            .unwrap_or_else(|| client.default_namespace().to_string());
-        tracing::info!(%namespace, lease = %args.lease_name, %identity, "leader election");
+    let elector = settings.leader_election.as_ref().map(|lease| {
+        let namespace = lease.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+        tracing::info!(%namespace, lease = %lease.name, %identity, "leader election");
         let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
-        LeaderElector::new(leases, &args.lease_name, &identity, LeaseTiming::default())
+        LeaderElector::new(leases, &lease.name, &identity, LeaseTiming::default())
     });
+    let config = settings.config.clone();
     let context = Arc::new(Context::new(client, engine, metrics, health, config, &identity));
     Ok(tokio::spawn(controller::run(context, elector, shutdown)))
 }

@@ -2,11 +2,12 @@
 //! subcommand parses its flags with clap and calls into the library; nothing here decides a verdict.
 
 mod certs;
+pub mod config;
 mod controller;
 mod crds;
 pub mod policy;
 pub mod render;
-mod serve;
+pub mod serve;
 pub mod validate;
 mod webhooks;
 
@@ -302,7 +303,7 @@ pub struct WebhooksArgs {
     /// this directory instead of printing them.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
-    /// Namespace of the webhook Service (the operator's namespace; never sent to the webhook).
+    /// Namespace of the webhook Service (the operator's namespace; never sent to the pod-level check).
     #[arg(long, default_value = crate::admission::registration::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Name of the webhook Service (`serve --tls-service-name`).
@@ -311,7 +312,8 @@ pub struct WebhooksArgs {
     /// Name of both configurations (`serve --mutating-webhook-config`, `--validating-webhook-config`).
     #[arg(long, default_value = crate::admission::registration::DEFAULT_CONFIGURATION_NAME)]
     pub name: String,
-    /// Another namespace never sent to the webhook (repeatable); `kube-system` and `--namespace` always are.
+    /// Another namespace the pod-level check never sees (repeatable); `kube-system` and `--namespace`
+    /// never are. mcp-hangar kinds are reviewed in every namespace.
     #[arg(long = "exclude-namespace")]
     pub exclude_namespaces: Vec<String>,
 }
@@ -414,7 +416,7 @@ fn write_files(dir: &std::path::Path, files: &[(String, String)]) -> Result<(), 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(config::ServeConfig::from_args(&args)?).await.map(|()| ExitCode::SUCCESS),
         Command::Validate(args) => match policy::engine_for(args.policy.as_deref())? {
             Some(engine) => Ok(validate::run(&engine, &args)),
             None => Ok(ExitCode::from(validate::EXIT_UNREADABLE)),
@@ -469,5 +471,33 @@ mod tests {
             Cli::try_parse_from(["mcp-hangar", "serve", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"]);
         let Command::Serve(serve) = implied.unwrap().command else { panic!("serve") };
         assert_eq!(serve.tls.effective_mode(), TlsMode::Files, "certificate files imply the files mode");
+    }
+
+    fn serve_config(args: &[&str]) -> Result<config::ServeConfig, CliError> {
+        let cli = Cli::try_parse_from(["mcp-hangar", "serve"].iter().chain(args)).unwrap();
+        let Command::Serve(serve) = cli.command else { panic!("serve") };
+        config::ServeConfig::from_args(&serve)
+    }
+
+    #[test]
+    fn serve_flags_become_a_plain_config() {
+        let files =
+            serve_config(&["--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--controller=false"]).unwrap();
+        let webhook = files.webhook.as_ref().expect("the webhook is served");
+        assert!(
+            matches!(&webhook.tls, config::TlsSource::Files(source) if source.cert_file == std::path::Path::new("c.pem"))
+        );
+        assert!(!files.tls_needs_cluster());
+        assert_eq!(files.controller, Some(false));
+
+        let managed =
+            serve_config(&["--tls-service-namespace", "ops", "--leader-election-namespace", "leases"]).unwrap();
+        assert!(managed.tls_needs_cluster());
+        let lease = managed.controller_settings.leader_election.as_ref().unwrap();
+        assert_eq!((lease.namespace.as_deref(), lease.name.as_str()), (Some("leases"), "mcp-hangar-controller"));
+
+        let controller_only = serve_config(&["--webhook=false", "--leader-election=false"]).unwrap();
+        assert!(controller_only.webhook.is_none() && controller_only.controller_settings.leader_election.is_none());
+        assert!(matches!(serve_config(&["--webhook=false", "--controller=false"]), Err(CliError::Usage(_))));
     }
 }

@@ -4,22 +4,22 @@
 //! - [`resources`] builds every child object (pure), from the server as the policy's
 //!   review defaulted it and the permission profile the policy resolves;
 //! - [`state`] is the state machine and circuit breaker (pure);
-//! - [`health`] is the MCP client of the health checks;
-//! - [`reconcile`] applies children, runs due health checks and writes status;
+//! - [`reconcile`] applies children, runs due health checks (the [`crate::mcp`] client) and
+//!   writes status;
 //! - [`leader`] elects the one replica that reconciles;
 //! - [`watches`] keeps each watch recovering on its own (410 Gone, apiserver restarts).
 //!
 //! [`run`] drives a `kube::runtime::Controller` while this replica leads. Reconciles are
 //! triggered by spec changes (status-only updates are filtered out, so writing status does
-//! not wake the controller), by changes to owned children, and by the requeue each
-//! reconcile asks for: the next due health check, the end of the startup timeout, or a
-//! resync. Every reconcile re-applies the children, so a profile edited in the cluster reaches
+//! not wake the controller), by changes to owned children, by the gateway's demand Leases
+//! (a request to a scale-to-zero server, see [`crate::policy::demand`]), and by the requeue
+//! each reconcile asks for: the next due health check, the end of the startup timeout or of
+//! the idle time, or a resync. Every reconcile re-applies the children, so a profile edited in the cluster reaches
 //! the servers using it within their health interval (the resync for cold servers). Health
 //! checks run inside reconcile, bounded by `healthCheck.timeout` (always
 //! shorter than the interval); the controller never reconciles one server twice at once and
 //! runs at most `concurrency` reconciles together, so a slow server delays only itself.
 
-pub mod health;
 pub mod leader;
 pub mod reconcile;
 pub mod resources;
@@ -33,11 +33,13 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -45,9 +47,9 @@ use tokio::sync::watch;
 
 use crate::crd::MANAGER;
 use crate::crd::{MCPServer, ServerState};
+use crate::mcp::McpClient;
 use crate::metrics::Metrics;
-use crate::policy::Engine;
-use health::McpClient;
+use crate::policy::{Engine, demand};
 use leader::LeaderElector;
 use resources::LABEL_MANAGED_BY;
 
@@ -200,7 +202,13 @@ pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + 
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+    let leases = Api::<Lease>::namespaced(client.clone(), &ctx.config.operator_namespace);
+    let demand_leases = watcher::Config::default().labels(demand::DEMAND_SELECTOR);
     Controller::for_stream(servers, reader)
+        .watches_stream(
+            watches::recovering(watcher(leases, demand_leases), "leases", metrics.clone()).touched_objects(),
+            |lease| demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)),
+        )
         .owns_stream(children::<Deployment>(&client, &owned, "deployments", &metrics))
         .owns_stream(children::<Service>(&client, &owned, "services", &metrics))
         .owns_stream(children::<ServiceAccount>(&client, &owned, "serviceaccounts", &metrics))

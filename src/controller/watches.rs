@@ -28,6 +28,8 @@ pub const RETRY_BASE: Duration = Duration::from_millis(500);
 pub const RETRY_MAX: Duration = Duration::from_secs(10);
 /// At most one immediate re-list after 410 Gone per this period; later ones wait [`RETRY_BASE`].
 pub const FAST_RELIST_EVERY: Duration = Duration::from_secs(30);
+/// A retried watch that has gone this long without an error works again.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
 /// The retry state of one watch (pure: the caller passes the time).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -75,6 +77,10 @@ pub fn is_gone(error: &watcher::Error) -> bool {
 
 /// Wraps a `watcher` stream of `resource` (a plural name, e.g. `deployments`): errors are
 /// logged, counted and retried after this watch's own delay, never passed on.
+///
+/// `mcp_hangar_watch_up` turns 0 on an error other than 410 Gone, and back to 1 on the next
+/// event, or once the retried watch has gone [`HEALTHY_AFTER`] without an error (a watch
+/// resumed on a quiet resource sends no event).
 pub fn recovering<K, S>(
     stream: S,
     resource: &'static str,
@@ -84,33 +90,52 @@ where
     K: Send + 'static,
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
-    metrics.watch_up.with_label_values(&[resource]).set(1);
-    futures::stream::unfold(
-        (Box::pin(stream), Retry::default(), metrics),
-        move |(mut stream, mut retry, metrics)| async move {
+    let up = metrics.watch_up.with_label_values(&[resource]);
+    let errors = metrics.watch_errors.with_label_values(&[resource]);
+    up.set(1);
+    let state = (Box::pin(stream), Retry::default(), false);
+    futures::stream::unfold(state, move |(mut stream, mut retry, mut failing)| {
+        let (up, errors) = (up.clone(), errors.clone());
+        async move {
             loop {
-                match stream.next().await? {
+                let next = if failing {
+                    match tokio::time::timeout(HEALTHY_AFTER, stream.next()).await {
+                        Ok(next) => next,
+                        Err(_quiet) => {
+                            failing = false;
+                            retry.on_progress();
+                            up.set(1);
+                            tracing::info!(resource, "watch recovered");
+                            continue;
+                        }
+                    }
+                } else {
+                    stream.next().await
+                };
+                match next? {
                     Ok(event) => {
                         if !matches!(event, watcher::Event::Init) {
+                            failing = false;
                             retry.on_progress();
-                            metrics.watch_up.with_label_values(&[resource]).set(1);
+                            up.set(1);
                         }
-                        return Some((Ok(event), (stream, retry, metrics)));
+                        return Some((Ok(event), (stream, retry, failing)));
                     }
                     Err(error) => {
                         let gone = is_gone(&error);
                         let delay = retry.on_error(gone, Instant::now());
-                        metrics.watch_errors.with_label_values(&[resource]).inc();
+                        errors.inc();
                         if !gone {
-                            metrics.watch_up.with_label_values(&[resource]).set(0);
+                            failing = true;
+                            up.set(0);
                         }
                         tracing::warn!(resource, error = %error, gone, retry_in = ?delay, "watch error");
                         tokio::time::sleep(delay).await;
                     }
                 }
             }
-        },
-    )
+        }
+    })
 }
 
 #[cfg(test)]
