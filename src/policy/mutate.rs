@@ -97,6 +97,15 @@ fn default_health_and_breaker(object: &mut Value) {
     set_default(object, &["spec", "circuitBreaker", "enabled"], json!(true));
     set_default(object, &["spec", "circuitBreaker", "failureThreshold"], json!(DEFAULT_BREAKER_FAILURE_THRESHOLD));
     set_default(object, &["spec", "circuitBreaker", "resetTimeout"], json!(DEFAULT_BREAKER_RESET_TIMEOUT));
+    if let Some(rpm) = object.pointer("/spec/tools/rateLimit/requestsPerMinute").and_then(Value::as_i64) {
+        set_default(object, &["spec", "tools", "rateLimit", "burstSize"], json!(default_burst_size(rpm)));
+    }
+}
+
+/// Default `tools.rateLimit.burstSize`: a minute's worth of calls, so that `requestsPerMinute`
+/// alone means what it says for a client that calls in bursts.
+pub fn default_burst_size(requests_per_minute: i64) -> i64 {
+    requests_per_minute
 }
 
 /// 10s, or half the interval when the user chose an interval of 10s or less, so that
@@ -152,6 +161,15 @@ mod tests {
         let mut spec = spec;
         spec["mode"] = json!("container");
         json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": "x"}, "spec": spec})
+    }
+
+    #[test]
+    fn a_rate_limit_gets_a_burst_of_one_minute() {
+        let rated = container(json!({"image": "a/b:1", "tools": {"rateLimit": {"requestsPerMinute": 30}}}));
+        let out = apply_defaults(Kind::Server, &rated, "none");
+        assert_eq!(out["spec"]["tools"]["rateLimit"], json!({"requestsPerMinute": 30, "burstSize": 30}));
+        let unrated = apply_defaults(Kind::Server, &container(json!({"image": "a/b:1"})), "none");
+        assert_eq!(unrated["spec"].get("tools"), None, "no rate limit, no burst");
     }
 
     #[test]

@@ -1,0 +1,141 @@
+//! `mcp-hangar gateway`: the MCP gateway, with its routes from the cluster (reflectors of
+//! MCPServers and MCPServerGroups) or from a file, and the admin endpoints on their own port.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+
+use super::serve::{bind, init_logging, termination_signal};
+use super::{CliError, GatewayArgs};
+use crate::admission;
+use crate::crd::{MCPServer, MCPServerGroup};
+use crate::gateway::metrics::GatewayMetrics;
+use crate::gateway::{self, Catalog, Gateway, GatewayConfig, SessionKey, StaticCatalog, StoreCatalog};
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+use crate::shutdown::Shutdown;
+
+/// Readiness condition met once the routes are known.
+const ROUTES_CONDITION: &str = "routes";
+
+/// The plain settings from the flags.
+pub fn config(args: &GatewayArgs) -> GatewayConfig {
+    GatewayConfig {
+        max_body_bytes: args.max_body_bytes,
+        max_response_bytes: args.max_response_bytes,
+        request_body_timeout: args.request_body_timeout,
+        connect_timeout: args.connect_timeout,
+        upstream_timeout: args.upstream_timeout,
+        stream_idle_timeout: args.stream_idle_timeout,
+        header_read_timeout: args.header_read_timeout,
+        allowed_origins: args.allowed_origins.clone(),
+    }
+}
+
+/// The session key: the file's bytes (trimmed), else the env value, else a random key that only
+/// this replica knows (one replica only; a warning says so).
+pub fn session_key(file: Option<&Path>, value: Option<&str>) -> Result<SessionKey, CliError> {
+    let usage = |e: gateway::session::SessionError| CliError::Usage(format!("gateway session key: {e}"));
+    if let Some(file) = file {
+        let bytes = std::fs::read(file)
+            .map_err(|source| CliError::Io { context: format!("reading {}", file.display()), source })?;
+        return SessionKey::new(bytes.trim_ascii()).map_err(usage);
+    }
+    if let Some(value) = value.filter(|v| !v.is_empty()) {
+        return SessionKey::new(value.trim().as_bytes()).map_err(usage);
+    }
+    tracing::warn!("no session key given: sessions opened here are known to this replica only");
+    Ok(SessionKey::random())
+}
+
+/// Routes read once from a file of MCPServer and MCPServerGroup manifests.
+fn file_catalog(path: &Path) -> Result<StaticCatalog, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| CliError::Io { context: format!("reading {}", path.display()), source })?;
+    let catalog = StaticCatalog::default();
+    for document in serde_saphyr::from_multiple::<serde_json::Value>(&text)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
+    {
+        match document.get("kind").and_then(|k| k.as_str()) {
+            Some("MCPServer") => catalog.put_server(
+                serde_json::from_value(document).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
+            ),
+            Some("MCPServerGroup") => catalog.put_group(
+                serde_json::from_value(document).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
+            ),
+            _ => {}
+        }
+    }
+    Ok(catalog)
+}
+
+/// Starts the reflectors of MCPServers and MCPServerGroups; ready once both listed.
+async fn cluster_catalog(client: kube::Client) -> Result<StoreCatalog, CliError> {
+    let (servers, server_writer) = reflector::store();
+    let (groups, group_writer) = reflector::store();
+    let server_stream = reflector(server_writer, watcher(Api::<MCPServer>::all(client.clone()), Default::default()))
+        .default_backoff()
+        .touched_objects();
+    let group_stream = reflector(group_writer, watcher(Api::<MCPServerGroup>::all(client), Default::default()))
+        .default_backoff()
+        .touched_objects();
+    tokio::spawn(server_stream.for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "watching MCPServers");
+        }
+    }));
+    tokio::spawn(group_stream.for_each(|event| async move {
+        if let Err(e) = event {
+            tracing::warn!(error = %e, "watching MCPServerGroups");
+        }
+    }));
+    let _ = servers.wait_until_ready().await;
+    let _ = groups.wait_until_ready().await;
+    Ok(StoreCatalog { servers, groups })
+}
+
+pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
+    init_logging(args.log_format);
+    let key = session_key(args.session_key_file.as_deref(), args.session_key.as_deref())?;
+    let metrics = Metrics::new();
+    let gateway_metrics =
+        GatewayMetrics::new(metrics.registry()).map_err(|e| CliError::Usage(format!("gateway metrics: {e}")))?;
+    let readiness = Readiness::new();
+    readiness.set_unmet(ROUTES_CONDITION, "starting");
+    let shutdown = Shutdown::new();
+    let admin_listener = bind(args.admin_addr).await?;
+    let admin = tokio::spawn(admission::server::serve_plain(
+        admin_listener,
+        admission::admin_router(metrics, readiness.clone()),
+        shutdown.stopped(),
+    ));
+    let catalog: Arc<dyn Catalog> = match &args.routes_file {
+        Some(path) => Arc::new(file_catalog(path)?),
+        None => {
+            let client = kube::Client::try_default().await?;
+            Arc::new(cluster_catalog(client).await?)
+        }
+    };
+    let gateway = Arc::new(Gateway::new(catalog, key, config(&args), gateway_metrics));
+    gateway.set_ready(true);
+    readiness.set_met(ROUTES_CONDITION);
+    let listener = bind(args.addr).await?;
+    tracing::info!(addr = %args.addr, admin = %args.admin_addr, "serving the MCP gateway");
+    let server = tokio::spawn(gateway::server::serve(
+        listener,
+        gateway::router(gateway.clone()),
+        args.header_read_timeout,
+        shutdown.stopped(),
+        args.shutdown_timeout,
+    ));
+    termination_signal().await;
+    gateway.set_ready(false);
+    shutdown.begin(&readiness, args.shutdown_delay).await;
+    let _ = server.await;
+    let _ = admin.await;
+    tracing::info!("stopped");
+    Ok(())
+}
