@@ -10,14 +10,14 @@ use mcp_hangar::cli::{self, Cli};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli::run(cli).await {
-        Ok(code) => Ok(code),
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
-            Ok(ExitCode::from(cli::validate::EXIT_UNREADABLE))
+            ExitCode::from(cli::validate::EXIT_UNREADABLE)
         }
     }
 }

@@ -15,6 +15,8 @@ pub const WEBHOOK_CERTIFICATE_ROTATIONS: &str = "mcp_hangar_webhook_certificate_
 
 /// Reconciles of MCPServers by result (`success` or `error`).
 pub const RECONCILE_TOTAL: &str = "mcp_operator_reconcile_total";
+/// Failed MCPServer reconciles, by the variant of the error.
+pub const RECONCILE_ERRORS: &str = "mcp_operator_reconcile_errors_total";
 /// Time one MCPServer reconcile takes.
 pub const RECONCILE_DURATION: &str = "mcp_operator_reconcile_duration_seconds";
 /// 1 for the current state of each MCPServer, 0 for the others.
@@ -44,6 +46,8 @@ pub struct Metrics {
     pub webhook_certificate_rotations: IntCounterVec,
     /// `mcp_operator_reconcile_total{result}`
     pub reconcile_total: IntCounterVec,
+    /// `mcp_operator_reconcile_errors_total{reason}`
+    pub reconcile_errors: IntCounterVec,
     /// `mcp_operator_reconcile_duration_seconds`
     pub reconcile_duration: Histogram,
     /// `mcp_operator_provider_state{name, namespace, state}`
@@ -85,6 +89,11 @@ impl Metrics {
         let reconcile_total =
             IntCounterVec::new(Opts::new(RECONCILE_TOTAL, "MCPServer reconciles by result."), &["result"])
                 .expect("valid metric definition");
+        let reconcile_errors = IntCounterVec::new(
+            Opts::new(RECONCILE_ERRORS, "Failed MCPServer reconciles by error variant."),
+            &["reason"],
+        )
+        .expect("valid metric definition");
         let reconcile_duration = Histogram::with_opts(
             HistogramOpts::new(RECONCILE_DURATION, "Time to reconcile one MCPServer.")
                 .buckets(RECONCILE_BUCKETS.to_vec()),
@@ -108,6 +117,7 @@ impl Metrics {
         registry.register(Box::new(webhook_certificate_expiry.clone())).expect("unique metric");
         registry.register(Box::new(webhook_certificate_rotations.clone())).expect("unique metric");
         registry.register(Box::new(reconcile_total.clone())).expect("unique metric");
+        registry.register(Box::new(reconcile_errors.clone())).expect("unique metric");
         registry.register(Box::new(reconcile_duration.clone())).expect("unique metric");
         registry.register(Box::new(server_state.clone())).expect("unique metric");
         registry.register(Box::new(server_tools.clone())).expect("unique metric");
@@ -119,6 +129,7 @@ impl Metrics {
             webhook_certificate_expiry,
             webhook_certificate_rotations,
             reconcile_total,
+            reconcile_errors,
             reconcile_duration,
             server_state,
             server_tools,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use mcp_hangar::tls::policy;
+use mcp_hangar::tls::inspect;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_mcp-hangar");
 
@@ -57,14 +57,14 @@ async fn generated_certificates_serve_https_without_a_cluster() {
         .unwrap();
     assert!(status.success());
     let read = |name: &str| std::fs::read(out.join(name)).unwrap();
-    let ca = policy::inspect(&read("ca.crt")).unwrap();
-    let leaf = policy::inspect(&read("tls.crt")).unwrap();
+    let ca = inspect::inspect(&read("ca.crt")).unwrap();
+    let leaf = inspect::inspect(&read("tls.crt")).unwrap();
     assert!(ca.is_ca && leaf.is_signed_by(&ca));
     assert_eq!(
         leaf.sans,
         vec!["hangar-webhook.dev.svc", "hangar-webhook.dev.svc.cluster.local", "localhost", "127.0.0.1"]
     );
-    assert!(policy::key_matches(&leaf, &read("tls.key")));
+    assert!(inspect::key_matches(&leaf, &read("tls.key")));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use mcp_hangar::cli::render::render_paths;
-use mcp_hangar::controller::profile::resolve_named;
-use mcp_hangar::controller::resources::desired_children;
+use mcp_hangar::controller::resources::{DEFAULT_OPERATOR_NAMESPACE, desired_children};
 use mcp_hangar::crd::{Kind, MCPServer, PodSecurityLevel};
+use mcp_hangar::policy::profile::resolve_named;
 use mcp_hangar::policy::{Engine, Operation, WorkloadKind};
 use serde_json::{Value, json};
 
@@ -62,8 +62,9 @@ fn the_most_relaxed_server_the_webhook_admits_is_still_restricted() {
     let verdict = engine.review(Kind::Server, Operation::Create, &object, None);
     assert!(verdict.allowed(), "{:?}", verdict.errors);
     let server: MCPServer = serde_json::from_value(object).unwrap();
+    let server = engine.review_server(&server).unwrap();
     let profile = resolve_named("none", &engine.state()).unwrap();
-    let deployment = desired_children(&server, &profile).unwrap().deployment.unwrap();
+    let deployment = desired_children(&server, &profile, DEFAULT_OPERATOR_NAMESPACE).unwrap().deployment.unwrap();
     assert_admissible(&engine, &serde_json::to_value(deployment).unwrap());
 }
 
@@ -76,8 +77,9 @@ fn the_checks_would_catch_a_pod_without_the_secure_defaults() {
         "spec": {"mode": "container", "image": "ghcr.io/org/plain:1.0.0"},
     }))
     .unwrap();
+    let server = engine.review_server(&server).unwrap();
     let profile = resolve_named("none", &engine.state()).unwrap();
-    let deployment = desired_children(&server, &profile).unwrap().deployment.unwrap();
+    let deployment = desired_children(&server, &profile, DEFAULT_OPERATOR_NAMESPACE).unwrap().deployment.unwrap();
     let mut deployment = serde_json::to_value(deployment).unwrap();
     assert_admissible(&engine, &deployment);
     let pod = &mut deployment["spec"]["template"]["spec"];

@@ -4,8 +4,9 @@
 
 mod common;
 
+use mcp_hangar::controller::resources::{ChildSet, DEFAULT_OPERATOR_NAMESPACE, desired_children};
 use mcp_hangar::crd::{MCPPermissionProfileSpec, MCPServer};
-use mcp_hangar::policy::profile::{compile, from_toolhive_json};
+use mcp_hangar::policy::profile::{ResolvedProfile, from_toolhive_json};
 use mcp_hangar::policy::{Engine, Operation, PolicyState, Verdict, WorkloadKind};
 use serde_json::{Value, json};
 
@@ -105,6 +106,12 @@ fn host_rules_are_accepted_with_a_warning_on_profile_and_server() {
     assert!(verdict.warnings[0].contains("spec.network.egress.rules[0].host"));
 }
 
+/// What a profile compiles into for a server: its children as `controller::resources` builds them.
+fn compile(server: &MCPServer, spec: &MCPPermissionProfileSpec) -> ChildSet {
+    let profile = ResolvedProfile { name: "p".into(), spec: spec.clone() };
+    desired_children(server, &profile, DEFAULT_OPERATOR_NAMESPACE).unwrap()
+}
+
 fn typed_server() -> MCPServer {
     let mut object = container(json!({"port": 9000}));
     object["metadata"]["uid"] = json!("5e4c1d2a-7b6f-4e3d-9c8b-1a2b3c4d5e6f");
@@ -151,10 +158,11 @@ fn service_account_fields_compile_into_account_role_and_binding() {
     let default = compile(&s, &profile(json!({})));
     let sa = default.service_account.clone().unwrap();
     assert_eq!(sa.automount_service_account_token, Some(false));
-    assert_eq!(default.role.rules, Some(vec![]));
-    assert_eq!(default.role_binding.role_ref.name, "s");
-    assert_eq!(default.role_binding.subjects.as_ref().unwrap()[0].name, "s");
-    for owned in [&sa.metadata, &default.role.metadata, &default.network_policy.metadata] {
+    let (role, binding) = (default.role.clone().unwrap(), default.role_binding.clone().unwrap());
+    assert_eq!(role.rules, Some(vec![]));
+    assert_eq!(binding.role_ref.name, "s");
+    assert_eq!(binding.subjects.as_ref().unwrap()[0].name, "s");
+    for owned in [&sa.metadata, &role.metadata, &default.network_policy.as_ref().unwrap().metadata] {
         assert_eq!(owned.owner_references.as_ref().map(Vec::len), Some(1));
     }
     let granted = compile(
@@ -164,11 +172,11 @@ fn service_account_fields_compile_into_account_role_and_binding() {
         ),
     );
     assert_eq!(granted.service_account.unwrap().automount_service_account_token, Some(true));
-    assert_eq!(granted.role.rules.unwrap()[0].verbs, ["get"]);
+    assert_eq!(granted.role.unwrap().rules.unwrap()[0].verbs, ["get"]);
     let own: MCPServer = serde_json::from_value(container(json!({"serviceAccountName": "mine"}))).unwrap();
     let objects = compile(&own, &profile(json!({})));
     assert!(objects.service_account.is_none(), "a named account belongs to the user");
-    assert_eq!(objects.role_binding.subjects.unwrap()[0].name, "mine");
+    assert_eq!(objects.role_binding.unwrap().subjects.unwrap()[0].name, "mine");
 }
 
 #[test]

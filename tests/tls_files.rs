@@ -12,7 +12,7 @@ use mcp_hangar::metrics::Metrics;
 use mcp_hangar::readiness::Readiness;
 use mcp_hangar::tls::files::{self, FileSource};
 use mcp_hangar::tls::issue::{self, IssuedCertificate, ServingCertRequest};
-use mcp_hangar::tls::{CERTIFICATE_CONDITION, CertResolver, policy};
+use mcp_hangar::tls::{CERTIFICATE_CONDITION, CertResolver, inspect};
 use secret_mount::publish;
 
 fn scratch_dir(name: &str) -> PathBuf {
@@ -33,7 +33,7 @@ fn served(resolver: &CertResolver) -> Option<Vec<u8>> {
 }
 
 fn der(cert: &IssuedCertificate) -> Vec<u8> {
-    policy::inspect(cert.cert_pem.as_bytes()).unwrap().der
+    inspect::inspect(cert.cert_pem.as_bytes()).unwrap().der
 }
 
 async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
@@ -83,7 +83,7 @@ async fn files_mode_picks_up_a_symlink_swapped_secret_mount() {
         eventually(Duration::from_secs(2), || served(&resolver) == Some(der(&second))).await,
         "the swapped mount is served"
     );
-    let not_after = policy::inspect(second.cert_pem.as_bytes()).unwrap().not_after;
+    let not_after = inspect::inspect(second.cert_pem.as_bytes()).unwrap().not_after;
     assert_eq!(metrics.webhook_certificate_expiry.get(), not_after.unix_timestamp() as f64);
     assert!(readiness.is_ready());
     assert!(readiness.unmet().iter().all(|(condition, _)| condition != CERTIFICATE_CONDITION));

@@ -20,7 +20,7 @@ use fake_api::FakeApi;
 use mcp_hangar::admission::{self, WebhookState, server};
 use mcp_hangar::metrics::Metrics;
 use mcp_hangar::policy::Engine;
-use mcp_hangar::tls::policy;
+use mcp_hangar::tls::inspect;
 use replica::*;
 use tokio::sync::Mutex;
 
@@ -179,14 +179,14 @@ async fn https_keeps_answering_while_certificates_and_the_ca_rotate() {
     assert_ne!(final_material.ca_cert.as_ref(), Some(&first_ca));
     assert!(leaves >= 4, "new connections saw the new certificates ({leaves} seen)");
     let signed_by_new_ca = {
-        let new_ca = policy::inspect(final_material.ca_cert.as_deref().unwrap()).unwrap();
+        let new_ca = inspect::inspect(final_material.ca_cert.as_deref().unwrap()).unwrap();
         let seen = tally.leaves.lock().await;
-        seen.iter().filter(|leaf| policy::inspect(&pem_of(leaf)).is_ok_and(|l| l.is_signed_by(&new_ca))).count()
+        seen.iter().filter(|leaf| inspect::inspect(&pem_of(leaf)).is_ok_and(|l| l.is_signed_by(&new_ca))).count()
     };
     let signed_by_first_ca = {
-        let old_ca = policy::inspect(&first_ca).unwrap();
+        let old_ca = inspect::inspect(&first_ca).unwrap();
         let seen = tally.leaves.lock().await;
-        seen.iter().filter(|leaf| policy::inspect(&pem_of(leaf)).is_ok_and(|l| l.is_signed_by(&old_ca))).count()
+        seen.iter().filter(|leaf| inspect::inspect(&pem_of(leaf)).is_ok_and(|l| l.is_signed_by(&old_ca))).count()
     };
     assert!(signed_by_first_ca >= 1 && signed_by_new_ca >= 1, "clients verified certificates of both CAs");
     replica.stop().await;

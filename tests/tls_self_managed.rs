@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use axum::http::Method;
 use fake_api::FakeApi;
+use mcp_hangar::tls::inspect;
 use mcp_hangar::tls::issue::{self, ServingCertRequest};
 use mcp_hangar::tls::material::Material;
-use mcp_hangar::tls::policy::{self, Requirements};
+use mcp_hangar::tls::renewal::{self, Requirements};
 use replica::*;
 use tower::ServiceExt;
 
@@ -55,9 +56,9 @@ async fn first_start_creates_the_secret_injects_the_bundle_and_becomes_ready() {
 
     let material = stored_material(&fake).expect("the Secret was created");
     let config = default_config();
-    assert!(policy::decide(&material, &config.requirements, time::OffsetDateTime::now_utc()).is_keep());
+    assert!(renewal::decide(&material, &config.requirements, time::OffsetDateTime::now_utc()).is_keep());
     assert_eq!(replica.served(), Some(der_of(material.tls_cert.as_deref().unwrap())));
-    let leaf = policy::inspect(material.tls_cert.as_deref().unwrap()).unwrap();
+    let leaf = inspect::inspect(material.tls_cert.as_deref().unwrap()).unwrap();
     assert_eq!(leaf.sans, vec!["hangar-webhook.hangar-system.svc", "hangar-webhook.hangar-system.svc.cluster.local"]);
     let secret = fake.get(&secret_path()).unwrap();
     assert_eq!(secret["type"], "kubernetes.io/tls");
@@ -137,7 +138,7 @@ async fn wrong_san_certificate_is_renewed_with_the_same_ca() {
     assert_eq!(material.ca_cert, seeded.ca_cert, "the CA is kept");
     assert_ne!(material.tls_cert, seeded.tls_cert);
     assert!(
-        policy::inspect(material.tls_cert.as_deref().unwrap())
+        inspect::inspect(material.tls_cert.as_deref().unwrap())
             .unwrap()
             .missing_sans(&default_config().requirements.sans)
             .is_empty()
@@ -154,14 +155,14 @@ async fn expiring_certificate_is_renewed_ahead_of_expiry() {
     let replica = Replica::start(&fake, config(Duration::from_secs(3600), Duration::from_secs(3), 0.5));
     assert!(replica.ready(READY).await);
     let first = replica.served().unwrap();
-    let first_info = policy::inspect(stored_material(&fake).unwrap().tls_cert.as_deref().unwrap()).unwrap();
+    let first_info = inspect::inspect(stored_material(&fake).unwrap().tls_cert.as_deref().unwrap()).unwrap();
     assert!(eventually(Duration::from_secs(10), || replica.served().is_some_and(|s| s != first)).await, "renewed");
     assert!(
         time::OffsetDateTime::now_utc() < first_info.not_after,
         "the renewal came before the old certificate expired"
     );
     let second = stored_material(&fake).unwrap();
-    let second_info = policy::inspect(second.tls_cert.as_deref().unwrap()).unwrap();
+    let second_info = inspect::inspect(second.tls_cert.as_deref().unwrap()).unwrap();
     assert!(second_info.not_after > first_info.not_after);
     assert_eq!(replica.rotations("serving"), 2);
     assert!(replica.readiness.is_ready());
@@ -236,7 +237,7 @@ async fn corrupted_secrets_are_replaced_and_never_served() {
         let fake = FakeApi::start().await;
         seed_webhook_configurations(&fake);
         store_material(&fake, &corrupted);
-        let corrupted_der = corrupted.tls_cert.as_deref().and_then(|pem| policy::inspect(pem).ok()).map(|c| c.der);
+        let corrupted_der = corrupted.tls_cert.as_deref().and_then(|pem| inspect::inspect(pem).ok()).map(|c| c.der);
         let replica = Replica::start(&fake, config.clone());
         let mut seen = HashSet::new();
         let ready = eventually(READY, || {
@@ -247,7 +248,7 @@ async fn corrupted_secrets_are_replaced_and_never_served() {
         assert!(ready, "{case}: ready");
         let material = stored_material(&fake).unwrap();
         assert!(
-            policy::decide(&material, &config.requirements, time::OffsetDateTime::now_utc()).is_keep(),
+            renewal::decide(&material, &config.requirements, time::OffsetDateTime::now_utc()).is_keep(),
             "{case}: repaired"
         );
         assert_eq!(replica.served(), Some(der_of(material.tls_cert.as_deref().unwrap())), "{case}");
@@ -390,7 +391,7 @@ async fn extra_sans_are_covered() {
     config.requirements.sans.extend(["host.docker.internal".to_string(), "192.168.49.1".to_string()]);
     let replica = Replica::start(&fake, config);
     assert!(replica.ready(READY).await);
-    let leaf = policy::inspect(stored_material(&fake).unwrap().tls_cert.as_deref().unwrap()).unwrap();
+    let leaf = inspect::inspect(stored_material(&fake).unwrap().tls_cert.as_deref().unwrap()).unwrap();
     assert!(leaf.sans.contains(&"host.docker.internal".to_string()));
     assert!(leaf.sans.contains(&"192.168.49.1".to_string()));
     replica.stop().await;

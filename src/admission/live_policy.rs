@@ -18,7 +18,8 @@ use serde_json::Value;
 use crate::crd::{
     Kind, MCPAdmissionPolicy, MCPAdmissionPolicySpec, MCPPermissionProfile, MCPPermissionProfileSpec, MCPServer,
 };
-use crate::policy::{Engine, Operation, PolicyState, resolve_profile};
+use crate::policy::profile::ProfileRef;
+use crate::policy::{Engine, Operation, PolicyState};
 use crate::readiness::Readiness;
 
 /// Readiness condition: the first list of every watched kind has arrived.
@@ -71,8 +72,9 @@ fn rebuild(
     state.server_profiles = servers
         .state()
         .iter()
-        .map(|s| {
-            (format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()), resolve_profile(&s.spec, &state).0)
+        .filter_map(|s| {
+            let profile = ProfileRef::of(&s.spec, &state).ok()?;
+            Some((format!("{}/{}", s.namespace().unwrap_or_default(), s.name_any()), profile.name()))
         })
         .collect();
     state

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use super::CliError;
 use crate::controller::health::McpClient;
 use crate::controller::leader::{DEFAULT_LEASE_NAME, LeaderElector, LeaseTiming, default_identity};
+use crate::controller::resources::DEFAULT_OPERATOR_NAMESPACE;
 use crate::controller::{self, Context, ControllerConfig, DEFAULT_CLUSTER_DOMAIN};
 use crate::metrics::Metrics;
 use crate::policy::Engine;
@@ -35,6 +36,28 @@ pub struct ControllerArgs {
     /// DNS domain of the cluster, used in the Service URLs written to status.
     #[arg(long, env = "MCP_HANGAR_CLUSTER_DOMAIN", default_value = DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
+    /// Namespace of the operator's and the gateway's pods, admitted by every server's
+    /// NetworkPolicy; the chart passes the release namespace through `POD_NAMESPACE`.
+    #[arg(long, env = "POD_NAMESPACE", default_value = DEFAULT_OPERATOR_NAMESPACE)]
+    pub operator_namespace: String,
+}
+
+/// The controller's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerSettings {
+    /// What reconciles see.
+    pub config: ControllerConfig,
+    /// The Lease electing one reconciling replica; `None` reconciles at once.
+    pub leader_election: Option<LeaseSettings>,
+}
+
+/// Where the leader-election Lease lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// Its namespace; `None` means the client's default namespace.
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
 }
 
 /// The error when a part that needs a cluster finds none, with how to run without one.
@@ -46,7 +69,7 @@ pub(super) fn no_cluster(error: kube::Error) -> CliError {
 
 /// Starts the controller; it stops when `shutdown` turns true.
 pub(super) fn start(
-    args: &ControllerArgs,
+    settings: &ControllerSettings,
     client: Client,
     engine: Arc<Engine>,
     metrics: Metrics,
@@ -54,18 +77,13 @@ pub(super) fn start(
 ) -> Result<JoinHandle<()>, CliError> {
     let health = McpClient::with_native_roots().map_err(|e| CliError::Usage(e.to_string()))?;
     let identity = default_identity();
-    let config =
-        ControllerConfig { concurrency: args.controller_concurrency, cluster_domain: args.cluster_domain.clone() };
-    let elector = args.leader_election.then(|| {
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|n| !n.is_empty()))
-            .unwrap_or_else(|| client.default_namespace().to_string());
-        tracing::info!(%namespace, lease = %args.lease_name, %identity, "leader election");
+    let elector = settings.leader_election.as_ref().map(|lease| {
+        let namespace = lease.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+        tracing::info!(%namespace, lease = %lease.name, %identity, "leader election");
         let leases: Api<Lease> = Api::namespaced(client.clone(), &namespace);
-        LeaderElector::new(leases, &args.lease_name, &identity, LeaseTiming::default())
+        LeaderElector::new(leases, &lease.name, &identity, LeaseTiming::default())
     });
+    let config = settings.config.clone();
     let context = Arc::new(Context::new(client, engine, metrics, health, config, &identity));
     Ok(tokio::spawn(controller::run(context, elector, shutdown)))
 }

@@ -2,12 +2,13 @@
 //! subcommand parses its flags with clap and calls into the library; nothing here decides a verdict.
 
 mod certs;
+pub mod config;
 mod controller;
 mod crds;
 mod gateway;
 pub mod policy;
 pub mod render;
-mod serve;
+pub mod serve;
 pub mod validate;
 mod webhooks;
 
@@ -403,7 +404,7 @@ pub enum LogFormat {
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    crate::policy::format::parse_positive_duration(text)
+    crate::policy::parse_positive_duration(text)
         .or_else(|e| if text == "0s" || text == "0" { Ok(std::time::Duration::ZERO) } else { Err(e) })
 }
 
@@ -471,8 +472,11 @@ fn write_files(dir: &std::path::Path, files: &[(String, String)]) -> Result<(), 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Serve(args) => serve::run(*args).await.map(|()| ExitCode::SUCCESS),
-        Command::Validate(args) => validate::run(&args),
+        Command::Serve(args) => serve::run(config::ServeConfig::from_args(&args)?).await.map(|()| ExitCode::SUCCESS),
+        Command::Validate(args) => match policy::engine_for(args.policy.as_deref())? {
+            Some(engine) => Ok(validate::run(&engine, &args)),
+            None => Ok(ExitCode::from(validate::EXIT_UNREADABLE)),
+        },
         Command::Crds(args) => crds::run(&args),
         Command::Webhooks(args) => webhooks::run(&args),
         Command::Policy(args) => policy::run(&args).await,
@@ -524,5 +528,33 @@ mod tests {
             Cli::try_parse_from(["mcp-hangar", "serve", "--tls-cert-file", "c.pem", "--tls-key-file", "k.pem"]);
         let Command::Serve(serve) = implied.unwrap().command else { panic!("serve") };
         assert_eq!(serve.tls.effective_mode(), TlsMode::Files, "certificate files imply the files mode");
+    }
+
+    fn serve_config(args: &[&str]) -> Result<config::ServeConfig, CliError> {
+        let cli = Cli::try_parse_from(["mcp-hangar", "serve"].iter().chain(args)).unwrap();
+        let Command::Serve(serve) = cli.command else { panic!("serve") };
+        config::ServeConfig::from_args(&serve)
+    }
+
+    #[test]
+    fn serve_flags_become_a_plain_config() {
+        let files =
+            serve_config(&["--tls-cert-file", "c.pem", "--tls-key-file", "k.pem", "--controller=false"]).unwrap();
+        let webhook = files.webhook.as_ref().expect("the webhook is served");
+        assert!(
+            matches!(&webhook.tls, config::TlsSource::Files(source) if source.cert_file == std::path::Path::new("c.pem"))
+        );
+        assert!(!files.tls_needs_cluster());
+        assert_eq!(files.controller, Some(false));
+
+        let managed =
+            serve_config(&["--tls-service-namespace", "ops", "--leader-election-namespace", "leases"]).unwrap();
+        assert!(managed.tls_needs_cluster());
+        let lease = managed.controller_settings.leader_election.as_ref().unwrap();
+        assert_eq!((lease.namespace.as_deref(), lease.name.as_str()), (Some("leases"), "mcp-hangar-controller"));
+
+        let controller_only = serve_config(&["--webhook=false", "--leader-election=false"]).unwrap();
+        assert!(controller_only.webhook.is_none() && controller_only.controller_settings.leader_election.is_none());
+        assert!(matches!(serve_config(&["--webhook=false", "--controller=false"]), Err(CliError::Usage(_))));
     }
 }

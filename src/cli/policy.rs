@@ -123,6 +123,19 @@ fn check_one<T: serde::de::DeserializeOwned>(
     serde_json::from_value(doc.object["spec"].clone()).ok()
 }
 
+/// The engine `validate --policy` runs under: the shipped policy, or the policy directory
+/// given; a directory with problems prints them and gives no engine.
+pub(super) fn engine_for(dir: Option<&Path>) -> Result<Option<Engine>, CliError> {
+    let Some(dir) = dir else { return Ok(Some(Engine::new()?)) };
+    match load_policy_dir(dir) {
+        Ok(state) => Ok(Some(Engine::with_state(state)?)),
+        Err(report) => {
+            super::emit(&render_problems(&report));
+            Ok(None)
+        }
+    }
+}
+
 /// The policy of a directory, or what is wrong with it.
 pub fn load_policy_dir(dir: &Path) -> Result<PolicyState, PolicyReport> {
     let (state, report) = check_policy_dir(dir);

@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use super::validate::{self, Document, EXIT_ALLOWED, EXIT_DENIED, EXIT_UNREADABLE, Report};
 use super::{CliError, RenderArgs};
-use crate::controller::profile::{self, ProfileRef};
 use crate::controller::resources;
 use crate::crd::{Kind, MCPServer, ServerMode};
+use crate::policy::profile::{ProfileRef, resolve_named};
 use crate::policy::{Engine, PolicyState};
 
 /// What `render` prints and how it exits.
@@ -111,15 +111,16 @@ pub fn render_server(server: &MCPServer, policy: &PolicyState) -> Result<Vec<Str
             "# MCPServer {namespace}/{name}: remote mode runs no workload; the controller health-checks {endpoint}\n"
         )]);
     }
-    let profile = match profile::profile_ref(server, policy).map_err(|e| e.to_string())? {
-        ProfileRef::Named(name) => profile::resolve_named(&name, policy).map_err(|e| e.to_string())?,
+    let profile = match ProfileRef::of(&server.spec, policy).map_err(|e| e.to_string())? {
+        ProfileRef::Named(name) => resolve_named(&name, policy).map_err(|e| e.to_string())?,
         ProfileRef::ConfigMap { name, key } => {
             return Err(format!(
                 "its permission profile is read from ConfigMap {name:?} (key {key:?}) in the cluster; render only resolves named profiles"
             ));
         }
     };
-    let children = resources::desired_children(server, &profile).map_err(|e| e.to_string())?;
+    let children = resources::desired_children(server, &profile, resources::DEFAULT_OPERATOR_NAMESPACE)
+        .map_err(|e| e.to_string())?;
     Ok(children
         .into_children()
         .into_iter()

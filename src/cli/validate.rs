@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{CliError, OutputFormat, ValidateArgs};
+use super::{OutputFormat, ValidateArgs};
 use crate::crd::{API_VERSION, Kind, PodSecurityLevel};
 use crate::policy::{Engine, Operation, WorkloadKind};
 
@@ -358,25 +358,16 @@ pub fn render_text(report: &Report) -> String {
     out
 }
 
-pub(super) fn run(args: &ValidateArgs) -> Result<ExitCode, CliError> {
-    let engine = match &args.policy {
-        None => Engine::new()?,
-        Some(dir) => match super::policy::load_policy_dir(dir) {
-            Ok(state) => Engine::with_state(state)?,
-            Err(report) => {
-                super::emit(&super::policy::render_problems(&report));
-                return Ok(ExitCode::from(EXIT_UNREADABLE));
-            }
-        },
-    };
+/// `validate` under the engine built from `--policy` (see `policy::engine_for`).
+pub(super) fn run(engine: &Engine, args: &ValidateArgs) -> ExitCode {
     let mode = match args.pod_security {
         Some(level) => Mode::PodSecurity(level.into()),
         None => Mode::Objects,
     };
-    let report = validate_paths_in(&engine, &args.files, args.recursive, mode);
+    let report = validate_paths_in(engine, &args.files, args.recursive, mode);
     match args.output {
         OutputFormat::Text => super::emit(&render_text(&report)),
         OutputFormat::Json => super::emit(&format!("{}\n", serde_json::to_string_pretty(&report).unwrap_or_default())),
     }
-    Ok(ExitCode::from(report.exit_code()))
+    ExitCode::from(report.exit_code())
 }

@@ -1,8 +1,8 @@
 //! The controller: turns admitted MCPServers into least-privilege workloads and reports
 //! their true state.
 //!
-//! - [`profile`] resolves a server's permission profile, [`resources`] builds the child
-//!   objects from it (pure, through the policy layer's profile compiler);
+//! - [`resources`] builds every child object (pure), from the server as the policy's
+//!   review defaulted it and the permission profile the policy resolves;
 //! - [`state`] is the state machine and circuit breaker (pure);
 //! - [`health`] is the MCP client of the health checks;
 //! - [`reconcile`] applies children, runs due health checks and writes status;
@@ -20,7 +20,6 @@
 
 pub mod health;
 pub mod leader;
-pub mod profile;
 pub mod reconcile;
 pub mod resources;
 pub mod state;
@@ -63,11 +62,18 @@ pub struct ControllerConfig {
     pub concurrency: u16,
     /// DNS domain of the cluster, for Service URLs.
     pub cluster_domain: String,
+    /// Namespace the operator and the gateway run in; every server's NetworkPolicy admits
+    /// their pods from there.
+    pub operator_namespace: String,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
-        ControllerConfig { concurrency: DEFAULT_CONCURRENCY, cluster_domain: DEFAULT_CLUSTER_DOMAIN.into() }
+        ControllerConfig {
+            concurrency: DEFAULT_CONCURRENCY,
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
+            operator_namespace: resources::DEFAULT_OPERATOR_NAMESPACE.into(),
+        }
     }
 }
 

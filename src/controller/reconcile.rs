@@ -25,12 +25,13 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::Context;
-use super::profile::{self, ProfileError, ProfileRef, ResolvedProfile};
 use super::resources::{self, Child, ChildKind, ChildSet, FIELD_MANAGER, Owner, ResourceError};
 use super::state::{self, Check, Evaluation, Observation, Settings, Workload, reason};
-use crate::crd::{API_VERSION, Kind, MCPServer, MCPServerStatus, ServerMode, ServerState};
-use crate::policy::profile::EffectiveProfile;
-use crate::policy::{Operation, PolicyState, WorkloadKind};
+use crate::crd::{API_VERSION, MCPServer, MCPServerStatus, ServerMode, ServerState};
+use crate::policy::profile::{
+    EffectiveProfile, ProfileError, ProfileRef, ResolvedProfile, resolve_configmap, resolve_named,
+};
+use crate::policy::{FieldError, PolicyState};
 
 /// Longest event note the API accepts is 1 kB; notes are cut below that.
 const MAX_NOTE: usize = 1000;
@@ -67,12 +68,20 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
-    /// The server could not be turned into JSON.
-    #[error("the server could not be serialized: {0}")]
-    Serialize(#[from] serde_json::Error),
 }
 
 impl ReconcileError {
+    /// The variant's name: the `reason` label of `mcp_operator_reconcile_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Incomplete(_) => "Incomplete",
+            ReconcileError::Resource(_) => "Resource",
+            ReconcileError::Profile(_) => "Profile",
+            ReconcileError::Apply { .. } => "Apply",
+            ReconcileError::Kube { .. } => "Kube",
+        }
+    }
+
     /// True when trying again soon may help.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -111,6 +120,7 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
 /// The error policy given to `kube::runtime::Controller`: backoff for retryable errors,
 /// the resync period for the rest.
 pub fn error_policy(server: Arc<MCPServer>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_errors.with_label_values(&[error.reason()]).inc();
     if error.is_retryable() { Action::requeue(ctx.next_retry(&server)) } else { Action::requeue(state::RESYNC) }
 }
 
@@ -128,16 +138,15 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, R
     let now = now();
     let previous = server.status.clone().unwrap_or_default();
 
-    let verdict = ctx.engine.review(Kind::Server, Operation::Create, &serde_json::to_value(server)?, None);
-    if !verdict.allowed() {
-        let message = format!(
-            "the spec breaks the admission rules (was the webhook bypassed?): {}",
-            join_errors(&verdict.errors)
-        );
-        return refuse(ctx, server, &previous, reason::INVALID_SPEC, message, now).await;
-    }
+    let defaulted = match ctx.engine.review_server(server) {
+        Ok(defaulted) => defaulted,
+        Err(errors) => {
+            let message =
+                format!("the spec breaks the admission rules (was the webhook bypassed?): {}", join_errors(&errors));
+            return refuse(ctx, server, &previous, reason::INVALID_SPEC, message, now).await;
+        }
+    };
     let policy = ctx.engine.state();
-    let defaulted = resources::with_defaults(server, policy.default_profile())?;
     let settings = Settings::of(&defaulted.spec);
 
     let (workload, url, target, selector) = match defaulted.spec.mode {
@@ -151,7 +160,7 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, R
                 }
                 Err(e) => return Err(e),
             };
-            let children = match resources::desired_children(&defaulted, &profile) {
+            let children = match resources::desired_children(&defaulted, &profile, &ctx.config.operator_namespace) {
                 Ok(children) => children,
                 Err(e @ (ResourceError::MissingName | ResourceError::MissingNamespace)) => {
                     return Err(e.into());
@@ -206,8 +215,8 @@ async fn resolve_profile(
     namespace: &str,
     policy: &PolicyState,
 ) -> Result<ResolvedProfile, ReconcileError> {
-    match profile::profile_ref(server, policy)? {
-        ProfileRef::Named(name) => Ok(profile::resolve_named(&name, policy)?),
+    match ProfileRef::of(&server.spec, policy)? {
+        ProfileRef::Named(name) => Ok(resolve_named(&name, policy)?),
         ProfileRef::ConfigMap { name, key } => {
             let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), namespace);
             let map = maps.get_opt(&name).await.map_err(|source| ReconcileError::Kube {
@@ -215,7 +224,7 @@ async fn resolve_profile(
                 source,
             })?;
             let json = map.as_ref().and_then(|m| m.data.as_ref()).and_then(|data| data.get(&key)).map(String::as_str);
-            Ok(profile::resolve_configmap(&name, &key, json)?)
+            Ok(resolve_configmap(&name, &key, json)?)
         }
     }
 }
@@ -223,9 +232,8 @@ async fn resolve_profile(
 /// What the rendered pod breaks of its profile's Pod Security Standards level, if anything
 /// (the builders never produce such a pod; this guards against it anyway).
 fn pod_security_violations(ctx: &Context, children: &ChildSet, profile: &ResolvedProfile) -> Option<String> {
-    let deployment = serde_json::to_value(children.deployment.as_ref()?).ok()?;
     let level = EffectiveProfile::of(&profile.spec).level;
-    let verdict = ctx.engine.check_pod_security(WorkloadKind::Deployment, &deployment, level);
+    let verdict = ctx.engine.check_deployment_security(children.deployment.as_ref()?, level);
     (!verdict.allowed()).then(|| {
         format!(
             "the rendered pod breaks the {} Pod Security Standards level of profile {:?}: {}",
@@ -236,7 +244,7 @@ fn pod_security_violations(ctx: &Context, children: &ChildSet, profile: &Resolve
     })
 }
 
-fn join_errors(errors: &[crate::policy::FieldError]) -> String {
+fn join_errors(errors: &[FieldError]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
@@ -468,16 +476,15 @@ mod tests {
         }))
         .unwrap();
         let engine = crate::policy::Engine::new().unwrap();
-        let verdict = engine.review(Kind::Server, Operation::Create, &serde_json::to_value(&stored).unwrap(), None);
-        assert!(verdict.allowed(), "{:?}", verdict.errors);
+        let defaulted = engine.review_server(&stored).unwrap();
+        assert_eq!(defaulted.spec.health_check.unwrap().timeout.as_deref(), Some("10s"), "defaults applied");
         let mut privileged = stored.clone();
         privileged.spec.mode = Some(ServerMode::Container);
         privileged.spec.endpoint = None;
         privileged.spec.image = Some("a/b:1".into());
         privileged.spec.security_context =
             Some(k8s_openapi::api::core::v1::SecurityContext { privileged: Some(true), ..Default::default() });
-        let verdict = engine.review(Kind::Server, Operation::Create, &serde_json::to_value(&privileged).unwrap(), None);
-        assert!(!verdict.allowed());
+        assert!(engine.review_server(&privileged).is_err());
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Pure builders of the objects an MCPServer owns: no I/O, no clock.
 //!
 //! [`desired_children`] is the single source of what the controller applies and what
-//! `mcp-hangar render` prints: the permission profile's objects (compiled by
-//! [`crate::policy::profile::compile`]), the Service and the Deployment. It applies the
-//! webhook's defaults itself, so a server stored without them (webhook bypassed) still
-//! gets the secure settings.
+//! `mcp-hangar render` prints, every child built here with its owner reference set once:
+//! the ServiceAccount, Role, RoleBinding and NetworkPolicy compiled from the permission
+//! profile, the Service and the Deployment. It takes the server as
+//! [`crate::policy::Engine::review_server`] returns it, defaults applied.
 
 use std::collections::BTreeMap;
 
@@ -13,18 +13,21 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Service,
     ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction,
 };
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use serde_json::Value;
 
-use super::profile::ResolvedProfile;
-use crate::crd::{Kind, MANAGER, MCPServer, ServerMode, Transport};
-use crate::policy::format::parse_positive_duration;
-use crate::policy::mutate::{self, DEFAULT_PORT, DEFAULT_STARTUP_TIMEOUT};
-use crate::policy::profile::{EffectiveProfile, compile};
+use crate::crd::{MANAGER, MCPServer, PortRule, Protocol, ServerMode, Transport};
+use crate::policy::defaults::{DEFAULT_PORT, DEFAULT_REPLICAS, Settings};
+use crate::policy::profile::{EffectiveProfile, ResolvedProfile};
 
 /// Field manager of every server-side apply the controller makes.
 pub const FIELD_MANAGER: &str = MANAGER;
@@ -57,9 +60,6 @@ pub enum ResourceError {
         "transport stdio is not supported by the controller: the server must listen on spec.port; use streamable-http"
     )]
     UnsupportedTransport,
-    /// The defaulted object could not be read back.
-    #[error("the server could not be read after applying defaults: {0}")]
-    Defaults(#[from] serde_json::Error),
 }
 
 /// Identity of the owning MCPServer, shared by every child.
@@ -268,18 +268,22 @@ impl ChildSet {
     }
 }
 
-/// The server with every webhook default applied (idempotent); `default_profile` is the
-/// profile a server naming none gets.
-pub fn with_defaults(server: &MCPServer, default_profile: &str) -> Result<MCPServer, ResourceError> {
-    let value = serde_json::to_value(server)?;
-    Ok(serde_json::from_value(mutate::apply_defaults(Kind::Server, &value, default_profile))?)
-}
+/// Default namespace of the operator (and the gateway), whose pods every server admits.
+pub const DEFAULT_OPERATOR_NAMESPACE: &str = "mcp-system";
+/// Pod label whose values name the parts of the operator (`operator`, `gateway`).
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// The components that call MCP servers: the controller's health checks and the gateway.
+pub const CLIENT_COMPONENTS: [&str; 2] = ["operator", "gateway"];
 
 /// Everything a server owns: nothing in remote mode; in container mode the objects of its
-/// permission profile, the Service and the Deployment.
-pub fn desired_children(server: &MCPServer, profile: &ResolvedProfile) -> Result<ChildSet, ResourceError> {
-    let server = with_defaults(server, &profile.name)?;
-    let owner = Owner::of(&server)?;
+/// permission profile, the Service and the Deployment. `server` has its defaults applied;
+/// `operator_namespace` is where the operator's and the gateway's pods run.
+pub fn desired_children(
+    server: &MCPServer,
+    profile: &ResolvedProfile,
+    operator_namespace: &str,
+) -> Result<ChildSet, ResourceError> {
+    let owner = Owner::of(server)?;
     match server.spec.mode {
         None => Err(ResourceError::MissingMode),
         Some(ServerMode::Remote) => Ok(ChildSet::default()),
@@ -287,22 +291,120 @@ pub fn desired_children(server: &MCPServer, profile: &ResolvedProfile) -> Result
             if server.spec.transport == Some(Transport::Stdio) {
                 return Err(ResourceError::UnsupportedTransport);
             }
-            let mut objects = compile(&server, &profile.spec);
-            owner.own(&mut objects.network_policy.metadata);
-            owner.own(&mut objects.role.metadata);
-            owner.own(&mut objects.role_binding.metadata);
-            if let Some(account) = objects.service_account.as_mut() {
-                owner.own(&mut account.metadata);
-            }
+            let effective = EffectiveProfile::of(&profile.spec);
             Ok(ChildSet {
-                service_account: objects.service_account,
-                role: Some(objects.role),
-                role_binding: Some(objects.role_binding),
-                network_policy: Some(objects.network_policy),
+                service_account: owner.service_account.is_none().then(|| service_account(&owner, &effective)),
+                role: Some(Role { metadata: owner.child_meta(), rules: Some(effective.rules.clone()) }),
+                role_binding: Some(role_binding(&owner)),
+                network_policy: Some(network_policy(&owner, &effective, operator_namespace)),
                 service: Some(service(&owner)),
-                deployment: Some(deployment(&server, &owner, profile)?),
+                deployment: Some(deployment(server, &owner, profile, &effective)?),
             })
         }
+    }
+}
+
+/// The server's own account; only when the spec names none (a named account is the user's).
+fn service_account(owner: &Owner, profile: &EffectiveProfile) -> ServiceAccount {
+    ServiceAccount {
+        metadata: owner.child_meta(),
+        automount_service_account_token: Some(profile.automount_token),
+        ..ServiceAccount::default()
+    }
+}
+
+/// Binds the profile's Role to the account the pod runs as.
+fn role_binding(owner: &Owner) -> RoleBinding {
+    RoleBinding {
+        metadata: owner.child_meta(),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: owner.name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: owner.service_account_name(),
+            namespace: Some(owner.namespace.clone()),
+            api_group: None,
+        }]),
+    }
+}
+
+fn port(rule: &PortRule) -> NetworkPolicyPort {
+    NetworkPolicyPort {
+        port: Some(IntOrString::Int(rule.port)),
+        protocol: Some(rule.protocol.unwrap_or_default().as_str().to_string()),
+        end_port: None,
+    }
+}
+
+/// The operator's and the gateway's pods, wherever the chart is installed: their namespace by
+/// name (the `kubernetes.io/metadata.name` label the apiserver sets) and their component label.
+fn operator_peer(operator_namespace: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                operator_namespace.to_string(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        pod_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: COMPONENT_LABEL.into(),
+                operator: "In".into(),
+                values: Some(CLIENT_COMPONENTS.iter().map(|c| c.to_string()).collect()),
+            }]),
+            ..LabelSelector::default()
+        }),
+        ip_block: None,
+    }
+}
+
+/// Ingress to the MCP port from the operator and the gateway and from the namespaces the
+/// profile allows; egress as the profile allows (DNS by port only, so node-local caches and
+/// any cluster DNS layout keep working).
+fn network_policy(owner: &Owner, profile: &EffectiveProfile, operator_namespace: &str) -> NetworkPolicy {
+    let ingress = NetworkPolicyIngressRule {
+        from: Some(vec![
+            NetworkPolicyPeer { namespace_selector: Some(profile.ingress_from.clone()), ..Default::default() },
+            operator_peer(operator_namespace),
+        ]),
+        ports: Some(vec![port(&PortRule { port: owner.port, protocol: Some(Protocol::TCP) })]),
+    };
+    let mut egress = Vec::new();
+    if profile.egress_all {
+        egress.push(NetworkPolicyEgressRule::default());
+    } else {
+        for rule in &profile.egress_rules {
+            let ports: Vec<NetworkPolicyPort> = rule.ports.iter().flatten().map(port).collect();
+            egress.push(NetworkPolicyEgressRule {
+                to: Some(vec![NetworkPolicyPeer {
+                    ip_block: Some(IPBlock { cidr: rule.cidr.clone().unwrap_or_default(), except: None }),
+                    ..Default::default()
+                }]),
+                ports: (!ports.is_empty()).then_some(ports),
+            });
+        }
+        if profile.allow_dns {
+            egress.push(NetworkPolicyEgressRule {
+                to: None,
+                ports: Some(vec![
+                    port(&PortRule { port: 53, protocol: Some(Protocol::UDP) }),
+                    port(&PortRule { port: 53, protocol: Some(Protocol::TCP) }),
+                ]),
+            });
+        }
+    }
+    NetworkPolicy {
+        metadata: owner.child_meta(),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector { match_labels: Some(owner.selector.clone()), ..Default::default() }),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(vec![ingress]),
+            egress: Some(egress),
+        }),
     }
 }
 
@@ -359,11 +461,7 @@ fn tcp_probe(period_seconds: i32, failure_threshold: i32) -> Probe {
 }
 
 /// Startup-probe attempts that fit in the startup timeout (at least one).
-fn startup_attempts(startup_timeout: Option<&str>) -> i32 {
-    let timeout = startup_timeout
-        .and_then(|t| parse_positive_duration(t).ok())
-        .or_else(|| parse_positive_duration(DEFAULT_STARTUP_TIMEOUT).ok())
-        .unwrap_or_default();
+fn startup_attempts(timeout: std::time::Duration) -> i32 {
     let attempts = timeout.as_secs().div_ceil(STARTUP_PROBE_PERIOD_SECONDS as u64);
     i32::try_from(attempts).unwrap_or(i32::MAX).max(1)
 }
@@ -380,7 +478,12 @@ pub fn pod_security_context() -> PodSecurityContext {
 
 /// The Deployment running the server image with the secure pod settings; `server` has its
 /// defaults applied, so its securityContext is the secure one merged with the overrides.
-fn deployment(server: &MCPServer, owner: &Owner, profile: &ResolvedProfile) -> Result<Deployment, ResourceError> {
+fn deployment(
+    server: &MCPServer,
+    owner: &Owner,
+    profile: &ResolvedProfile,
+    effective: &EffectiveProfile,
+) -> Result<Deployment, ResourceError> {
     let spec = &server.spec;
     let image = spec.image.clone().ok_or(ResourceError::MissingImage)?;
     let container = Container {
@@ -397,7 +500,10 @@ fn deployment(server: &MCPServer, owner: &Owner, profile: &ResolvedProfile) -> R
             ..ContainerPort::default()
         }]),
         security_context: spec.security_context.clone(),
-        startup_probe: Some(tcp_probe(STARTUP_PROBE_PERIOD_SECONDS, startup_attempts(spec.startup_timeout.as_deref()))),
+        startup_probe: Some(tcp_probe(
+            STARTUP_PROBE_PERIOD_SECONDS,
+            startup_attempts(Settings::of(spec).startup_timeout),
+        )),
         readiness_probe: Some(tcp_probe(5, 3)),
         liveness_probe: Some(tcp_probe(10, 3)),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
@@ -408,7 +514,7 @@ fn deployment(server: &MCPServer, owner: &Owner, profile: &ResolvedProfile) -> R
     let pod = PodSpec {
         containers: vec![container],
         service_account_name: Some(owner.service_account_name()),
-        automount_service_account_token: Some(EffectiveProfile::of(&profile.spec).automount_token),
+        automount_service_account_token: Some(effective.automount_token),
         enable_service_links: Some(false),
         security_context: Some(pod_security_context()),
         volumes: spec.volumes.clone(),
@@ -419,7 +525,7 @@ fn deployment(server: &MCPServer, owner: &Owner, profile: &ResolvedProfile) -> R
     Ok(Deployment {
         metadata: owner.child_meta(),
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas.unwrap_or(mutate::DEFAULT_REPLICAS as i32)),
+            replicas: Some(spec.replicas.unwrap_or(DEFAULT_REPLICAS as i32)),
             selector: LabelSelector { match_labels: Some(owner.selector.clone()), ..LabelSelector::default() },
             template: PodTemplateSpec { metadata: Some(pod_meta), spec: Some(pod) },
             revision_history_limit: Some(3),
@@ -432,9 +538,10 @@ fn deployment(server: &MCPServer, owner: &Owner, profile: &ResolvedProfile) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::profile::resolve_named;
-    use crate::crd::{MCPPermissionProfileSpec, MCPServerSpec, ServiceAccountPermissions};
+    use crate::crd::{Kind, MCPPermissionProfileSpec, MCPServerSpec, ServiceAccountPermissions};
     use crate::policy::PolicyState;
+    use crate::policy::defaults::apply_defaults;
+    use crate::policy::profile::resolve_named;
     use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, SecretKeySelector};
     use serde_json::json;
 
@@ -448,9 +555,14 @@ mod tests {
         serde_json::from_value(object).unwrap()
     }
 
+    /// The children of a stored server, defaulted once as the controller's review does.
+    fn children_under(server: &MCPServer, profile: &ResolvedProfile) -> Result<ChildSet, ResourceError> {
+        let defaulted = apply_defaults(Kind::Server, &serde_json::to_value(server).unwrap(), "none");
+        desired_children(&serde_json::from_value(defaulted).unwrap(), profile, DEFAULT_OPERATOR_NAMESPACE)
+    }
+
     fn children(server: &MCPServer) -> Result<ChildSet, ResourceError> {
-        let profile = resolve_named("none", &PolicyState::builtin()).unwrap();
-        desired_children(server, &profile)
+        children_under(server, &resolve_named("none", &PolicyState::builtin()).unwrap())
     }
 
     fn pod_spec(children: &ChildSet) -> PodSpec {
@@ -655,10 +767,33 @@ mod tests {
     }
 
     #[test]
+    fn the_operator_and_the_gateway_are_admitted_wherever_they_run() {
+        let mut server = container_server(json!({"image": "a/b:1", "port": 9000}));
+        server.metadata.namespace = Some("team-a".into());
+        let defaulted = apply_defaults(Kind::Server, &serde_json::to_value(&server).unwrap(), "none");
+        let profile = resolve_named("none", &PolicyState::builtin()).unwrap();
+        let set = desired_children(&serde_json::from_value(defaulted).unwrap(), &profile, "platform-ops").unwrap();
+        let policy = serde_json::to_value(set.network_policy.unwrap()).unwrap();
+        let rule = &policy["spec"]["ingress"][0];
+        assert_eq!(rule["ports"], json!([{"port": 9000, "protocol": "TCP"}]));
+        let operator = &rule["from"][1];
+        assert_eq!(
+            operator["namespaceSelector"],
+            json!({"matchLabels": {"kubernetes.io/metadata.name": "platform-ops"}})
+        );
+        assert_eq!(
+            operator["podSelector"],
+            json!({"matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["operator", "gateway"]}]})
+        );
+        let chart = include_str!("../../charts/mcp-hangar/templates/deployment.yaml");
+        assert!(chart.contains("app.kubernetes.io/component: operator"), "the operator's pods carry the peer label");
+    }
+
+    #[test]
     fn the_profile_decides_egress_and_the_token() {
         let server = container_server(json!({"image": "a/b:1"}));
         let network = resolve_named("network", &PolicyState::builtin()).unwrap();
-        let set = desired_children(&server, &network).unwrap();
+        let set = children_under(&server, &network).unwrap();
         let policy = serde_json::to_value(set.network_policy.unwrap()).unwrap();
         assert_eq!(policy["spec"]["egress"], json!([{}]));
         let pod = set.deployment.unwrap().spec.unwrap().template;
@@ -672,7 +807,7 @@ mod tests {
                 ..MCPPermissionProfileSpec::default()
             },
         };
-        let set = desired_children(&server, &with_token).unwrap();
+        let set = children_under(&server, &with_token).unwrap();
         assert_eq!(pod_spec(&set).automount_service_account_token, Some(true));
         assert_eq!(set.service_account.unwrap().automount_service_account_token, Some(true));
     }

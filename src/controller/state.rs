@@ -18,12 +18,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{MCPServerSpec, MCPServerStatus, ServerState};
-use crate::policy::format::parse_positive_duration;
-use crate::policy::mutate::{
-    DEFAULT_BREAKER_FAILURE_THRESHOLD, DEFAULT_BREAKER_RESET_TIMEOUT, DEFAULT_HEALTH_FAILURE_THRESHOLD,
-    DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_TIMEOUT, DEFAULT_STARTUP_TIMEOUT,
-};
+use crate::crd::{MCPServerStatus, ServerState};
+pub use crate::policy::defaults::Settings;
 
 /// Marks the last health-check error in condition messages; it always ends the message,
 /// so a later reconcile without a new check can quote it again.
@@ -86,62 +82,6 @@ pub mod reason {
     pub const ENDPOINT_RESPONDING: &str = "EndpointResponding";
     /// Degraded false.
     pub const AS_EXPECTED: &str = "AsExpected";
-}
-
-/// Health-check, breaker and startup settings of one server, with defaults filled in.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// Whether MCP health checks run.
-    pub health_enabled: bool,
-    /// Time between checks.
-    pub interval: Duration,
-    /// Time one check may take.
-    pub timeout: Duration,
-    /// Consecutive failures before Degraded.
-    pub failure_threshold: i32,
-    /// Whether the circuit breaker is used.
-    pub breaker_enabled: bool,
-    /// Consecutive failures that open the breaker.
-    pub breaker_threshold: i32,
-    /// Time the breaker stays open before a trial.
-    pub reset_timeout: Duration,
-    /// Time a starting server may take to get a ready replica.
-    pub startup_timeout: Duration,
-}
-
-fn duration_or(text: Option<&str>, default: &str) -> Duration {
-    text.and_then(|t| parse_positive_duration(t).ok())
-        .or_else(|| parse_positive_duration(default).ok())
-        .unwrap_or(MIN_REQUEUE)
-}
-
-impl Settings {
-    /// Reads the settings of a spec; unset or unreadable values take the webhook's defaults.
-    pub fn of(spec: &MCPServerSpec) -> Settings {
-        let health = spec.health_check.clone().unwrap_or_default();
-        let breaker = spec.circuit_breaker.clone().unwrap_or_default();
-        let interval = duration_or(health.interval.as_deref(), DEFAULT_HEALTH_INTERVAL);
-        let timeout = health
-            .timeout
-            .as_deref()
-            .and_then(|t| parse_positive_duration(t).ok())
-            .unwrap_or(DEFAULT_HEALTH_TIMEOUT.min(interval / 2));
-        Settings {
-            health_enabled: health.enabled.unwrap_or(true),
-            interval,
-            timeout,
-            failure_threshold: health.failure_threshold.unwrap_or(DEFAULT_HEALTH_FAILURE_THRESHOLD as i32).max(1),
-            breaker_enabled: breaker.enabled.unwrap_or(true),
-            breaker_threshold: breaker.failure_threshold.unwrap_or(DEFAULT_BREAKER_FAILURE_THRESHOLD as i32).max(1),
-            reset_timeout: duration_or(breaker.reset_timeout.as_deref(), DEFAULT_BREAKER_RESET_TIMEOUT),
-            startup_timeout: duration_or(spec.startup_timeout.as_deref(), DEFAULT_STARTUP_TIMEOUT),
-        }
-    }
-
-    /// True when `failures` consecutive failures hold the breaker open.
-    pub fn breaker_open(&self, failures: i32) -> bool {
-        self.breaker_enabled && failures >= self.breaker_threshold
-    }
 }
 
 /// What runs the server, as far as the state machine needs to know.
@@ -412,12 +352,40 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
             status.ready_replicas = Some(ready);
             let restarted =
                 matches!(previous.state, None | Some(ServerState::Cold)) || (generation_changed && ready == 0);
-            let started = match (&previous.last_started_at, restarted) {
+            let serving = matches!(previous.state, Some(ServerState::Ready | ServerState::Degraded));
+            // A serving server that loses its last ready replica is in an outage, not starting:
+            // the outage began now, or earlier if the last reconcile already saw no ready replica.
+            let outage = ready == 0 && !restarted && serving;
+            let lost_now = outage && previous.ready_replicas.unwrap_or(0) > 0;
+            let started = match (&previous.last_started_at, restarted || lost_now) {
                 (Some(at), false) => at.0,
                 _ => now,
             };
             status.last_started_at = Some(Time(started));
-            if ready == 0 {
+            if outage {
+                let deadline = after(started, settings.startup_timeout);
+                if now < deadline {
+                    startup_deadline = Some(deadline);
+                    Verdict {
+                        state: ServerState::Degraded,
+                        reason: reason::NO_READY_REPLICAS,
+                        message: format!(
+                            "no ready replica since {started} (0 of {desired}): a restarted pod has until {deadline} (startupTimeout {:?}) to become ready",
+                            settings.startup_timeout
+                        ),
+                    }
+                } else {
+                    Verdict {
+                        state: ServerState::Dead,
+                        reason: reason::STARTUP_TIMEOUT,
+                        message: format!(
+                            "no replica has been ready since {started}, longer than the startup timeout of {:?}: check `kubectl describe pods -l {}` for crashes or failing probes",
+                            settings.startup_timeout,
+                            status.selector.clone().unwrap_or_default()
+                        ),
+                    }
+                }
+            } else if ready == 0 {
                 let deadline = after(started, settings.startup_timeout);
                 if now < deadline {
                     startup_deadline = Some(deadline);
@@ -602,7 +570,7 @@ fn conditions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{CircuitBreaker, HealthCheck};
+    use crate::crd::{CircuitBreaker, HealthCheck, MCPServerSpec};
 
     const T0: i64 = 1_750_000_000;
 
@@ -698,6 +666,38 @@ mod tests {
         }
         assert_eq!(status.last_started_at, Some(Time(at(50))));
         assert_eq!(status.tools, vec!["a".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn a_ready_server_losing_its_pods_is_degraded_not_dead() {
+        let s = settings(); // startupTimeout 60s
+        let day = 86_400;
+        // (seconds, desired, ready, expected state, expected reason)
+        let table = [
+            (0, 1, 0, ServerState::Initializing, reason::STARTING),
+            (5, 1, 1, ServerState::Ready, reason::HEALTH_CHECK_PASSED),
+            // A pod restart after a long uptime: an outage, not a missed startup.
+            (day, 1, 0, ServerState::Degraded, reason::NO_READY_REPLICAS),
+            (day + 30, 1, 0, ServerState::Degraded, reason::NO_READY_REPLICAS),
+            (day + 40, 1, 1, ServerState::Ready, reason::HEALTH_CHECK_PASSED),
+            // A second outage that lasts past the startup timeout, counted from its own start.
+            (2 * day, 1, 0, ServerState::Degraded, reason::NO_READY_REPLICAS),
+            (2 * day + 59, 1, 0, ServerState::Degraded, reason::NO_READY_REPLICAS),
+            (2 * day + 61, 1, 0, ServerState::Dead, reason::STARTUP_TIMEOUT),
+            (2 * day + 70, 1, 1, ServerState::Ready, reason::HEALTH_CHECK_PASSED),
+        ];
+        let mut status = MCPServerStatus::default();
+        for (seconds, desired, ready, state, why) in table {
+            let eval = step(&s, &status, container(desired, ready), true, at(seconds));
+            assert_eq!((eval.state(), eval.reason), (Some(state), why), "at {seconds}s: {}", eval.message);
+            if why == reason::NO_READY_REPLICAS {
+                assert!(eval.requeue_after <= s.startup_timeout + MIN_REQUEUE, "back by the outage deadline");
+                let ready_condition = condition(&eval.status, CONDITION_READY);
+                assert_eq!(ready_condition.status, "False", "no ready replica: not Ready");
+            }
+            status = eval.status;
+        }
+        assert_eq!(status.last_started_at, Some(Time(at(2 * day))), "the last outage's start is kept");
     }
 
     #[test]

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use super::Findings;
+use super::checks::{check_duration, check_selector};
 use super::field::{FieldError, FieldPath};
 use super::format::is_dns1123_subdomain;
-use super::group::check_selector;
-use super::server::{check_duration, validate_spec};
+use super::server::validate_spec;
 use super::state::PolicyState;
 use crate::crd::{DiscoveryType, MCPDiscoverySource};
 

@@ -5,31 +5,32 @@
 //! `validate` command both call it, so they always reach the same verdict.
 
 mod admission_policy;
+mod checks;
+pub mod defaults;
 mod discovery;
-pub mod field;
-pub mod format;
+mod field;
+mod format;
 mod group;
-pub mod mutate;
-pub mod pod_security;
+mod pod_security;
 pub mod profile;
-pub mod schema;
+mod schema;
 mod server;
-pub mod state;
-pub mod workload;
+mod state;
+mod workload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use k8s_openapi::api::apps::v1::Deployment;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use discovery::MIN_REFRESH_INTERVAL;
 pub use field::{ErrorType, FieldError, FieldPath};
-pub use server::{
-    ALLOWED_VOLUME_SOURCES, MAX_SERVER_NAME_LEN, SECRET_ENV_MARKERS, is_secret_env_name, resolve_profile,
-};
-pub use state::PolicyState;
+pub use format::{format_duration, parse_positive_duration};
+pub use server::{MAX_SERVER_NAME_LEN, SECRET_ENV_MARKERS, is_secret_env_name};
+pub use state::{FALLBACK_PROFILE, PolicyState};
 pub use workload::WorkloadKind;
 
 use crate::crd::{
@@ -70,6 +71,21 @@ pub struct Findings {
     pub warnings: Vec<String>,
 }
 
+/// An object as it is stored after review: typed, with its defaults applied.
+#[derive(Debug, Clone)]
+pub enum Reviewed {
+    /// An MCPServer.
+    Server(Box<MCPServer>),
+    /// An MCPServerGroup.
+    ServerGroup(Box<MCPServerGroup>),
+    /// An MCPDiscoverySource.
+    DiscoverySource(Box<MCPDiscoverySource>),
+    /// An MCPPermissionProfile.
+    PermissionProfile(Box<MCPPermissionProfile>),
+    /// An MCPAdmissionPolicy.
+    AdmissionPolicy(Box<MCPAdmissionPolicy>),
+}
+
 /// The outcome of a review: defaults to apply and everything wrong with the result.
 #[derive(Debug, Default)]
 pub struct Verdict {
@@ -79,6 +95,8 @@ pub struct Verdict {
     pub warnings: Vec<String>,
     /// The defaults, as a JSON Patch against the submitted object.
     pub patch: json_patch::Patch,
+    /// The reviewed object with its defaults, when it could be read (CREATE and UPDATE).
+    pub object: Option<Reviewed>,
 }
 
 impl Verdict {
@@ -90,7 +108,7 @@ impl Verdict {
     fn from_findings(mut findings: Findings) -> Self {
         field::sort_errors(&mut findings.errors);
         findings.warnings.dedup();
-        Verdict { errors: findings.errors, warnings: findings.warnings, patch: json_patch::Patch::default() }
+        Verdict { errors: findings.errors, warnings: findings.warnings, ..Verdict::default() }
     }
 }
 
@@ -135,7 +153,7 @@ impl Engine {
         match operation {
             Operation::Delete | Operation::Connect => json_patch::Patch::default(),
             Operation::Create | Operation::Update => {
-                mutate::defaults_patch(kind, object, self.state().default_profile())
+                defaults::defaults_patch(kind, object, self.state().default_profile())
             }
         }
     }
@@ -147,7 +165,7 @@ impl Engine {
         if !matches!(operation, Operation::Create | Operation::Update) {
             return self.check(kind, operation, Value::Null, old, &state);
         }
-        let mutated = mutate::apply_defaults(kind, object, state.default_profile());
+        let mutated = defaults::apply_defaults(kind, object, state.default_profile());
         let patch = json_patch::diff(object, &mutated);
         Verdict { patch, ..self.check(kind, operation, mutated, old, &state) }
     }
@@ -158,7 +176,7 @@ impl Engine {
         let state = self.state();
         let mut mutated = object;
         if matches!(operation, Operation::Create | Operation::Update) {
-            mutate::apply_defaults_in_place(kind, &mut mutated, state.default_profile());
+            defaults::apply_defaults_in_place(kind, &mut mutated, state.default_profile());
         }
         self.check(kind, operation, mutated, old, &state)
     }
@@ -182,26 +200,39 @@ impl Engine {
         remove_pointers(&mut readable, &structural.removals);
 
         let mut findings = Findings::default();
+        let findings_of = &mut findings;
         let typed = match kind {
             Kind::Server => typed::<MCPServer>(readable).map(|server| {
                 let old = old.and_then(|o| MCPServer::deserialize(o).ok());
-                server::validate_server(&server, old.as_ref(), state, &mut findings);
+                server::validate_server(&server, old.as_ref(), state, findings_of);
+                Reviewed::Server(Box::new(server))
             }),
-            Kind::ServerGroup => typed::<MCPServerGroup>(readable).map(|g| group::validate_group(&g, &mut findings)),
-            Kind::DiscoverySource => {
-                typed::<MCPDiscoverySource>(readable).map(|d| discovery::validate_discovery(&d, state, &mut findings))
-            }
-            Kind::PermissionProfile => {
-                typed::<MCPPermissionProfile>(readable).map(|p| profile::validate_profile(&p.spec, &mut findings))
-            }
-            Kind::AdmissionPolicy => typed::<MCPAdmissionPolicy>(readable)
-                .map(|p| admission_policy::validate_admission_policy(&p, state, &mut findings)),
+            Kind::ServerGroup => typed::<MCPServerGroup>(readable).map(|g| {
+                group::validate_group(&g, findings_of);
+                Reviewed::ServerGroup(Box::new(g))
+            }),
+            Kind::DiscoverySource => typed::<MCPDiscoverySource>(readable).map(|d| {
+                discovery::validate_discovery(&d, state, findings_of);
+                Reviewed::DiscoverySource(Box::new(d))
+            }),
+            Kind::PermissionProfile => typed::<MCPPermissionProfile>(readable).map(|p| {
+                profile::validate_profile(&p.spec, findings_of);
+                Reviewed::PermissionProfile(Box::new(p))
+            }),
+            Kind::AdmissionPolicy => typed::<MCPAdmissionPolicy>(readable).map(|p| {
+                admission_policy::validate_admission_policy(&p, state, findings_of);
+                Reviewed::AdmissionPolicy(Box::new(p))
+            }),
         };
-        if let Err(reason) = typed
-            && structural.errors.is_empty()
-        {
-            findings.errors.push(FieldError::invalid(&FieldPath::default(), "", reason));
-        }
+        let object = match typed {
+            Ok(object) => Some(object),
+            Err(reason) => {
+                if structural.errors.is_empty() {
+                    findings.errors.push(FieldError::invalid(&FieldPath::default(), "", reason));
+                }
+                None
+            }
+        };
 
         // Structural errors win: rules do not speak about a field that is already broken.
         let mut errors = structural.errors;
@@ -209,7 +240,21 @@ impl Engine {
         errors.append(&mut findings.errors);
         field::sort_errors(&mut errors);
         findings.warnings.dedup();
-        Verdict { errors, warnings: findings.warnings, patch: json_patch::Patch::default() }
+        Verdict { errors, warnings: findings.warnings, patch: json_patch::Patch::default(), object }
+    }
+
+    /// Reviews a stored MCPServer as the controller and `render` see it: its defaults applied
+    /// (the one time they are), then every rule. The defaulted server when it is allowed,
+    /// else every violation (a server that bypassed the webhook).
+    pub fn review_server(&self, server: &MCPServer) -> Result<MCPServer, Vec<FieldError>> {
+        let object = serde_json::to_value(server).map_err(|e| {
+            vec![FieldError::invalid(&FieldPath::default(), "", format!("the object could not be read: {e}"))]
+        })?;
+        let verdict = self.verdict(Kind::Server, Operation::Create, object, None);
+        match verdict.object {
+            Some(Reviewed::Server(server)) if verdict.allowed() => Ok(*server),
+            _ => Err(verdict.errors),
+        }
     }
 
     /// The pod-level check of a Pod or Deployment: objects labelled as an MCP server's pods
@@ -236,6 +281,13 @@ impl Engine {
             Err(reason) => findings.errors.push(FieldError::invalid(&FieldPath::default(), "", reason)),
             Ok(template) => workload::check_level(&template, level, &mut findings),
         }
+        Verdict::from_findings(findings)
+    }
+
+    /// [`Engine::check_pod_security`] of a typed Deployment, as the controller builds it.
+    pub fn check_deployment_security(&self, deployment: &Deployment, level: PodSecurityLevel) -> Verdict {
+        let mut findings = Findings::default();
+        workload::check_level(&workload::PodTemplate::of_deployment(deployment.clone()), level, &mut findings);
         Verdict::from_findings(findings)
     }
 }

@@ -4,13 +4,11 @@
 use k8s_openapi::api::core::v1::{Capabilities, ContainerPort, Lifecycle, PodSpec, Probe, SecurityContext};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::checks::{ALLOWED_VOLUME_SOURCES, volume_sources};
 use super::field::{FieldError, FieldPath};
-use super::profile::{BASELINE_CAPABILITIES, RESTRICTED_CAPABILITIES};
+use super::profile::level_capabilities;
 use crate::crd::PodSecurityLevel;
 
-/// Volume sources the restricted level allows.
-pub const RESTRICTED_VOLUME_SOURCES: [&str; 8] =
-    ["configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"];
 /// SELinux types the baseline level allows.
 const SELINUX_TYPES: [&str; 5] = ["", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"];
 /// Sysctls the baseline level allows.
@@ -177,7 +175,13 @@ fn check_baseline(
                 );
             }
             if check_capabilities {
-                check_added_capabilities(sc.capabilities.as_ref(), view, &BASELINE_CAPABILITIES, LEVEL, errors);
+                check_added_capabilities(
+                    sc.capabilities.as_ref(),
+                    view,
+                    level_capabilities(PodSecurityLevel::Baseline),
+                    LEVEL,
+                    errors,
+                );
             }
             check_selinux(sc.se_linux_options.as_ref(), &view.path.child("securityContext"), errors);
             if !user_namespaced && sc.proc_mount.as_deref().is_some_and(|m| m != "Default") {
@@ -292,8 +296,8 @@ fn check_restricted(spec: &PodSpec, path: &FieldPath, views: &[ContainerView<'_>
     const LEVEL: &str = "restricted";
     let windows = spec.os.as_ref().is_some_and(|os| os.name == "windows");
     for (i, volume) in spec.volumes.iter().flatten().enumerate() {
-        let sources = super::server::volume_sources(volume);
-        for source in sources.iter().filter(|s| !RESTRICTED_VOLUME_SOURCES.contains(&s.as_str())) {
+        let sources = volume_sources(volume);
+        for source in sources.iter().filter(|s| !ALLOWED_VOLUME_SOURCES.contains(&s.as_str())) {
             if source != "hostPath" {
                 forbidden(
                     errors,
@@ -370,7 +374,7 @@ fn check_restricted(spec: &PodSpec, path: &FieldPath, views: &[ContainerView<'_>
                 "drop ALL capabilities (Pod Security Standards, restricted)",
             ));
         }
-        check_added_capabilities(caps, view, &RESTRICTED_CAPABILITIES, LEVEL, errors);
+        check_added_capabilities(caps, view, level_capabilities(PodSecurityLevel::Restricted), LEVEL, errors);
     }
     if !windows && pod_seccomp.is_some() && !good_seccomp(pod_seccomp) && pod_seccomp != Some("Unconfined") {
         forbidden(

@@ -1,27 +1,23 @@
-//! Permission profiles: the rules a profile object must obey, the pure compilers that turn
-//! a profile into a server's NetworkPolicy, ServiceAccount, Role and RoleBinding, and the
-//! translation of ToolHive JSON profiles.
+//! Permission profiles: which profile a server uses (the one resolution, [`ProfileRef::of`]
+//! then [`resolve_named`] or [`resolve_configmap`]), the effective settings of a profile, the
+//! rules a profile object must obey, and the translation of ToolHive JSON profiles. What a
+//! profile compiles into (NetworkPolicy, ServiceAccount, Role, RoleBinding) is built with
+//! the server's other children in `controller::resources`.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
-};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
 
 use super::Findings;
+use super::checks::check_selector;
 use super::field::{FieldError, FieldPath};
 use super::format::{Cidr, is_host_pattern};
-use super::group::check_selector;
+use super::state::PolicyState;
 use crate::crd::{
-    EgressPermissions, EgressRule, FilesystemPermissions, MCPPermissionProfileSpec, MCPServer, NetworkPermissions,
-    PodPermissions, PodSecurityLevel, PortRule, Protocol, ServiceAccountPermissions,
+    EgressPermissions, EgressRule, FilesystemPermissions, MCPPermissionProfileSpec, MCPServerSpec, NetworkPermissions,
+    PodPermissions, PodSecurityLevel, PortRule, ProfileSource, Protocol, ServiceAccountPermissions,
 };
 
 /// The one capability the restricted level lets a container add.
@@ -98,11 +94,16 @@ impl EffectiveProfile {
 
     /// Capabilities a container may really add: the profile's list, limited by the level.
     pub fn addable_capabilities(&self) -> Vec<&str> {
-        let level_allows: &[&str] = match self.level {
-            PodSecurityLevel::Restricted => &RESTRICTED_CAPABILITIES,
-            PodSecurityLevel::Baseline => &BASELINE_CAPABILITIES,
-        };
+        let level_allows = level_capabilities(self.level);
         self.allowed_capabilities.iter().map(String::as_str).filter(|c| level_allows.contains(c)).collect()
+    }
+}
+
+/// The capabilities a Pod Security Standards level lets a container add.
+pub fn level_capabilities(level: PodSecurityLevel) -> &'static [&'static str] {
+    match level {
+        PodSecurityLevel::Restricted => &RESTRICTED_CAPABILITIES,
+        PodSecurityLevel::Baseline => &BASELINE_CAPABILITIES,
     }
 }
 
@@ -131,11 +132,7 @@ pub fn validate_profile(spec: &MCPPermissionProfileSpec, findings: &mut Findings
 }
 
 fn check_pod_permissions(pod: &PodPermissions, path: &FieldPath, findings: &mut Findings) {
-    let level = pod.level.unwrap_or_default();
-    let allowed: &[&str] = match level {
-        PodSecurityLevel::Restricted => &RESTRICTED_CAPABILITIES,
-        PodSecurityLevel::Baseline => &BASELINE_CAPABILITIES,
-    };
+    let allowed = level_capabilities(pod.level.unwrap_or_default());
     for (i, cap) in pod.allowed_capabilities.iter().flatten().enumerate() {
         if !allowed.contains(&cap.as_str()) {
             findings.errors.push(FieldError::not_supported(
@@ -245,109 +242,124 @@ fn check_service_account(sa: &ServiceAccountPermissions, path: &FieldPath, findi
     }
 }
 
-/// The objects a profile compiles into for one server.
+/// Where a server's profile comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileRef {
+    /// A profile of the policy, by name.
+    Named(String),
+    /// A ToolHive JSON profile in a ConfigMap of the server's namespace.
+    ConfigMap {
+        /// Name of the ConfigMap.
+        name: String,
+        /// Key holding the JSON.
+        key: String,
+    },
+}
+
+impl ProfileRef {
+    /// Which profile a server uses — the one place this is decided: the profile it names
+    /// (`type: builtin`, or no type), the policy's default when it names none, or the
+    /// ToolHive JSON at `key` of ConfigMap `name` (`type: configmap`).
+    pub fn of(spec: &MCPServerSpec, state: &PolicyState) -> Result<ProfileRef, ProfileError> {
+        let reference = spec.permission_profile.clone().unwrap_or_default();
+        match reference.source.unwrap_or(ProfileSource::Builtin) {
+            ProfileSource::Builtin => {
+                Ok(ProfileRef::Named(reference.name.unwrap_or_else(|| state.default_profile().to_string())))
+            }
+            ProfileSource::Configmap => match (reference.name, reference.key) {
+                (Some(name), Some(key)) => Ok(ProfileRef::ConfigMap { name, key }),
+                _ => Err(ProfileError::Incomplete),
+            },
+        }
+    }
+
+    /// The name the profile is known by: the policy's name, or `configmap:<name>/<key>`.
+    pub fn name(&self) -> String {
+        match self {
+            ProfileRef::Named(name) => name.clone(),
+            ProfileRef::ConfigMap { name, key } => configmap_profile_name(name, key),
+        }
+    }
+
+    /// The profile as far as it can be known without reading the cluster: a named profile
+    /// of the policy, or for a ConfigMap profile the floor every ToolHive translation
+    /// keeps to (restricted level, no mounts, no egress, no token), which is what
+    /// admission holds such servers to.
+    pub fn resolve_offline(&self, state: &PolicyState) -> Result<ResolvedProfile, ProfileError> {
+        match self {
+            ProfileRef::Named(name) => resolve_named(name, state),
+            ProfileRef::ConfigMap { .. } => {
+                Ok(ResolvedProfile { name: self.name(), spec: MCPPermissionProfileSpec::default() })
+            }
+        }
+    }
+}
+
+/// A profile ready to compile.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProfileObjects {
-    /// Ingress only from the allowed namespaces to the MCP port; egress per profile.
-    pub network_policy: NetworkPolicy,
-    /// The server's own account; `None` when the server names an account of its own.
-    pub service_account: Option<ServiceAccount>,
-    /// The rules the profile grants (possibly none).
-    pub role: Role,
-    /// Binds the Role to the server's account.
-    pub role_binding: RoleBinding,
+pub struct ResolvedProfile {
+    /// The profile's name (`configmap:<name>/<key>` for ConfigMap profiles).
+    pub name: String,
+    /// What it allows.
+    pub spec: MCPPermissionProfileSpec,
 }
 
-fn child_meta(server: &MCPServer) -> ObjectMeta {
-    ObjectMeta {
-        name: server.metadata.name.clone(),
-        namespace: server.metadata.namespace.clone(),
-        labels: Some(server.child_labels()),
-        owner_references: server.controller_owner_ref(&()).map(|r| vec![r]),
-        ..Default::default()
+/// Why a profile could not be resolved; permanent until the spec, the policy or the
+/// ConfigMap changes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileError {
+    /// No profile of that name in the policy.
+    #[error("permission profile {name:?} does not exist: use one of {known}, or create the MCPPermissionProfile")]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The names that exist, comma-separated.
+        known: String,
+    },
+    /// A ConfigMap profile without a name or key.
+    #[error("a configmap permission profile needs both name and key")]
+    Incomplete,
+    /// The ConfigMap or its key is missing.
+    #[error("ConfigMap {name:?} has no key {key:?} holding a permission profile")]
+    Missing {
+        /// Name of the ConfigMap.
+        name: String,
+        /// The key.
+        key: String,
+    },
+    /// The ConfigMap's JSON is not a usable ToolHive profile.
+    #[error("ConfigMap {name:?} key {key:?}: {detail}")]
+    Invalid {
+        /// Name of the ConfigMap.
+        name: String,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// The named profile of the policy.
+pub fn resolve_named(name: &str, state: &PolicyState) -> Result<ResolvedProfile, ProfileError> {
+    match state.profile(name) {
+        Some(spec) => Ok(ResolvedProfile { name: name.to_string(), spec: spec.clone() }),
+        None => Err(ProfileError::Unknown { name: name.to_string(), known: state.profile_names().join(", ") }),
     }
 }
 
-/// The account the server's pod runs as.
-pub fn service_account_name(server: &MCPServer) -> String {
-    server.spec.service_account_name.clone().or_else(|| server.metadata.name.clone()).unwrap_or_default()
+/// The profile held at `key` of a ConfigMap, given the ConfigMap's data at that key.
+pub fn resolve_configmap(name: &str, key: &str, json: Option<&str>) -> Result<ResolvedProfile, ProfileError> {
+    let json = json.ok_or_else(|| ProfileError::Missing { name: name.to_string(), key: key.to_string() })?;
+    let spec = from_toolhive_json(json).map_err(|detail| ProfileError::Invalid {
+        name: name.to_string(),
+        key: key.to_string(),
+        detail,
+    })?;
+    Ok(ResolvedProfile { name: configmap_profile_name(name, key), spec })
 }
 
-fn port(rule: &PortRule) -> NetworkPolicyPort {
-    NetworkPolicyPort {
-        port: Some(IntOrString::Int(rule.port)),
-        protocol: Some(rule.protocol.unwrap_or_default().as_str().to_string()),
-        end_port: None,
-    }
-}
-
-/// Compiles a profile into the NetworkPolicy, ServiceAccount, Role and RoleBinding of a server.
-pub fn compile(server: &MCPServer, profile: &MCPPermissionProfileSpec) -> ProfileObjects {
-    let effective = EffectiveProfile::of(profile);
-    let mcp_port = server.spec.port.unwrap_or(super::mutate::DEFAULT_PORT as i32);
-    let ingress = NetworkPolicyIngressRule {
-        from: Some(vec![NetworkPolicyPeer {
-            namespace_selector: Some(effective.ingress_from.clone()),
-            ..Default::default()
-        }]),
-        ports: Some(vec![port(&PortRule { port: mcp_port, protocol: Some(Protocol::TCP) })]),
-    };
-    let mut egress = Vec::new();
-    if effective.egress_all {
-        egress.push(NetworkPolicyEgressRule::default());
-    } else {
-        for rule in &effective.egress_rules {
-            let ports: Vec<NetworkPolicyPort> = rule.ports.iter().flatten().map(port).collect();
-            egress.push(NetworkPolicyEgressRule {
-                to: Some(vec![NetworkPolicyPeer {
-                    ip_block: Some(IPBlock { cidr: rule.cidr.clone().unwrap_or_default(), except: None }),
-                    ..Default::default()
-                }]),
-                ports: (!ports.is_empty()).then_some(ports),
-            });
-        }
-        if effective.allow_dns {
-            // Port-only, so node-local DNS caches and any cluster DNS layout keep working.
-            egress.push(NetworkPolicyEgressRule {
-                to: None,
-                ports: Some(vec![
-                    port(&PortRule { port: 53, protocol: Some(Protocol::UDP) }),
-                    port(&PortRule { port: 53, protocol: Some(Protocol::TCP) }),
-                ]),
-            });
-        }
-    }
-    let network_policy = NetworkPolicy {
-        metadata: child_meta(server),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector { match_labels: Some(server.selector_labels()), ..Default::default() }),
-            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: Some(vec![ingress]),
-            egress: Some(egress),
-        }),
-    };
-    let account = service_account_name(server);
-    let service_account = server.spec.service_account_name.is_none().then(|| ServiceAccount {
-        metadata: child_meta(server),
-        automount_service_account_token: Some(effective.automount_token),
-        ..Default::default()
-    });
-    let role = Role { metadata: child_meta(server), rules: Some(effective.rules.clone()) };
-    let role_binding = RoleBinding {
-        metadata: child_meta(server),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: server.metadata.name.clone().unwrap_or_default(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: account,
-            namespace: server.metadata.namespace.clone(),
-            api_group: None,
-        }]),
-    };
-    ProfileObjects { network_policy, service_account, role, role_binding }
+fn configmap_profile_name(name: &str, key: &str) -> String {
+    format!("configmap:{name}/{key}")
 }
 
 /// A ToolHive permission profile, as its JSON is written.
@@ -418,4 +430,69 @@ pub fn from_toolhive_json(text: &str) -> Result<MCPPermissionProfileSpec, String
         }),
         service_account: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::PermissionProfileRef;
+
+    fn server(profile: Option<PermissionProfileRef>) -> MCPServerSpec {
+        MCPServerSpec { permission_profile: profile, ..MCPServerSpec::default() }
+    }
+
+    fn reference(source: ProfileSource, name: Option<&str>, key: Option<&str>) -> Option<PermissionProfileRef> {
+        Some(PermissionProfileRef {
+            source: Some(source),
+            name: name.map(str::to_string),
+            key: key.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn no_profile_means_the_policy_default() {
+        let state = PolicyState::builtin();
+        assert_eq!(ProfileRef::of(&server(None), &state), Ok(ProfileRef::Named("none".into())));
+        let named = server(reference(ProfileSource::Builtin, Some("network"), None));
+        assert_eq!(ProfileRef::of(&named, &state), Ok(ProfileRef::Named("network".into())));
+    }
+
+    #[test]
+    fn named_profiles_come_from_the_policy() {
+        let state = PolicyState::builtin();
+        let network = resolve_named("network", &state).unwrap();
+        assert_eq!(network.name, "network");
+        assert_eq!(&network.spec, state.profile("network").unwrap());
+        assert_eq!(
+            resolve_named("root", &state),
+            Err(ProfileError::Unknown { name: "root".into(), known: "network, none".into() })
+        );
+    }
+
+    #[test]
+    fn configmap_profiles_are_translated_from_toolhive_json() {
+        let incomplete = server(reference(ProfileSource::Configmap, Some("p"), None));
+        assert_eq!(ProfileRef::of(&incomplete, &PolicyState::builtin()), Err(ProfileError::Incomplete));
+        let json = r#"{"read": ["/data"], "write": ["/tmp"], "network": {"outbound": {"insecure_allow_all": true}}}"#;
+        let resolved = resolve_configmap("p", "profile.json", Some(json)).unwrap();
+        assert_eq!(resolved.name, "configmap:p/profile.json");
+        let egress = resolved.spec.network.unwrap().egress.unwrap();
+        assert_eq!(egress.allow_all, Some(true));
+        assert!(matches!(resolve_configmap("p", "k", None), Err(ProfileError::Missing { .. })));
+        assert!(matches!(
+            resolve_configmap("p", "k", Some(r#"{"privileged": true}"#)),
+            Err(ProfileError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn offline_resolution_holds_configmap_profiles_to_the_floor() {
+        let state = PolicyState::builtin();
+        let reference = ProfileRef::ConfigMap { name: "p".into(), key: "k".into() };
+        let floor = reference.resolve_offline(&state).unwrap();
+        assert_eq!(floor.name, "configmap:p/k");
+        let effective = EffectiveProfile::of(&floor.spec);
+        assert!(effective.read_paths.is_empty() && !effective.egress_all && !effective.automount_token);
+        assert!(ProfileRef::Named("root".into()).resolve_offline(&state).is_err());
+    }
 }

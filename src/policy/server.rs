@@ -1,18 +1,17 @@
 //! Rules of `MCPServer`: the whole object, or a partial spec (a discovery template).
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{EnvVar, SecurityContext, Volume};
-use serde_json::Value;
+use k8s_openapi::api::core::v1::{EnvVar, SecurityContext};
 
 use super::Findings;
+use super::checks::{ALLOWED_VOLUME_SOURCES, check_duration, volume_sources};
 use super::field::{FieldError, FieldPath};
 use super::format::{
     Cidr, blocked_host_reason, dns1035_label_error, host_matches, is_dns1123_subdomain, is_env_var_name,
-    is_in_cluster_host, parse_image, parse_positive_duration, parse_quantity, path_within,
+    is_in_cluster_host, parse_image, parse_quantity, path_within,
 };
-use super::profile::EffectiveProfile;
+use super::profile::{EffectiveProfile, ProfileRef};
 use super::state::PolicyState;
 use crate::crd::{DenyOrWarn, LatestTagAction, MCPServer, MCPServerSpec, ProfileSource, ServerMode};
 
@@ -23,9 +22,6 @@ pub const MAX_ENDPOINT_LEN: usize = 2048;
 /// Words that mark an environment variable as a credential.
 pub const SECRET_ENV_MARKERS: [&str; 8] =
     ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "PRIVATE_KEY", "CREDENTIAL"];
-/// Volume sources a server pod may use.
-pub const ALLOWED_VOLUME_SOURCES: [&str; 8] =
-    ["configMap", "secret", "emptyDir", "persistentVolumeClaim", "projected", "downwardAPI", "csi", "ephemeral"];
 
 /// Checks a whole MCPServer; `old` is the stored object on UPDATE.
 pub fn validate_server(server: &MCPServer, old: Option<&MCPServer>, state: &PolicyState, findings: &mut Findings) {
@@ -288,18 +284,6 @@ fn check_durations(spec: &MCPServerSpec, path: &FieldPath, findings: &mut Findin
     }
 }
 
-/// Checks an optional Go duration and returns it when it is valid.
-pub fn check_duration(text: Option<&str>, path: &FieldPath, findings: &mut Findings) -> Option<Duration> {
-    let text = text?;
-    match parse_positive_duration(text) {
-        Ok(d) => Some(d),
-        Err(detail) => {
-            findings.errors.push(FieldError::invalid(path, text, detail));
-            None
-        }
-    }
-}
-
 fn check_allow_list(allow_list: &[String], path: &FieldPath, findings: &mut Findings) {
     let mut seen = HashSet::new();
     for (i, tool) in allow_list.iter().enumerate() {
@@ -442,16 +426,6 @@ fn check_volumes(spec: &MCPServerSpec, path: &FieldPath, findings: &mut Findings
     }
 }
 
-/// The source fields a volume sets (`hostPath`, `configMap`, …), by their JSON names.
-pub fn volume_sources(volume: &Volume) -> Vec<String> {
-    match serde_json::to_value(volume) {
-        Ok(Value::Object(map)) => {
-            map.into_iter().filter(|(k, v)| k != "name" && !v.is_null()).map(|(k, _)| k).collect()
-        }
-        _ => Vec::new(),
-    }
-}
-
 fn check_resources(spec: &MCPServerSpec, path: &FieldPath, findings: &mut Findings) {
     let Some(resources) = &spec.resources else { return };
     let empty = BTreeMap::new();
@@ -525,24 +499,13 @@ fn check_permission_profile(spec: &MCPServerSpec, path: &FieldPath, state: &Poli
     }
 }
 
-/// The profile a server uses: the one it names, else the policy's default. ConfigMap profiles
-/// are read by the controller; admission holds them to the restricted defaults.
-pub fn resolve_profile(spec: &MCPServerSpec, state: &PolicyState) -> (String, EffectiveProfile) {
-    let named = spec.permission_profile.as_ref().and_then(|p| match p.source {
-        Some(ProfileSource::Builtin) => p.name.clone(),
-        _ => None,
-    });
-    let configmap = spec.permission_profile.as_ref().is_some_and(|p| p.source == Some(ProfileSource::Configmap));
-    let name = named.unwrap_or_else(|| state.default_profile().to_string());
-    match state.profile(&name) {
-        Some(profile) if !configmap => (name, EffectiveProfile::of(profile)),
-        _ => (name, EffectiveProfile::of(&Default::default())),
-    }
-}
-
-/// Capabilities, mounts and network rules checked against the server's profile.
+/// Capabilities, mounts and network rules checked against the server's profile, as far as
+/// admission can know it ([`ProfileRef::resolve_offline`]). A reference that names no usable
+/// profile is reported by [`check_permission_profile`] alone.
 fn check_profile_constraints(spec: &MCPServerSpec, path: &FieldPath, state: &PolicyState, findings: &mut Findings) {
-    let (name, profile) = resolve_profile(spec, state);
+    let Ok(resolved) = ProfileRef::of(spec, state).and_then(|r| r.resolve_offline(state)) else { return };
+    let name = resolved.name;
+    let profile = EffectiveProfile::of(&resolved.spec);
     let addable = profile.addable_capabilities();
     let caps = spec.security_context.as_ref().and_then(|sc| sc.capabilities.as_ref());
     for (i, cap) in caps.and_then(|c| c.add.as_ref()).into_iter().flatten().enumerate() {

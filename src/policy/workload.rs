@@ -12,7 +12,7 @@ use super::Findings;
 use super::field::{FieldError, FieldPath};
 use super::format::path_within;
 use super::pod_security::check_pod;
-use super::profile::{BASELINE_CAPABILITIES, EffectiveProfile, RESTRICTED_CAPABILITIES};
+use super::profile::{EffectiveProfile, level_capabilities, resolve_named};
 use super::state::PolicyState;
 use crate::crd::{INSTANCE_LABEL, PodSecurityLevel, SERVER_POD_LABEL};
 
@@ -73,15 +73,22 @@ pub fn pod_template(kind: WorkloadKind, object: &Value) -> Result<PodTemplate, S
         }
         WorkloadKind::Deployment => {
             let deployment = Deployment::deserialize(object).map_err(|e| format!("not a valid Deployment: {e}"))?;
-            let template = deployment.spec.map(|s| s.template).unwrap_or_default();
-            let base = FieldPath::new("spec").child("template");
-            Ok(PodTemplate {
-                namespace: deployment.metadata.namespace.unwrap_or_default(),
-                meta: template.metadata.unwrap_or_default(),
-                spec: template.spec.unwrap_or_default(),
-                meta_path: base.child("metadata"),
-                spec_path: base.child("spec"),
-            })
+            Ok(PodTemplate::of_deployment(deployment))
+        }
+    }
+}
+
+impl PodTemplate {
+    /// The pod template of a typed Deployment.
+    pub fn of_deployment(deployment: Deployment) -> PodTemplate {
+        let template = deployment.spec.map(|s| s.template).unwrap_or_default();
+        let base = FieldPath::new("spec").child("template");
+        PodTemplate {
+            namespace: deployment.metadata.namespace.unwrap_or_default(),
+            meta: template.metadata.unwrap_or_default(),
+            spec: template.spec.unwrap_or_default(),
+            meta_path: base.child("metadata"),
+            spec_path: base.child("spec"),
         }
     }
 }
@@ -102,7 +109,8 @@ pub fn check_server_pod(template: &PodTemplate, state: &PolicyState, findings: &
     let server = template.meta.labels.as_ref().and_then(|l| l.get(INSTANCE_LABEL)).cloned().unwrap_or_default();
     let key = format!("{}/{server}", template.namespace);
     let name = state.server_profiles.get(&key).cloned().unwrap_or_else(|| state.default_profile().to_string());
-    let profile = EffectiveProfile::of(&state.profile(&name).cloned().unwrap_or_default());
+    // A profile that cannot be resolved offline (unknown, or a ConfigMap's) is held to the floor.
+    let profile = EffectiveProfile::of(&resolve_named(&name, state).map(|p| p.spec).unwrap_or_default());
     check_level(template, profile.level, findings);
     let addable = profile.addable_capabilities();
     let spec = &template.spec;
@@ -120,10 +128,7 @@ pub fn check_server_pod(template: &PodTemplate, state: &PolicyState, findings: &
         let caps = container.security_context.as_ref().and_then(|sc| sc.capabilities.as_ref());
         for (j, cap) in caps.and_then(|c| c.add.as_ref()).into_iter().flatten().enumerate() {
             // Capabilities the level itself forbids are already reported by the level check.
-            let level_allows = match profile.level {
-                PodSecurityLevel::Restricted => RESTRICTED_CAPABILITIES.contains(&cap.as_str()),
-                PodSecurityLevel::Baseline => BASELINE_CAPABILITIES.contains(&cap.as_str()),
-            };
+            let level_allows = level_capabilities(profile.level).contains(&cap.as_str());
             if level_allows && !addable.contains(&cap.as_str()) {
                 findings.errors.push(FieldError::forbidden(
                     &item.child("securityContext").child("capabilities").child("add").index(j),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rustls::sign::CertifiedKey;
 use time::OffsetDateTime;
 
-use super::policy::{self, CertificateInfo};
+use super::inspect::{self, CertificateInfo};
 use super::resolver::CertResolver;
 use super::{CERTIFICATE_CONDITION, TlsError};
 use crate::metrics::Metrics;
@@ -47,7 +47,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 fn parse(cert: Vec<u8>, key: Vec<u8>) -> Result<Loaded, TlsError> {
     let certified = super::certified_key(&cert, &key)?;
-    let info = policy::inspect(&cert).map_err(TlsError::Pem)?;
+    let info = inspect::inspect(&cert).map_err(TlsError::Pem)?;
     Ok(Loaded { key: certified, info, contents: (cert, key) })
 }
 

@@ -14,7 +14,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::TlsError;
-use super::policy::inspect_bundle;
+use super::inspect::inspect_bundle;
 
 /// The two kinds of webhook configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,8 +145,8 @@ pub async fn inject(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::inspect::inspect;
     use crate::tls::issue::{DEFAULT_CA_VALIDITY, issue_ca};
-    use crate::tls::policy::inspect;
 
     fn config(bundles: &[Option<&[u8]>]) -> Value {
         let webhooks: Vec<Value> = bundles

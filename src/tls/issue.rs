@@ -94,7 +94,7 @@ pub fn issue_ca(common_name: &str, validity: Duration) -> Result<CertificateAuth
 pub fn issue_serving(ca: &CertificateAuthority, request: &ServingCertRequest) -> Result<IssuedCertificate, TlsError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
-    let ca_not_after = super::policy::inspect(ca.cert_pem.as_bytes()).map_err(TlsError::Pem)?.not_after;
+    let ca_not_after = super::inspect::inspect(ca.cert_pem.as_bytes()).map_err(TlsError::Pem)?.not_after;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(request.sans.clone())?;
     let mut name = DistinguishedName::new();

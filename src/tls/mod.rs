@@ -21,9 +21,10 @@
 
 pub mod files;
 pub mod inject;
+pub mod inspect;
 pub mod issue;
 pub mod material;
-pub mod policy;
+pub mod renewal;
 pub mod resolver;
 pub mod rotate;
 pub mod store;

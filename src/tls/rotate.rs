@@ -4,7 +4,7 @@
 //!
 //! It follows the Secret and both configurations with watchers, so a Secret written by another
 //! replica, or a `caBundle` reset by a `helm upgrade`, is seen at once. Every decision is made
-//! by [`policy::plan`] on the material as last observed; writes are conditioned on the
+//! by [`renewal::plan`] on the material as last observed; writes are conditioned on the
 //! resourceVersion that material came with, so when replicas race one write wins and the
 //! others adopt it.
 //!
@@ -29,8 +29,9 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 
 use super::inject::{self, Injection, WebhookConfigRef};
+use super::inspect::{self, CertificateInfo};
 use super::material::Material;
-use super::policy::{self, CertificateInfo, Decision, Requirements};
+use super::renewal::{self, Decision, Requirements};
 use super::resolver::CertResolver;
 use super::store::{SecretRef, SecretStore, StoredSecret, WriteOutcome};
 use super::{CA_BUNDLE_CONDITION, CERTIFICATE_CONDITION, TlsError};
@@ -289,7 +290,7 @@ impl Rotation {
             };
             let current = base.as_ref().map(|s| s.material.clone()).unwrap_or_default();
             let now = OffsetDateTime::now_utc();
-            let plan = policy::plan(&current, &self.config.requirements, now);
+            let plan = renewal::plan(&current, &self.config.requirements, now);
             if plan.is_keep() {
                 self.remembered_ca = current.ca_cert.clone();
                 return Ok(());
@@ -312,7 +313,7 @@ impl Rotation {
         Ok(())
     }
 
-    fn record_rotation(&self, plan: &policy::Plan, next: &Material) {
+    fn record_rotation(&self, plan: &renewal::Plan, next: &Material) {
         let describe = |decision: &Decision| match decision {
             Decision::Keep => "kept".to_string(),
             Decision::Renew(reason) => format!("renewed: {reason}"),
@@ -325,7 +326,7 @@ impl Rotation {
             self.metrics.webhook_certificate_rotations.with_label_values(&["serving"]).inc();
         }
         let not_after =
-            next.tls_cert.as_deref().and_then(|pem| policy::inspect(pem).ok()).map(|c| c.not_after.to_string());
+            next.tls_cert.as_deref().and_then(|pem| inspect::inspect(pem).ok()).map(|c| c.not_after.to_string());
         tracing::info!(
             secret = %self.config.secret,
             ca = %describe(&plan.ca),
@@ -342,7 +343,7 @@ impl Rotation {
         let Some(stored) = self.secret.present() else {
             return Ok(());
         };
-        let plan = policy::plan(&stored.material, &self.config.requirements, OffsetDateTime::now_utc());
+        let plan = renewal::plan(&stored.material, &self.config.requirements, OffsetDateTime::now_utc());
         if matches!(plan.ca, Decision::Replace(_)) {
             // Never point the apiserver at a CA that is not valid.
             return Ok(());
@@ -369,7 +370,7 @@ impl Rotation {
         let mut cas = Vec::new();
         if let Some(stored) = self.secret.present() {
             for pem in [&stored.material.ca_cert, &stored.material.previous_ca_cert].into_iter().flatten() {
-                if let Ok(info) = policy::inspect(pem) {
+                if let Ok(info) = inspect::inspect(pem) {
                     cas.push(info.der);
                 }
             }
@@ -416,16 +417,16 @@ impl Rotation {
         if self.served.as_ref().is_some_and(|served| &served.cert_pem == cert_pem) {
             return;
         }
-        if matches!(policy::plan(material, &self.config.requirements, now).serving, Decision::Replace(_)) {
+        if matches!(renewal::plan(material, &self.config.requirements, now).serving, Decision::Replace(_)) {
             return;
         }
-        let (Ok(key), Ok(info)) = (super::certified_key(cert_pem, key_pem), policy::inspect(cert_pem)) else {
+        let (Ok(key), Ok(info)) = (super::certified_key(cert_pem, key_pem), inspect::inspect(cert_pem)) else {
             return;
         };
         let issuer = [&material.ca_cert, &material.previous_ca_cert]
             .into_iter()
             .flatten()
-            .filter_map(|pem| policy::inspect(pem).ok())
+            .filter_map(|pem| inspect::inspect(pem).ok())
             .find(|ca| info.is_signed_by(ca))
             .map(|ca| ca.der);
         let nothing_valid_served = self.served.as_ref().is_none_or(|served| !served.info.is_valid_at(now));
@@ -504,7 +505,7 @@ impl Rotation {
         };
         let mut candidates = Vec::new();
         if let Some(stored) = self.secret.present() {
-            candidates.extend(policy::next_review(&stored.material, &self.config.requirements).map(at));
+            candidates.extend(renewal::next_review(&stored.material, &self.config.requirements).map(at));
             let pending = self.served.as_ref().is_none_or(|s| Some(&s.cert_pem) != stored.material.tls_cert.as_ref());
             if pending {
                 candidates.extend(self.trusted_since.values().map(|since| *since + self.config.trust_delay));

@@ -12,9 +12,10 @@ use mcp_hangar::metrics::Metrics;
 use mcp_hangar::readiness::Readiness;
 use mcp_hangar::tls::CertResolver;
 use mcp_hangar::tls::inject::{WebhookConfigRef, WebhookKind};
+use mcp_hangar::tls::inspect;
 use mcp_hangar::tls::issue::service_sans;
 use mcp_hangar::tls::material::Material;
-use mcp_hangar::tls::policy::{self, Requirements};
+use mcp_hangar::tls::renewal::{self, Requirements};
 use mcp_hangar::tls::rotate::{self, SelfManagedConfig};
 use mcp_hangar::tls::store::SecretRef;
 use serde_json::{Value, json};
@@ -71,7 +72,7 @@ pub fn config(ca_validity: Duration, serving_validity: Duration, renew_fraction:
 
 /// Default test settings: lifetimes of an hour and ten minutes, renewal at two thirds.
 pub fn default_config() -> SelfManagedConfig {
-    config(Duration::from_secs(3600), Duration::from_secs(600), policy::DEFAULT_RENEW_FRACTION)
+    config(Duration::from_secs(3600), Duration::from_secs(600), renewal::DEFAULT_RENEW_FRACTION)
 }
 
 fn webhook(name: &str, path: &str) -> Value {
@@ -128,7 +129,7 @@ pub fn injected_bundles(fake: &FakeApi, path: &str) -> Vec<Option<Vec<u8>>> {
 
 /// DER of the first certificate of a PEM input.
 pub fn der_of(pem: &[u8]) -> Vec<u8> {
-    policy::inspect(pem).expect("a certificate").der
+    inspect::inspect(pem).expect("a certificate").der
 }
 
 /// Polls `condition` every 10ms until it holds or `timeout` passes.

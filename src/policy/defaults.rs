@@ -1,12 +1,13 @@
-//! Defaults written into stored objects, computed on JSON so that nothing the user
-//! wrote is reformatted; the admission answer is the JSON Patch between the two.
+//! Every default of every field, in one place: written into stored objects on JSON (so that
+//! nothing the user wrote is reformatted; the admission answer is the JSON Patch between the
+//! two), and read back typed by [`Settings`] for the controller and the gateway.
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::format::{format_duration, parse_positive_duration};
-use crate::crd::Kind;
+use crate::crd::{Kind, MCPServerSpec};
 
 /// Default replicas of a container-mode server.
 pub const DEFAULT_REPLICAS: i64 = 1;
@@ -91,8 +92,12 @@ fn default_server(object: &mut Value, default_profile: &str) {
 fn default_health_and_breaker(object: &mut Value) {
     set_default(object, &["spec", "healthCheck", "enabled"], json!(true));
     set_default(object, &["spec", "healthCheck", "interval"], json!(DEFAULT_HEALTH_INTERVAL));
-    let timeout = default_health_timeout(object.pointer("/spec/healthCheck/interval").and_then(Value::as_str));
-    set_default(object, &["spec", "healthCheck", "timeout"], json!(timeout));
+    let interval = object.pointer("/spec/healthCheck/interval").and_then(Value::as_str);
+    let timeout = match interval.map(parse_positive_duration) {
+        Some(Ok(interval)) => health_timeout(interval),
+        _ => DEFAULT_HEALTH_TIMEOUT,
+    };
+    set_default(object, &["spec", "healthCheck", "timeout"], json!(format_duration(timeout)));
     set_default(object, &["spec", "healthCheck", "failureThreshold"], json!(DEFAULT_HEALTH_FAILURE_THRESHOLD));
     set_default(object, &["spec", "circuitBreaker", "enabled"], json!(true));
     set_default(object, &["spec", "circuitBreaker", "failureThreshold"], json!(DEFAULT_BREAKER_FAILURE_THRESHOLD));
@@ -108,13 +113,71 @@ pub fn default_burst_size(requests_per_minute: i64) -> i64 {
     requests_per_minute
 }
 
-/// 10s, or half the interval when the user chose an interval of 10s or less, so that
-/// the defaulted timeout always stays shorter than the interval.
-fn default_health_timeout(interval: Option<&str>) -> String {
-    match interval.map(parse_positive_duration) {
-        Some(Ok(interval)) if interval <= DEFAULT_HEALTH_TIMEOUT => format_duration(interval / 2),
-        _ => format_duration(DEFAULT_HEALTH_TIMEOUT),
+/// The default health-check timeout for an interval: 10s, or half the interval when it is
+/// 10s or less, so that the timeout always stays shorter than the interval.
+pub fn health_timeout(interval: Duration) -> Duration {
+    if interval <= DEFAULT_HEALTH_TIMEOUT { interval / 2 } else { DEFAULT_HEALTH_TIMEOUT }
+}
+
+/// Health-check, breaker and startup settings of one server, typed, with every default
+/// filled in; what the controller's state machine and the gateway act on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Whether MCP health checks run.
+    pub health_enabled: bool,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Time one check may take.
+    pub timeout: Duration,
+    /// Consecutive failures before Degraded.
+    pub failure_threshold: i32,
+    /// Whether the circuit breaker is used.
+    pub breaker_enabled: bool,
+    /// Consecutive failures that open the breaker.
+    pub breaker_threshold: i32,
+    /// Time the breaker stays open before a trial.
+    pub reset_timeout: Duration,
+    /// Time a starting server may take to get a ready replica.
+    pub startup_timeout: Duration,
+    /// Time without requests before a server is scaled to zero.
+    pub idle_ttl: Duration,
+}
+
+impl Settings {
+    /// Reads the settings of a spec; unset or unreadable values take the defaults above.
+    pub fn of(spec: &MCPServerSpec) -> Settings {
+        let health = spec.health_check.clone().unwrap_or_default();
+        let breaker = spec.circuit_breaker.clone().unwrap_or_default();
+        let interval = duration_or(health.interval.as_deref(), DEFAULT_HEALTH_INTERVAL);
+        let timeout = health
+            .timeout
+            .as_deref()
+            .and_then(|t| parse_positive_duration(t).ok())
+            .unwrap_or_else(|| health_timeout(interval));
+        Settings {
+            health_enabled: health.enabled.unwrap_or(true),
+            interval,
+            timeout,
+            failure_threshold: health.failure_threshold.unwrap_or(DEFAULT_HEALTH_FAILURE_THRESHOLD as i32).max(1),
+            breaker_enabled: breaker.enabled.unwrap_or(true),
+            breaker_threshold: breaker.failure_threshold.unwrap_or(DEFAULT_BREAKER_FAILURE_THRESHOLD as i32).max(1),
+            reset_timeout: duration_or(breaker.reset_timeout.as_deref(), DEFAULT_BREAKER_RESET_TIMEOUT),
+            startup_timeout: duration_or(spec.startup_timeout.as_deref(), DEFAULT_STARTUP_TIMEOUT),
+            idle_ttl: duration_or(spec.idle_ttl.as_deref(), DEFAULT_IDLE_TTL),
+        }
     }
+
+    /// True when `failures` consecutive failures hold the breaker open.
+    pub fn breaker_open(&self, failures: i32) -> bool {
+        self.breaker_enabled && failures >= self.breaker_threshold
+    }
+}
+
+/// A duration field's value, else its default (the defaults above always parse).
+fn duration_or(text: Option<&str>, default: &str) -> Duration {
+    text.and_then(|t| parse_positive_duration(t).ok())
+        .or_else(|| parse_positive_duration(default).ok())
+        .unwrap_or(Duration::from_secs(1))
 }
 
 /// Sets `path` to `value` when it is absent or null, creating missing parent objects.
@@ -228,6 +291,25 @@ mod tests {
         let spec = apply_defaults(Kind::Server, &input, "none")["spec"].clone();
         assert_eq!(spec["securityContext"], "yes");
         assert_eq!(spec["healthCheck"], 3);
+    }
+
+    #[test]
+    fn typed_settings_use_the_same_defaults() {
+        let spec = |interval: &str| MCPServerSpec {
+            health_check: Some(crate::crd::HealthCheck { interval: Some(interval.into()), ..Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(Settings::of(&spec("15s")).timeout, Duration::from_secs(10));
+        assert_eq!(Settings::of(&spec("4s")).timeout, Duration::from_secs(2));
+        let defaulted = apply_defaults(
+            Kind::Server,
+            &container(json!({"image": "a/b:1", "healthCheck": {"interval": "15s"}})),
+            "none",
+        );
+        assert_eq!(defaulted["spec"]["healthCheck"]["timeout"], "10s");
+        let unset = Settings::of(&MCPServerSpec::default());
+        assert_eq!((unset.interval, unset.timeout), (Duration::from_secs(30), Duration::from_secs(10)));
+        assert_eq!(unset.idle_ttl, Duration::from_secs(300));
     }
 
     #[test]
