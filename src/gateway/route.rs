@@ -1,9 +1,8 @@
 //! Routes: which upstream a `/servers/...` or `/groups/...` path reaches, and with which policy.
 //! The objects come from a [`Catalog`]: the reflector stores in a cluster, a plain map in tests.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use hyper::Uri;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -14,10 +13,7 @@ use super::breaker::BreakerConfig;
 use super::ratelimit::Rate;
 use super::tools::ToolPolicy;
 use crate::crd::{MCPServer, MCPServerGroup, ServerMode, Transport};
-use crate::policy::format::parse_positive_duration;
-use crate::policy::mutate::{
-    DEFAULT_BREAKER_FAILURE_THRESHOLD, DEFAULT_BREAKER_RESET_TIMEOUT, DEFAULT_PORT, default_burst_size,
-};
+use crate::policy::defaults::{self, DEFAULT_PORT, Settings};
 
 /// Which kind a route names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -202,24 +198,12 @@ pub fn upstream(server: &MCPServer) -> Result<Upstream, RouteError> {
     if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none() {
         return Err(unroutable("the endpoint must be an http(s) URL"));
     }
-    let tools = spec.tools.as_ref();
-    let allow = tools.and_then(|t| t.allow_list.as_ref()).map(|list| list.iter().cloned().collect::<BTreeSet<_>>());
-    let rate = tools.and_then(|t| t.rate_limit.as_ref()).and_then(|r| {
-        let per_minute = u32::try_from(r.requests_per_minute?).ok().filter(|n| *n > 0)?;
-        let burst = r.burst_size.map_or_else(|| default_burst_size(i64::from(per_minute)), i64::from);
-        let burst = u32::try_from(burst.max(1)).unwrap_or(u32::MAX);
-        Some(Rate { per_minute, burst })
-    });
-    let breaker = spec.circuit_breaker.clone().unwrap_or_default();
-    let breaker = breaker.enabled.unwrap_or(true).then(|| BreakerConfig {
-        failure_threshold: breaker
-            .failure_threshold
-            .and_then(|n| u32::try_from(n).ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(DEFAULT_BREAKER_FAILURE_THRESHOLD as u32),
-        reset_timeout: breaker.reset_timeout.as_deref().and_then(|t| parse_positive_duration(t).ok()).unwrap_or_else(
-            || parse_positive_duration(DEFAULT_BREAKER_RESET_TIMEOUT).unwrap_or(Duration::from_secs(30)),
-        ),
+    let allow = spec.tools.as_ref().and_then(|t| t.allow_list.as_ref()).map(|list| list.iter().cloned().collect());
+    let rate = defaults::rate_limit(spec).map(|(per_minute, burst)| Rate { per_minute, burst });
+    let settings = Settings::of(spec);
+    let breaker = settings.breaker_enabled.then(|| BreakerConfig {
+        failure_threshold: u32::try_from(settings.breaker_threshold).unwrap_or(1).max(1),
+        reset_timeout: settings.reset_timeout,
     });
     Ok(Upstream { member, namespace, name, url, tools: ToolPolicy { allow }, rate, breaker })
 }
@@ -274,6 +258,8 @@ pub fn resolve(catalog: &dyn Catalog, key: &RouteKey) -> Result<Vec<Upstream>, R
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     use super::*;

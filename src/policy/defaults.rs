@@ -113,6 +113,15 @@ pub fn default_burst_size(requests_per_minute: i64) -> i64 {
     requests_per_minute
 }
 
+/// `tools.rateLimit` read back typed: `(requestsPerMinute, burstSize)`, both at least 1, the
+/// burst defaulted; `None` without a rate.
+pub fn rate_limit(spec: &MCPServerSpec) -> Option<(u32, u32)> {
+    let rate = spec.tools.as_ref()?.rate_limit.as_ref()?;
+    let per_minute = i64::from(rate.requests_per_minute?).max(1);
+    let burst = rate.burst_size.map_or_else(|| default_burst_size(per_minute), i64::from).max(1);
+    Some((u32::try_from(per_minute).unwrap_or(u32::MAX), u32::try_from(burst).unwrap_or(u32::MAX)))
+}
+
 /// The default health-check timeout for an interval: 10s, or half the interval when it is
 /// 10s or less, so that the timeout always stays shorter than the interval.
 pub fn health_timeout(interval: Duration) -> Duration {
