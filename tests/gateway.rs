@@ -34,11 +34,16 @@ const ALLOWED: [&str; 5] = ["add", "echo", "fail", "wait_for_gate", "whoami"];
 struct Replica {
     base: String,
     registry: Registry,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<()>,
 }
 
 impl Replica {
     async fn start(catalog: Arc<StaticCatalog>, key: u8, config: GatewayConfig) -> Replica {
+        Replica::start_with_drain(catalog, key, config, Duration::from_secs(1)).await
+    }
+
+    async fn start_with_drain(catalog: Arc<StaticCatalog>, key: u8, config: GatewayConfig, drain: Duration) -> Replica {
         let registry = Registry::new();
         let metrics = GatewayMetrics::new(&registry).unwrap();
         let key = SessionKey::new(&[key; 32]).unwrap();
@@ -47,16 +52,21 @@ impl Replica {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(gateway::server::serve(
+        let served = tokio::spawn(gateway::server::serve(
             listener,
             gateway::router(gateway),
             Duration::from_secs(5),
             async move {
                 let _ = stopped.await;
             },
-            Duration::from_secs(1),
+            drain,
         ));
-        Replica { base, registry, _stop: stop }
+        Replica { base, registry, stop: Some(stop), served }
+    }
+
+    /// Gives the order to stop; `served` ends once open connections have drained.
+    fn stop(&mut self) {
+        let _ = self.stop.take().map(|stop| stop.send(()));
     }
 
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -66,7 +76,9 @@ impl Replica {
             .get_metric()
             .iter()
             .filter(|m| labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)))
-            .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
+            .map(|m| {
+                m.get_counter().get_value() + m.get_gauge().get_value() + m.get_histogram().get_sample_count() as f64
+            })
             .sum()
     }
 }
@@ -253,6 +265,11 @@ async fn a_legacy_session_stays_on_its_member_while_requests_alternate_between_r
     }
     let (a, b) = (counts[0].load(Ordering::Relaxed), counts[1].load(Ordering::Relaxed));
     assert!(a >= 8 && b >= 8, "both replicas served the sessions: {a} and {b}");
+    let ended: f64 = [&one, &two]
+        .iter()
+        .map(|r| r.metric("mcp_hangar_gateway_request_duration_seconds", &[("name", "pool"), ("method", "DELETE")]))
+        .sum();
+    assert_eq!(ended, 2.0, "the SDK ended both sessions with DELETE through the gateway");
 
     // The session id is bound to its key, route and member: another key, another route or an
     // edited id reaches no upstream.
@@ -327,7 +344,11 @@ async fn stateless_requests_are_checked_rate_limited_and_refused_from_foreign_or
         rate_limit: Some(RateLimit { requests_per_minute: Some(1), burst_size: Some(2) }),
     };
     catalog.put_server(server("alpha", endpoint(&upstream), Some(tools), None));
-    let config = GatewayConfig { allowed_origins: vec!["https://app.example.com".into()], ..Default::default() };
+    let config = GatewayConfig {
+        allowed_origins: vec!["https://app.example.com".into()],
+        max_body_bytes: 2048,
+        ..Default::default()
+    };
     let replica = Replica::start(catalog, 1, config).await;
     let url = format!("{}/servers/team/alpha/mcp", replica.base);
 
@@ -355,7 +376,7 @@ async fn stateless_requests_are_checked_rate_limited_and_refused_from_foreign_or
     let (status, _, _) = post(&url, &[("origin", "https://app.example.com")], &init).await;
     assert_eq!(status, StatusCode::OK, "an allowed Origin passes");
     let (status, _, _) =
-        post(&url, &[], &json!({"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"p": "a".repeat(5 << 20)}})).await;
+        post(&url, &[], &json!({"jsonrpc": "2.0", "id": 1, "method": "x", "params": {"p": "a".repeat(4096)}})).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let (status, _, body) = post(&format!("{}/servers/team/nobody/mcp", replica.base), &[], &list).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&body));
@@ -382,4 +403,68 @@ async fn the_breaker_opens_on_unreachable_upstreams_and_fails_fast() {
     assert_eq!(replica.metric("mcp_hangar_circuit_breaker_state", &[("server", "gone")]), 1.0);
     let unavailable = [("server", "gone"), ("outcome", "unavailable")];
     assert_eq!(replica.metric("mcp_hangar_tool_calls_total", &unavailable), 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_upstream_times_out_and_opens_the_breaker() {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let catalog = Arc::new(StaticCatalog::default());
+    let breaker = CircuitBreaker { enabled: None, failure_threshold: Some(1), reset_timeout: Some("30s".into()) };
+    catalog.put_server(server("silent", format!("http://{addr}/mcp"), None, Some(breaker)));
+    let config = GatewayConfig { upstream_timeout: Duration::from_millis(300), ..Default::default() };
+    let replica = Replica::start(catalog, 1, config).await;
+    let url = format!("{}/servers/team/silent/mcp", replica.base);
+    let (status, _, body) = modern_call(&url, "echo", "echo").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(message(&body)["error"]["message"].as_str().unwrap().contains("did not answer within"));
+    let (status, headers, _) = modern_call(&url, "echo", "echo").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a timeout is a failure");
+    assert_eq!(headers["retry-after"], "30");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_lets_an_open_stream_finish_and_refuses_new_connections() {
+    let gate = gate();
+    let upstream = peers::python_server("alpha", &gate.0);
+    let catalog = Arc::new(StaticCatalog::default());
+    catalog.put_server(server("alpha", endpoint(&upstream), None, None));
+    let mut replica = Replica::start_with_drain(catalog, 1, GatewayConfig::default(), Duration::from_secs(60)).await;
+    let url = format!("{}/servers/team/alpha/mcp", replica.base);
+    let session = legacy_session(&url).await;
+    let call = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "wait_for_gate", "arguments": {}, "_meta": {"progressToken": "p1"}}});
+    let request = Request::post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .body(Body::from(call.to_string()))
+        .unwrap();
+    let mut body = client().request(request).await.unwrap().into_body().into_data_stream();
+    let mut seen = String::new();
+    while !seen.contains("notifications/progress") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), body.next()).await.unwrap().unwrap().unwrap();
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    replica.stop();
+    let addr = replica.base.trim_start_matches("http://").to_string();
+    let refused = async {
+        while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), refused).await.expect("the listener closes");
+    assert!(!replica.served.is_finished(), "the open stream holds the drain");
+    std::fs::write(&gate.0, b"open").unwrap();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), body.next()).await.unwrap() {
+        seen.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(seen.contains("gate opened"), "the stream finished after the stop: {seen}");
+    tokio::time::timeout(Duration::from_secs(10), &mut replica.served).await.expect("drained").unwrap();
 }
