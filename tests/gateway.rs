@@ -468,3 +468,70 @@ async fn shutdown_lets_an_open_stream_finish_and_refuses_new_connections() {
     assert!(seen.contains("gate opened"), "the stream finished after the stop: {seen}");
     tokio::time::timeout(Duration::from_secs(10), &mut replica.served).await.expect("drained").unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_subcommand_serves_a_routes_file_and_stops_on_sigterm() {
+    let gate = gate();
+    let upstream = peers::python_server("alpha", &gate.0);
+    let dir = std::env::temp_dir().join(format!("mcp-hangar-gateway-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let routes = dir.join("routes.yaml");
+    std::fs::write(
+        &routes,
+        format!(
+            "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {{name: alpha, namespace: team}}\n\
+             spec:\n  mode: remote\n  endpoint: {}\n  tools:\n    allowList: [echo, fail]\n",
+            endpoint(&upstream)
+        ),
+    )
+    .unwrap();
+    let key = dir.join("session-key");
+    std::fs::write(&key, "k".repeat(40)).unwrap();
+    let (port, admin) = (peers::free_port(), peers::free_port());
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-hangar"))
+        .args(["gateway", "--log-format", "json", "--shutdown-delay", "0s"])
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
+        .arg("--routes-file")
+        .arg(&routes)
+        .arg("--session-key-file")
+        .arg(&key)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ready = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), ready).await.expect("the gateway listens");
+    let seen =
+        peers::python_client(&format!("http://127.0.0.1:{port}/servers/team/alpha/mcp"), "legacy", "policy").await;
+    assert_eq!(seen["tools"], json!(["echo", "fail"]));
+    assert_eq!(seen["denied"]["code"], -32602);
+    let get = |path: &str| {
+        let uri = format!("http://127.0.0.1:{admin}{path}");
+        async move {
+            let response = client().request(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+            let status = response.status();
+            (status, String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
+        }
+    };
+    assert_eq!(get("/readyz").await.0, StatusCode::OK);
+    let (_, metrics) = get("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"mcp_hangar_tool_calls_total{namespace="team",outcome="denied",server="alpha",tool="(not allowed)"} 1"#
+        ),
+        "{metrics}"
+    );
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("gateway request") && logs.contains("\"tool\":\"echo\""), "access logs: {logs}");
+    assert!(!logs.contains("alpha: hi") && !logs.contains("\"text\""), "no tool arguments or results in logs");
+    assert!(!logs.contains(&"k".repeat(40)), "no key in logs");
+    let _ = std::fs::remove_dir_all(&dir);
+}
