@@ -535,3 +535,20 @@ async fn the_gateway_subcommand_serves_a_routes_file_and_stops_on_sigterm() {
     assert!(!logs.contains(&"k".repeat(40)), "no key in logs");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_typescript_sdk_client_and_server_meet_through_the_gateway() {
+    let upstream = peers::ts_server("tsalpha");
+    let catalog = Arc::new(StaticCatalog::default());
+    let tools = ToolsConfig { allow_list: Some(vec!["echo".into(), "fail".into()]), rate_limit: None };
+    catalog.put_server(server("tsalpha", endpoint(&upstream), Some(tools), None));
+    let replica = Replica::start(catalog, 1, GatewayConfig::default()).await;
+    let seen = peers::ts_client(&format!("{}/servers/team/tsalpha/mcp", replica.base)).await;
+    assert_eq!(seen["protocol"], "2025-11-25", "{seen}");
+    assert_eq!(seen["tools"], json!(["echo", "fail"]));
+    assert_eq!(seen["echo"], json!(["tsalpha: hi"]));
+    assert_eq!(seen["fail_is_error"], true);
+    assert_eq!(seen["denied"]["code"], -32602, "{seen}");
+    let ended = replica.metric("mcp_hangar_gateway_request_duration_seconds", &[("method", "DELETE")]);
+    assert_eq!(ended, 1.0, "terminateSession went through the gateway");
+}

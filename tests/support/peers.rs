@@ -98,3 +98,41 @@ pub async fn python_client(url: &str, mode: &str, scenario: &str) -> serde_json:
     );
     serde_json::from_slice(&out.stdout).expect("the client prints JSON")
 }
+
+/// `tests/peers/ts_peer.mjs`, copied into the install root so that Node resolves the SDK from
+/// its `node_modules` (ES modules ignore NODE_PATH).
+pub fn ts_script() -> PathBuf {
+    static SCRIPT: OnceLock<PathBuf> = OnceLock::new();
+    SCRIPT
+        .get_or_init(|| {
+            let target = root().join("ts_peer.mjs");
+            let staged = root().join(format!(".ts_peer.{}.mjs", std::process::id()));
+            std::fs::copy(repo().join("tests/peers/ts_peer.mjs"), &staged).expect("copy ts_peer.mjs");
+            std::fs::rename(&staged, &target).expect("install ts_peer.mjs");
+            target
+        })
+        .clone()
+}
+
+/// A TypeScript SDK server named `name` (sessions, SSE answers).
+pub fn ts_server(name: &str) -> Peer {
+    let port = free_port();
+    let mut child = Command::new("node")
+        .arg(ts_script())
+        .args(["server", &port.to_string(), name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_for_port(addr, &mut child);
+    Peer { child, addr }
+}
+
+/// Runs the TypeScript SDK client against `url` and returns what it printed.
+pub async fn ts_client(url: &str) -> serde_json::Value {
+    let out = tokio::process::Command::new("node").arg(ts_script()).args(["client", url]).kill_on_drop(true).output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out).await.expect("the client finishes").unwrap();
+    assert!(out.status.success(), "ts client failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("the client prints JSON")
+}
