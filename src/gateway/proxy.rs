@@ -44,18 +44,19 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Request headers passed upstream; everything else (credentials, cookies, Origin, hop-by-hop)
 /// stays at the gateway.
-const FORWARDED_REQUEST_HEADERS: [&str; 8] = [
-    "accept",
-    "content-type",
-    "last-event-id",
-    era::PROTOCOL_VERSION_HEADER,
-    era::METHOD_HEADER,
-    era::NAME_HEADER,
-    "traceparent",
-    "tracestate",
-];
-/// Prefix of the 2026-07-28 `Mcp-Param-*` headers, also passed upstream.
+const FORWARDED_REQUEST_HEADERS: [&str; 6] =
+    ["accept", "content-type", "last-event-id", era::PROTOCOL_VERSION_HEADER, "traceparent", "tracestate"];
+/// Prefix of the 2026-07-28 `Mcp-Param-*` headers.
 const PARAM_HEADER_PREFIX: &str = "mcp-param-";
+
+/// Whether a request header goes upstream. The 2026-07-28 routing headers (`Mcp-Method`,
+/// `Mcp-Name`, `Mcp-Param-*`) go only with stateless requests, whose body the gateway checked
+/// them against; a session request carrying them would pass unchecked claims on.
+fn forwarded(name: &str, era: Era) -> bool {
+    FORWARDED_REQUEST_HEADERS.contains(&name)
+        || (era == Era::Modern
+            && (name == era::METHOD_HEADER || name == era::NAME_HEADER || name.starts_with(PARAM_HEADER_PREFIX)))
+}
 /// Response headers passed back; the session id is rewritten, not copied.
 const FORWARDED_RESPONSE_HEADERS: [&str; 5] =
     ["content-type", "cache-control", era::PROTOCOL_VERSION_HEADER, "retry-after", "www-authenticate"];
@@ -349,7 +350,8 @@ impl Gateway {
             None
         };
         let upstream_session = session.as_ref().and_then(|(s, _)| s.upstream.as_deref());
-        let forwarded = self.forward(upstream, Method::POST, &parts.headers, Body::from(bytes), upstream_session).await;
+        let forwarded =
+            self.forward(upstream, Method::POST, &parts.headers, Body::from(bytes), (era, upstream_session)).await;
         let response = match forwarded {
             Ok(response) => response,
             Err(Refused(response)) => {
@@ -454,7 +456,7 @@ impl Gateway {
         facts.member = Some(upstream.member.clone());
         let method = request.method().clone();
         let headers = request.headers().clone();
-        match self.forward(upstream, method, &headers, Body::empty(), upstream_session).await {
+        match self.forward(upstream, method, &headers, Body::empty(), (Era::Session, upstream_session)).await {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
                 let mut out = Response::builder()
@@ -476,13 +478,12 @@ impl Gateway {
         method: Method,
         headers: &HeaderMap,
         body: Body,
-        upstream_session: Option<&str>,
+        (era, upstream_session): (Era, Option<&str>),
     ) -> Result<hyper::Response<Incoming>, Refused> {
         let admission = self.admit(upstream)?;
         let mut request = hyper::Request::builder().method(method).uri(upstream.url.clone());
         for (name, value) in headers {
-            let name_str = name.as_str();
-            if FORWARDED_REQUEST_HEADERS.contains(&name_str) || name_str.starts_with(PARAM_HEADER_PREFIX) {
+            if forwarded(name.as_str(), era) {
                 request = request.header(name, value);
             }
         }
@@ -665,4 +666,33 @@ fn filter_sse(
         }
         None
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_stay_and_routing_headers_go_only_with_stateless_requests() {
+        for name in ["authorization", "cookie", "origin", "host", "connection", "mcp-session-id"] {
+            assert!(!forwarded(name, Era::Modern) && !forwarded(name, Era::Session), "{name}");
+        }
+        for name in ["accept", "content-type", "mcp-protocol-version", "last-event-id"] {
+            assert!(forwarded(name, Era::Modern) && forwarded(name, Era::Session), "{name}");
+        }
+        for name in ["mcp-method", "mcp-name", "mcp-param-region"] {
+            assert!(forwarded(name, Era::Modern) && !forwarded(name, Era::Session), "{name}");
+        }
+    }
+
+    #[test]
+    fn origins_are_matched_exactly_or_by_wildcard() {
+        let config = GatewayConfig { allowed_origins: vec!["https://app.example.com".into()], ..Default::default() };
+        assert!(config.allows_origin("https://APP.example.com"));
+        assert!(!config.allows_origin("https://app.example.com.evil.io"));
+        assert!(!config.allows_origin("null"));
+        assert!(!GatewayConfig::default().allows_origin("http://localhost:3000"), "none allowed by default");
+        let any = GatewayConfig { allowed_origins: vec!["*".into()], ..Default::default() };
+        assert!(any.allows_origin("https://anything.example"));
+    }
 }
