@@ -2,6 +2,8 @@
 //! servers and as the client, in both protocol eras (2025-11-25 sessions, 2026-07-28 stateless).
 //! Peers are installed by `.ci/peers.sh` and run on 127.0.0.1.
 
+#[path = "support/fake_api.rs"]
+mod fake_api;
 #[path = "support/peers.rs"]
 mod peers;
 
@@ -21,7 +23,7 @@ use hyper_util::rt::TokioExecutor;
 use mcp_hangar::crd::{CircuitBreaker, MCPServer, MCPServerGroup, MCPServerGroupSpec, MCPServerSpec, RateLimit};
 use mcp_hangar::crd::{ServerMode, ToolsConfig};
 use mcp_hangar::gateway::metrics::GatewayMetrics;
-use mcp_hangar::gateway::{self, Gateway, GatewayConfig, SessionKey, StaticCatalog};
+use mcp_hangar::gateway::{self, Catalog, Gateway, GatewayConfig, SessionKey, StaticCatalog, StoreCatalog};
 use prometheus::Registry;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -39,11 +41,11 @@ struct Replica {
 }
 
 impl Replica {
-    async fn start(catalog: Arc<StaticCatalog>, key: u8, config: GatewayConfig) -> Replica {
+    async fn start(catalog: Arc<dyn Catalog>, key: u8, config: GatewayConfig) -> Replica {
         Replica::start_with_drain(catalog, key, config, Duration::from_secs(1)).await
     }
 
-    async fn start_with_drain(catalog: Arc<StaticCatalog>, key: u8, config: GatewayConfig, drain: Duration) -> Replica {
+    async fn start_with_drain(catalog: Arc<dyn Catalog>, key: u8, config: GatewayConfig, drain: Duration) -> Replica {
         let registry = Registry::new();
         let metrics = GatewayMetrics::new(&registry).unwrap();
         let key = SessionKey::new(&[key; 32]).unwrap();
@@ -551,4 +553,53 @@ async fn the_typescript_sdk_client_and_server_meet_through_the_gateway() {
     assert_eq!(seen["denied"]["code"], -32602, "{seen}");
     let ended = replica.metric("mcp_hangar_gateway_request_duration_seconds", &[("method", "DELETE")]);
     assert_eq!(ended, 1.0, "terminateSession went through the gateway");
+}
+
+/// A 2026-07-28 `tools/list`; the tool names answered, or the HTTP status.
+async fn modern_list(url: &str) -> Result<Vec<String>, StatusCode> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {
+        "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {},
+                  "io.modelcontextprotocol/clientInfo": {"name": "test", "version": "1"}}}});
+    let (status, _, answer) = post(url, &[("mcp-protocol-version", MODERN), ("mcp-method", "tools/list")], &body).await;
+    if status != StatusCode::OK {
+        return Err(status);
+    }
+    let tools = message(&answer)["result"]["tools"].as_array().cloned().unwrap_or_default();
+    Ok(tools.iter().map(|t| t["name"].as_str().unwrap().to_string()).collect())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_follow_the_mcpservers_of_the_cluster() {
+    let gate = gate();
+    let upstream = peers::python_server("alpha", &gate.0);
+    let fake = fake_api::FakeApi::start().await;
+    fake.register_kind("mcp-hangar.io/v1alpha1", "mcpservers", "MCPServer");
+    fake.register_kind("mcp-hangar.io/v1alpha1", "mcpservergroups", "MCPServerGroup");
+    let path = "/apis/mcp-hangar.io/v1alpha1/namespaces/team/mcpservers/alpha";
+    let mut object = serde_json::to_value(server("alpha", endpoint(&upstream), None, None)).unwrap();
+    fake.put(path, object.clone());
+    let catalog = StoreCatalog::watch(fake.client()).await;
+    let replica = Replica::start(Arc::new(catalog), 1, GatewayConfig::default()).await;
+    let url = format!("{}/servers/team/alpha/mcp", replica.base);
+    assert_eq!(modern_list(&url).await.unwrap().len(), 6, "every tool before an allow list");
+
+    object["spec"]["tools"] = json!({"allowList": ["whoami"]});
+    fake.put(path, object);
+    let filtered = async {
+        loop {
+            if modern_list(&url).await == Ok(vec!["whoami".to_string()]) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), filtered).await.expect("an edited allow list applies at once");
+
+    fake.delete(path);
+    let gone = async {
+        while modern_list(&url).await != Err(StatusCode::NOT_FOUND) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), gone).await.expect("a deleted server is no longer routed");
 }

@@ -4,14 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use futures::StreamExt;
-use kube::Api;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
-
 use super::serve::{bind, init_logging, termination_signal};
 use super::{CliError, GatewayArgs};
 use crate::admission;
-use crate::crd::{MCPServer, MCPServerGroup};
 use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::{self, Catalog, Gateway, GatewayConfig, SessionKey, StaticCatalog, StoreCatalog};
 use crate::metrics::Metrics;
@@ -72,31 +67,6 @@ fn file_catalog(path: &Path) -> Result<StaticCatalog, CliError> {
     Ok(catalog)
 }
 
-/// Starts the reflectors of MCPServers and MCPServerGroups; ready once both listed.
-async fn cluster_catalog(client: kube::Client) -> Result<StoreCatalog, CliError> {
-    let (servers, server_writer) = reflector::store();
-    let (groups, group_writer) = reflector::store();
-    let server_stream = reflector(server_writer, watcher(Api::<MCPServer>::all(client.clone()), Default::default()))
-        .default_backoff()
-        .touched_objects();
-    let group_stream = reflector(group_writer, watcher(Api::<MCPServerGroup>::all(client), Default::default()))
-        .default_backoff()
-        .touched_objects();
-    tokio::spawn(server_stream.for_each(|event| async move {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "watching MCPServers");
-        }
-    }));
-    tokio::spawn(group_stream.for_each(|event| async move {
-        if let Err(e) = event {
-            tracing::warn!(error = %e, "watching MCPServerGroups");
-        }
-    }));
-    let _ = servers.wait_until_ready().await;
-    let _ = groups.wait_until_ready().await;
-    Ok(StoreCatalog { servers, groups })
-}
-
 pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
     init_logging(args.log_format);
     let key = session_key(args.session_key_file.as_deref(), args.session_key.as_deref())?;
@@ -116,7 +86,7 @@ pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
         Some(path) => Arc::new(file_catalog(path)?),
         None => {
             let client = kube::Client::try_default().await?;
-            Arc::new(cluster_catalog(client).await?)
+            Arc::new(StoreCatalog::watch(client).await)
         }
     };
     let gateway = Arc::new(Gateway::new(catalog, key, config(&args), gateway_metrics));

@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
+use futures::StreamExt;
 use hyper::Uri;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::ResourceExt;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
 
 use super::breaker::BreakerConfig;
 use super::ratelimit::Rate;
@@ -71,6 +73,32 @@ pub struct StoreCatalog {
     pub servers: Store<MCPServer>,
     /// MCPServerGroups.
     pub groups: Store<MCPServerGroup>,
+}
+
+impl StoreCatalog {
+    /// Starts reflectors of the MCPServers and MCPServerGroups of every namespace (watch errors
+    /// are retried with backoff); returns once both have listed.
+    pub async fn watch(client: kube::Client) -> StoreCatalog {
+        let (servers, server_writer) = reflector::store();
+        let (groups, group_writer) = reflector::store();
+        let server_events =
+            reflector(server_writer, watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default()));
+        let group_events =
+            reflector(group_writer, watcher(Api::<MCPServerGroup>::all(client), watcher::Config::default()));
+        tokio::spawn(server_events.default_backoff().for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "watching MCPServers");
+            }
+        }));
+        tokio::spawn(group_events.default_backoff().for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "watching MCPServerGroups");
+            }
+        }));
+        let _ = servers.wait_until_ready().await;
+        let _ = groups.wait_until_ready().await;
+        StoreCatalog { servers, groups }
+    }
 }
 
 impl Catalog for StoreCatalog {
