@@ -99,6 +99,14 @@ impl Breaker {
         }
     }
 
+    /// Gives back an admission whose request never got an outcome (the client went away):
+    /// a half-open trial frees its slot, so the breaker cannot wait forever for it.
+    pub fn abandon(&mut self, admission: Admission) {
+        if let (Admission::Trial, State::HalfOpen { trials }) = (admission, self.state) {
+            self.state = State::HalfOpen { trials: trials.saturating_sub(1) };
+        }
+    }
+
     /// Records the outcome of an admitted request: `true` when it was answered (any status
     /// below 500), `false` on a connect error, timeout or 5xx.
     pub fn record(&mut self, admission: Admission, success: bool, now: Instant) {
@@ -166,5 +174,18 @@ mod tests {
         b.record(trial, true, Instant::now());
         assert_eq!(b.state(), State::Closed);
         assert_eq!(b.admit(Instant::now()), Admission::Pass);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_trial_frees_its_slot() {
+        let mut b = breaker();
+        for _ in 0..3 {
+            let a = b.admit(Instant::now());
+            b.record(a, false, Instant::now());
+        }
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let trial = b.admit(Instant::now());
+        b.abandon(trial);
+        assert_eq!(b.admit(Instant::now()), Admission::Trial, "another request may try");
     }
 }

@@ -183,6 +183,23 @@ struct Facts {
     member: Option<String>,
 }
 
+/// An upstream exchange under way: if its future is dropped (the client went away) before an
+/// outcome, the breaker's admission is given back.
+struct Pending<'a> {
+    gateway: &'a Gateway,
+    upstream: &'a Upstream,
+    admission: Option<Admission>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        let Some(admission) = self.admission else { return };
+        if let Some(breaker) = self.gateway.breakers.lock().expect("breaker lock").get_mut(&self.upstream.member) {
+            breaker.abandon(admission);
+        }
+    }
+}
+
 /// A request the gateway answers itself (boxed: a response is large).
 struct Refused(Box<Response>);
 
@@ -493,7 +510,9 @@ impl Gateway {
         let request = request.body(body).map_err(|_| {
             refused(StatusCode::BAD_GATEWAY, None, UNAVAILABLE, "the upstream request is invalid", None)
         })?;
+        let mut pending = Pending { gateway: self, upstream, admission };
         let outcome = tokio::time::timeout(self.config.upstream_timeout, self.client.request(request)).await;
+        pending.admission = None;
         let (success, failure) = match &outcome {
             Ok(Ok(response)) => (response.status().as_u16() < 500, None),
             Ok(Err(e)) => {
