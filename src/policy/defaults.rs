@@ -107,10 +107,14 @@ fn default_health_and_breaker(object: &mut Value) {
     }
 }
 
+/// Largest `tools.rateLimit.burstSize` (the schema's bound).
+pub const MAX_BURST_SIZE: i64 = 100_000;
+
 /// Default `tools.rateLimit.burstSize`: a minute's worth of calls, so that `requestsPerMinute`
-/// alone means what it says for a client that calls in bursts.
+/// alone means what it says for a client that calls in bursts; kept in the field's range so a
+/// bad `requestsPerMinute` is the only error reported.
 pub fn default_burst_size(requests_per_minute: i64) -> i64 {
-    requests_per_minute
+    requests_per_minute.clamp(1, MAX_BURST_SIZE)
 }
 
 /// `tools.rateLimit` read back typed: `(requestsPerMinute, burstSize)`, both at least 1, the
@@ -240,6 +244,9 @@ mod tests {
         let rated = container(json!({"image": "a/b:1", "tools": {"rateLimit": {"requestsPerMinute": 30}}}));
         let out = apply_defaults(Kind::Server, &rated, "none");
         assert_eq!(out["spec"]["tools"]["rateLimit"], json!({"requestsPerMinute": 30, "burstSize": 30}));
+        let huge = container(json!({"image": "a/b:1", "tools": {"rateLimit": {"requestsPerMinute": 1_000_000}}}));
+        let out = apply_defaults(Kind::Server, &huge, "none");
+        assert_eq!(out["spec"]["tools"]["rateLimit"]["burstSize"], MAX_BURST_SIZE, "a valid default");
         let unrated = apply_defaults(Kind::Server, &container(json!({"image": "a/b:1"})), "none");
         assert_eq!(unrated["spec"].get("tools"), None, "no rate limit, no burst");
     }
