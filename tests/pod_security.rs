@@ -64,7 +64,8 @@ fn the_most_relaxed_server_the_webhook_admits_is_still_restricted() {
     let server: MCPServer = serde_json::from_value(object).unwrap();
     let server = engine.review_server(&server).unwrap();
     let profile = resolve_named("none", &engine.state()).unwrap();
-    let deployment = desired_children(&server, &profile, DEFAULT_OPERATOR_NAMESPACE).unwrap().deployment.unwrap();
+    let deployment =
+        desired_children(&server, &profile, DEFAULT_OPERATOR_NAMESPACE, false).unwrap().deployment.unwrap();
     assert_admissible(&engine, &serde_json::to_value(deployment).unwrap());
 }
 
@@ -79,7 +80,8 @@ fn the_checks_would_catch_a_pod_without_the_secure_defaults() {
     .unwrap();
     let server = engine.review_server(&server).unwrap();
     let profile = resolve_named("none", &engine.state()).unwrap();
-    let deployment = desired_children(&server, &profile, DEFAULT_OPERATOR_NAMESPACE).unwrap().deployment.unwrap();
+    let deployment =
+        desired_children(&server, &profile, DEFAULT_OPERATOR_NAMESPACE, false).unwrap().deployment.unwrap();
     let mut deployment = serde_json::to_value(deployment).unwrap();
     assert_admissible(&engine, &deployment);
     let pod = &mut deployment["spec"]["template"]["spec"];

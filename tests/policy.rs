@@ -109,7 +109,7 @@ fn host_rules_are_accepted_with_a_warning_on_profile_and_server() {
 /// What a profile compiles into for a server: its children as `controller::resources` builds them.
 fn compile(server: &MCPServer, spec: &MCPPermissionProfileSpec) -> ChildSet {
     let profile = ResolvedProfile { name: "p".into(), spec: spec.clone() };
-    desired_children(server, &profile, DEFAULT_OPERATOR_NAMESPACE).unwrap()
+    desired_children(server, &profile, DEFAULT_OPERATOR_NAMESPACE, false).unwrap()
 }
 
 fn typed_server() -> MCPServer {
@@ -363,7 +363,10 @@ fn validate_under_a_policy_directory() {
     assert_eq!(code, 0);
     let (code, out) = cli(&["validate", "--policy", dir.to_str().unwrap(), "-f", "examples/mcpserver-basic.yaml"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("* spec.image: Invalid value: \"ghcr.io/modelcontextprotocol/mcp-sqlite:latest\""), "{out}");
+    assert!(
+        out.contains("is invalid: spec.image: Invalid value: \"ghcr.io/modelcontextprotocol/mcp-sqlite:latest\""),
+        "{out}"
+    );
     // the shipped restricted-egress profile is known offline without --policy
     let (code, out) = cli(&["validate", "-f", "examples/mcpserver-transport-profile.yaml"]);
     assert_eq!(code, 0, "{out}");

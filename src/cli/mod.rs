@@ -360,7 +360,7 @@ pub struct WebhooksArgs {
     /// this directory instead of printing them.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
-    /// Namespace of the webhook Service (the operator's namespace; never sent to the webhook).
+    /// Namespace of the webhook Service (the operator's namespace; never sent to the pod-level check).
     #[arg(long, default_value = crate::admission::registration::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Name of the webhook Service (`serve --tls-service-name`).
@@ -369,7 +369,8 @@ pub struct WebhooksArgs {
     /// Name of both configurations (`serve --mutating-webhook-config`, `--validating-webhook-config`).
     #[arg(long, default_value = crate::admission::registration::DEFAULT_CONFIGURATION_NAME)]
     pub name: String,
-    /// Another namespace never sent to the webhook (repeatable); `kube-system` and `--namespace` always are.
+    /// Another namespace the pod-level check never sees (repeatable); `kube-system` and `--namespace`
+    /// never are. mcp-hangar kinds are reviewed in every namespace.
     #[arg(long = "exclude-namespace")]
     pub exclude_namespaces: Vec<String>,
 }

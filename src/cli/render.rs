@@ -119,7 +119,7 @@ pub fn render_server(server: &MCPServer, policy: &PolicyState) -> Result<Vec<Str
             ));
         }
     };
-    let children = resources::desired_children(server, &profile, resources::DEFAULT_OPERATOR_NAMESPACE)
+    let children = resources::desired_children(server, &profile, resources::DEFAULT_OPERATOR_NAMESPACE, false)
         .map_err(|e| e.to_string())?;
     Ok(children
         .into_children()

@@ -10,9 +10,10 @@
 //!
 //! [`run`] drives a `kube::runtime::Controller` while this replica leads. Reconciles are
 //! triggered by spec changes (status-only updates are filtered out, so writing status does
-//! not wake the controller), by changes to owned children, and by the requeue each
-//! reconcile asks for: the next due health check, the end of the startup timeout, or a
-//! resync. Every reconcile re-applies the children, so a profile edited in the cluster reaches
+//! not wake the controller), by changes to owned children, by the gateway's demand Leases
+//! (a request to a scale-to-zero server, see [`crate::policy::demand`]), and by the requeue
+//! each reconcile asks for: the next due health check, the end of the startup timeout or of
+//! the idle time, or a resync. Every reconcile re-applies the children, so a profile edited in the cluster reaches
 //! the servers using it within their health interval (the resync for cold servers). Health
 //! checks run inside reconcile, bounded by `healthCheck.timeout` (always
 //! shorter than the interval); the controller never reconciles one server twice at once and
@@ -30,10 +31,12 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
@@ -41,7 +44,7 @@ use tokio::sync::watch;
 use crate::crd::MANAGER;
 use crate::crd::{MCPServer, ServerState};
 use crate::metrics::Metrics;
-use crate::policy::Engine;
+use crate::policy::{Engine, demand};
 use health::McpClient;
 use leader::LeaderElector;
 use resources::LABEL_MANAGED_BY;
@@ -187,7 +190,12 @@ pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + 
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
+    let leases = Api::<Lease>::namespaced(client.clone(), &ctx.config.operator_namespace);
+    let demand_leases = watcher::Config::default().labels(demand::DEMAND_SELECTOR);
     Controller::for_stream(servers, reader)
+        .watches(leases, demand_leases, |lease| {
+            demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+        })
         .owns(Api::<Deployment>::all(client.clone()), owned.clone())
         .owns(Api::<Service>::all(client.clone()), owned.clone())
         .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())

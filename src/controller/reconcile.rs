@@ -9,9 +9,11 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -31,7 +33,7 @@ use crate::crd::{API_VERSION, MCPServer, MCPServerStatus, ServerMode, ServerStat
 use crate::policy::profile::{
     EffectiveProfile, ProfileError, ProfileRef, ResolvedProfile, resolve_configmap, resolve_named,
 };
-use crate::policy::{FieldError, PolicyState};
+use crate::policy::{FieldError, PolicyState, demand};
 
 /// Longest event note the API accepts is 1 kB; notes are cut below that.
 const MAX_NOTE: usize = 1000;
@@ -149,9 +151,14 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, R
     let policy = ctx.engine.state();
     let settings = Settings::of(&defaulted.spec);
 
+    let mut awake_until = None;
     let (workload, url, target, selector) = match defaulted.spec.mode {
         Some(ServerMode::Container) => {
             let owner = Owner::of(&defaulted)?;
+            if defaulted.spec.replicas == Some(0) {
+                awake_until = demand_until(ctx, &owner, settings.idle_ttl).await?.filter(|until| now < *until);
+            }
+            let awake = awake_until.is_some();
             let refused = |why: &'static str, message: String| refuse(ctx, server, &previous, why, message, now);
             let profile = match resolve_profile(ctx, &defaulted, &namespace, &policy).await {
                 Ok(profile) => profile,
@@ -160,7 +167,8 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, R
                 }
                 Err(e) => return Err(e),
             };
-            let children = match resources::desired_children(&defaulted, &profile, &ctx.config.operator_namespace) {
+            let operator_namespace = &ctx.config.operator_namespace;
+            let children = match resources::desired_children(&defaulted, &profile, operator_namespace, awake) {
                 Ok(children) => children,
                 Err(e @ (ResourceError::MissingName | ResourceError::MissingNamespace)) => {
                     return Err(e.into());
@@ -179,7 +187,7 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, R
             };
             let url = resources::service_url(&defaulted, &ctx.config.cluster_domain)?;
             let target = service_target(&applied.service, &owner, &defaulted).unwrap_or_else(|| url.clone());
-            let desired = defaulted.spec.replicas.unwrap_or(1);
+            let desired = resources::wanted_replicas(&defaulted.spec, awake);
             (workload_of(desired, &applied.deployment), url, target, Some(owner.selector_string()))
         }
         _ => {
@@ -205,7 +213,20 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, R
         now,
     });
     publish(ctx, server, &previous, &evaluation).await?;
-    Ok(Action::requeue(evaluation.requeue_after))
+    // An awake scale-to-zero server is looked at again when its idle time runs out.
+    let idle_ends = awake_until.map(|until| now.duration_until(until).unsigned_abs() + state::MIN_REQUEUE);
+    Ok(Action::requeue(idle_ends.map_or(evaluation.requeue_after, |d| d.min(evaluation.requeue_after))))
+}
+
+/// Until when requests keep a scale-to-zero server awake, from its demand Lease
+/// ([`crate::policy::demand`]); `None` when no request was ever recorded.
+async fn demand_until(ctx: &Context, owner: &Owner, idle_ttl: Duration) -> Result<Option<Timestamp>, ReconcileError> {
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.config.operator_namespace);
+    let lease = leases
+        .get_opt(&demand::lease_name(&owner.namespace, &owner.name))
+        .await
+        .map_err(|source| ReconcileError::Kube { action: "reading the demand Lease", source })?;
+    Ok(demand::awake_until(lease.as_ref(), idle_ttl))
 }
 
 /// The server's permission profile: from the policy in force, or read from its ConfigMap.

@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use serde_json::Value;
 
-use crate::crd::{MANAGER, MCPServer, PortRule, Protocol, ServerMode, Transport};
+use crate::crd::{MANAGER, MCPServer, MCPServerSpec, PortRule, Protocol, ServerMode, Transport};
 use crate::policy::defaults::{DEFAULT_PORT, DEFAULT_REPLICAS, Settings};
 use crate::policy::profile::{EffectiveProfile, ResolvedProfile};
 
@@ -275,13 +275,25 @@ pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// The components that call MCP servers: the controller's health checks and the gateway.
 pub const CLIENT_COMPONENTS: [&str; 2] = ["operator", "gateway"];
 
+/// The replicas a container server's Deployment runs: `spec.replicas`, except that a
+/// scale-to-zero server (`replicas: 0`) runs one while it is `awake` (a request arrived
+/// within its `idleTTL`, see [`crate::policy::demand`]).
+pub fn wanted_replicas(spec: &MCPServerSpec, awake: bool) -> i32 {
+    match spec.replicas.unwrap_or(DEFAULT_REPLICAS as i32) {
+        0 if awake => 1,
+        replicas => replicas,
+    }
+}
+
 /// Everything a server owns: nothing in remote mode; in container mode the objects of its
 /// permission profile, the Service and the Deployment. `server` has its defaults applied;
-/// `operator_namespace` is where the operator's and the gateway's pods run.
+/// `operator_namespace` is where the operator's and the gateway's pods run; `awake` says
+/// whether a scale-to-zero server has demand.
 pub fn desired_children(
     server: &MCPServer,
     profile: &ResolvedProfile,
     operator_namespace: &str,
+    awake: bool,
 ) -> Result<ChildSet, ResourceError> {
     let owner = Owner::of(server)?;
     match server.spec.mode {
@@ -298,7 +310,7 @@ pub fn desired_children(
                 role_binding: Some(role_binding(&owner)),
                 network_policy: Some(network_policy(&owner, &effective, operator_namespace)),
                 service: Some(service(&owner)),
-                deployment: Some(deployment(server, &owner, profile, &effective)?),
+                deployment: Some(deployment(server, &owner, profile, &effective, awake)?),
             })
         }
     }
@@ -483,6 +495,7 @@ fn deployment(
     owner: &Owner,
     profile: &ResolvedProfile,
     effective: &EffectiveProfile,
+    awake: bool,
 ) -> Result<Deployment, ResourceError> {
     let spec = &server.spec;
     let image = spec.image.clone().ok_or(ResourceError::MissingImage)?;
@@ -525,7 +538,7 @@ fn deployment(
     Ok(Deployment {
         metadata: owner.child_meta(),
         spec: Some(DeploymentSpec {
-            replicas: Some(spec.replicas.unwrap_or(DEFAULT_REPLICAS as i32)),
+            replicas: Some(wanted_replicas(spec, awake)),
             selector: LabelSelector { match_labels: Some(owner.selector.clone()), ..LabelSelector::default() },
             template: PodTemplateSpec { metadata: Some(pod_meta), spec: Some(pod) },
             revision_history_limit: Some(3),
@@ -558,7 +571,7 @@ mod tests {
     /// The children of a stored server, defaulted once as the controller's review does.
     fn children_under(server: &MCPServer, profile: &ResolvedProfile) -> Result<ChildSet, ResourceError> {
         let defaulted = apply_defaults(Kind::Server, &serde_json::to_value(server).unwrap(), "none");
-        desired_children(&serde_json::from_value(defaulted).unwrap(), profile, DEFAULT_OPERATOR_NAMESPACE)
+        desired_children(&serde_json::from_value(defaulted).unwrap(), profile, DEFAULT_OPERATOR_NAMESPACE, false)
     }
 
     fn children(server: &MCPServer) -> Result<ChildSet, ResourceError> {
@@ -687,6 +700,22 @@ mod tests {
     }
 
     #[test]
+    fn a_scale_to_zero_server_runs_one_replica_while_awake() {
+        let cold = container_server(json!({"image": "a/b:1", "replicas": 0}));
+        let defaulted: MCPServer =
+            serde_json::from_value(apply_defaults(Kind::Server, &serde_json::to_value(&cold).unwrap(), "none"))
+                .unwrap();
+        let profile = resolve_named("none", &PolicyState::builtin()).unwrap();
+        let replicas = |awake| {
+            let set = desired_children(&defaulted, &profile, DEFAULT_OPERATOR_NAMESPACE, awake).unwrap();
+            set.deployment.unwrap().spec.unwrap().replicas
+        };
+        assert_eq!((replicas(false), replicas(true)), (Some(0), Some(1)));
+        let three = MCPServerSpec { replicas: Some(3), ..MCPServerSpec::default() };
+        assert_eq!((wanted_replicas(&three, false), wanted_replicas(&three, true)), (3, 3), "demand never scales down");
+    }
+
+    #[test]
     fn pod_is_locked_down_even_without_webhook_defaults() {
         let server = container_server(json!({"image": "a/b:1"}));
         assert!(server.spec.security_context.is_none());
@@ -772,7 +801,8 @@ mod tests {
         server.metadata.namespace = Some("team-a".into());
         let defaulted = apply_defaults(Kind::Server, &serde_json::to_value(&server).unwrap(), "none");
         let profile = resolve_named("none", &PolicyState::builtin()).unwrap();
-        let set = desired_children(&serde_json::from_value(defaulted).unwrap(), &profile, "platform-ops").unwrap();
+        let set =
+            desired_children(&serde_json::from_value(defaulted).unwrap(), &profile, "platform-ops", false).unwrap();
         let policy = serde_json::to_value(set.network_policy.unwrap()).unwrap();
         let rule = &policy["spec"]["ingress"][0];
         assert_eq!(rule["ports"], json!([{"port": 9000, "protocol": "TCP"}]));

@@ -344,7 +344,7 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
             Verdict {
                 state: ServerState::Cold,
                 reason: reason::SCALED_TO_ZERO,
-                message: "spec.replicas is 0: scale the MCPServer up to start it".into(),
+                message: "scaled to zero (spec.replicas 0): the first request through the gateway starts it, idleTTL after the last one stops it".into(),
             }
         }
         Workload::Container { desired, replicas, ready, .. } => {
@@ -362,49 +362,36 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
                 _ => now,
             };
             status.last_started_at = Some(Time(started));
-            if outage {
+            if ready == 0 {
+                // A start (or rollout) and an outage both get the startup timeout, counted from
+                // their own beginning; an outage of a serving server is Degraded meanwhile.
                 let deadline = after(started, settings.startup_timeout);
-                if now < deadline {
+                let timeout = settings.startup_timeout;
+                if now >= deadline {
+                    let pods = status.selector.clone().unwrap_or_default();
+                    Verdict {
+                        state: ServerState::Dead,
+                        reason: reason::STARTUP_TIMEOUT,
+                        message: format!(
+                            "no replica became ready within the startup timeout of {timeout:?} since {started}: check `kubectl describe pods -l {pods}` for image pulls, crashes or failing probes"
+                        ),
+                    }
+                } else if outage {
                     startup_deadline = Some(deadline);
                     Verdict {
                         state: ServerState::Degraded,
                         reason: reason::NO_READY_REPLICAS,
                         message: format!(
-                            "no ready replica since {started} (0 of {desired}): a restarted pod has until {deadline} (startupTimeout {:?}) to become ready",
-                            settings.startup_timeout
+                            "no ready replica since {started} (0 of {desired}): a restarted pod has until {deadline} (startupTimeout {timeout:?}) to become ready"
                         ),
                     }
                 } else {
-                    Verdict {
-                        state: ServerState::Dead,
-                        reason: reason::STARTUP_TIMEOUT,
-                        message: format!(
-                            "no replica has been ready since {started}, longer than the startup timeout of {:?}: check `kubectl describe pods -l {}` for crashes or failing probes",
-                            settings.startup_timeout,
-                            status.selector.clone().unwrap_or_default()
-                        ),
-                    }
-                }
-            } else if ready == 0 {
-                let deadline = after(started, settings.startup_timeout);
-                if now < deadline {
                     startup_deadline = Some(deadline);
                     Verdict {
                         state: ServerState::Initializing,
                         reason: reason::STARTING,
                         message: format!(
-                            "waiting for replicas to become ready: 0 of {desired} ready, startup timeout {:?} ends at {deadline}",
-                            settings.startup_timeout
-                        ),
-                    }
-                } else {
-                    Verdict {
-                        state: ServerState::Dead,
-                        reason: reason::STARTUP_TIMEOUT,
-                        message: format!(
-                            "no replica became ready within the startup timeout of {:?}: check `kubectl describe pods -l {}` for image pulls, crashes or failing probes",
-                            settings.startup_timeout,
-                            status.selector.clone().unwrap_or_default()
+                            "waiting for replicas to become ready: 0 of {desired} ready, startup timeout {timeout:?} ends at {deadline}"
                         ),
                     }
                 }

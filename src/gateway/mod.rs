@@ -13,6 +13,7 @@
 //! run one replica per limit domain. A breaker opening on each replica on its own is what a
 //! breaker should do: each replica sees the failures itself.
 
+pub mod auth;
 pub mod breaker;
 pub mod era;
 pub mod jsonrpc;

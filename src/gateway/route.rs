@@ -16,6 +16,7 @@ use super::ratelimit::Rate;
 use super::tools::ToolPolicy;
 use crate::crd::{MCPServer, MCPServerGroup, ServerMode, Transport};
 use crate::policy::defaults::{self, DEFAULT_PORT, Settings};
+use crate::policy::selector;
 
 /// Which kind a route names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -236,24 +237,12 @@ pub fn upstream(server: &MCPServer) -> Result<Upstream, RouteError> {
     Ok(Upstream { member, namespace, name, url, tools: ToolPolicy { allow }, rate, breaker })
 }
 
-/// Whether `labels` match a label selector (matchLabels and matchExpressions, all must hold).
+/// Whether a group's selector takes in a server: as the apiserver evaluates it, except that an
+/// empty selector (refused by admission) takes in nothing rather than every server.
 pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let labels_hold =
-        selector.match_labels.iter().flatten().all(|(key, value)| labels.get(key).is_some_and(|v| v == value));
-    let expressions_hold = selector.match_expressions.iter().flatten().all(|req| {
-        let values = req.values.as_deref().unwrap_or_default();
-        let value = labels.get(&req.key);
-        match req.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
-        }
-    });
     let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
         && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty());
-    !empty && labels_hold && expressions_hold
+    !empty && selector::matches(selector, labels)
 }
 
 /// The upstreams a route reaches: the server itself, or the group's members by name.

@@ -7,6 +7,7 @@
 mod admission_policy;
 mod checks;
 pub mod defaults;
+pub mod demand;
 mod discovery;
 mod field;
 mod format;
@@ -14,6 +15,7 @@ mod group;
 mod pod_security;
 pub mod profile;
 mod schema;
+pub mod selector;
 mod server;
 mod state;
 mod workload;

@@ -15,8 +15,7 @@ use super::profile::{EffectiveProfile, ProfileRef};
 use super::state::PolicyState;
 use crate::crd::{DenyOrWarn, LatestTagAction, MCPServer, MCPServerSpec, ProfileSource, ServerMode};
 
-/// Longest MCPServer name: it names the Deployment and Service, whose pods add suffixes.
-pub const MAX_SERVER_NAME_LEN: usize = 52;
+pub use crate::crd::MAX_SERVER_NAME_LEN;
 /// Longest endpoint URL.
 pub const MAX_ENDPOINT_LEN: usize = 2048;
 /// Words that mark an environment variable as a credential.
