@@ -369,6 +369,9 @@ async fn stateless_requests_are_checked_rate_limited_and_refused_from_foreign_or
     assert_eq!(message(&body)["error"]["code"], -32029);
     assert_eq!(replica.metric("mcp_hangar_rate_limit_hits_total", &[("server", "alpha")]), 1.0);
 
+    let sneaky = json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "delete_everything"}});
+    let (status, _, _) = post(&url, &[], &sneaky).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a tools/call notification is refused, never forwarded");
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     let (status, _, body) = post(&url, &[("origin", "https://evil.example")], &list).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "a foreign browser Origin (DNS rebinding) is refused");

@@ -354,6 +354,10 @@ impl Gateway {
         let upstream = session.as_ref().map_or_else(|| self.pick(upstreams), |(_, upstream)| upstream);
         facts.member = Some(upstream.member.clone());
         let tool = if message.method() == Some("tools/call") {
+            if id.is_none() {
+                let message = "Invalid Request: tools/call must be a request (with an id), not a notification";
+                return rpc_error(StatusCode::BAD_REQUEST, None, jsonrpc::INVALID_REQUEST, message, None);
+            }
             let Some(name) = message.param_str("name") else {
                 let message = "Invalid params: tools/call needs params.name";
                 return rpc_error(StatusCode::OK, id.as_ref(), INVALID_PARAMS, message, None);
