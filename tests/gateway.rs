@@ -49,6 +49,7 @@ impl Replica {
         let registry = Registry::new();
         let metrics = GatewayMetrics::new(&registry).unwrap();
         let key = SessionKey::new(&[key; 32]).unwrap();
+        let header_read_timeout = config.header_read_timeout;
         let gateway = Arc::new(Gateway::new(catalog, key, config, metrics));
         gateway.set_ready(true);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -57,7 +58,7 @@ impl Replica {
         let served = tokio::spawn(gateway::server::serve(
             listener,
             gateway::router(gateway),
-            Duration::from_secs(5),
+            header_read_timeout,
             async move {
                 let _ = stopped.await;
             },
@@ -605,4 +606,32 @@ async fn routes_follow_the_mcpservers_of_the_cluster() {
         }
     };
     tokio::time::timeout(Duration::from_secs(20), gone).await.expect("a deleted server is no longer routed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let catalog = Arc::new(StaticCatalog::default());
+    catalog.put_server(server("alpha", "http://127.0.0.1:9/mcp".into(), None, None));
+    let config = GatewayConfig {
+        header_read_timeout: Duration::from_millis(300),
+        request_body_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let replica = Replica::start(catalog, 1, config).await;
+    let addr = replica.base.trim_start_matches("http://").to_string();
+
+    let mut slow_headers = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow_headers.write_all(b"POST /servers/team/alpha/mcp HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow_headers.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "headers that never end close the connection");
+
+    let mut slow_body = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = "POST /servers/team/alpha/mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{";
+    slow_body.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow_body.read(&mut answer)).await.unwrap().unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "a body that never arrives: {answer}");
 }
