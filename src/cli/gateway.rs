@@ -8,27 +8,13 @@ use super::serve::{bind, init_logging, termination_signal};
 use super::{CliError, GatewayArgs};
 use crate::admission;
 use crate::gateway::metrics::GatewayMetrics;
-use crate::gateway::{self, Catalog, Gateway, GatewayConfig, SessionKey, StaticCatalog, StoreCatalog};
+use crate::gateway::{self, Catalog, Gateway, SessionKey, StaticCatalog, StoreCatalog};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::shutdown::Shutdown;
 
 /// Readiness condition met once the routes are known.
 const ROUTES_CONDITION: &str = "routes";
-
-/// The plain settings from the flags.
-pub fn config(args: &GatewayArgs) -> GatewayConfig {
-    GatewayConfig {
-        max_body_bytes: args.max_body_bytes,
-        max_response_bytes: args.max_response_bytes,
-        request_body_timeout: args.request_body_timeout,
-        connect_timeout: args.connect_timeout,
-        upstream_timeout: args.upstream_timeout,
-        stream_idle_timeout: args.stream_idle_timeout,
-        header_read_timeout: args.header_read_timeout,
-        allowed_origins: args.allowed_origins.clone(),
-    }
-}
 
 /// The session key: the file's bytes (trimmed), else the env value, else a random key that only
 /// this replica knows (one replica only; a warning says so).
@@ -89,7 +75,7 @@ pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
             Arc::new(StoreCatalog::watch(client).await)
         }
     };
-    let gateway = Arc::new(Gateway::new(catalog, key, config(&args), gateway_metrics));
+    let gateway = Arc::new(Gateway::new(catalog, key, super::config::gateway_config(&args), gateway_metrics));
     gateway.set_ready(true);
     readiness.set_met(ROUTES_CONDITION);
     let listener = bind(args.addr).await?;

@@ -502,6 +502,30 @@ mod tests {
     }
 
     #[test]
+    fn gateway_flags_become_its_plain_config() {
+        let cli = Cli::try_parse_from([
+            "mcp-hangar",
+            "gateway",
+            "--allowed-origin",
+            "https://a.example,https://b.example",
+            "--upstream-timeout",
+            "2s",
+        ])
+        .unwrap();
+        let Command::Gateway(args) = cli.command else { panic!("gateway") };
+        let config = config::gateway_config(&args);
+        assert_eq!(config.allowed_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(config.upstream_timeout, std::time::Duration::from_secs(2));
+        let defaults = crate::gateway::GatewayConfig::default();
+        assert_eq!(
+            (config.max_body_bytes, config.header_read_timeout),
+            (defaults.max_body_bytes, defaults.header_read_timeout)
+        );
+        assert_eq!(args.addr.port(), 8090);
+        assert!(args.session_key_file.is_none() && args.routes_file.is_none());
+    }
+
+    #[test]
     fn tls_flags_parse_with_their_defaults() {
         let cli =
             Cli::try_parse_from(["mcp-hangar", "serve", "--tls-san", "localhost", "--tls-san", "10.0.0.1"]).unwrap();
