@@ -16,17 +16,18 @@ use crate::shutdown::Shutdown;
 /// Readiness condition met once the routes are known.
 const ROUTES_CONDITION: &str = "routes";
 
-/// The session key: the file's bytes (trimmed), else the env value, else a random key that only
-/// this replica knows (one replica only; a warning says so).
+/// The session keys: the file's lines (the first signs, the others, older keys, still verify),
+/// else the env value's, else a random key that only this replica knows (one replica only; a
+/// warning says so).
 pub fn session_key(file: Option<&Path>, value: Option<&str>) -> Result<SessionKey, CliError> {
     let usage = |e: gateway::session::SessionError| CliError::Usage(format!("gateway session key: {e}"));
     if let Some(file) = file {
         let bytes = std::fs::read(file)
             .map_err(|source| CliError::Io { context: format!("reading {}", file.display()), source })?;
-        return SessionKey::new(bytes.trim_ascii()).map_err(usage);
+        return SessionKey::from_lines(&bytes).map_err(usage);
     }
     if let Some(value) = value.filter(|v| !v.is_empty()) {
-        return SessionKey::new(value.trim().as_bytes()).map_err(usage);
+        return SessionKey::from_lines(value.as_bytes()).map_err(usage);
     }
     tracing::warn!("no session key given: sessions opened here are known to this replica only");
     Ok(SessionKey::random())

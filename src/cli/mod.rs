@@ -61,7 +61,7 @@ pub struct GatewayArgs {
     #[arg(long, env = "MCP_HANGAR_GATEWAY_ADMIN_ADDR", default_value = "0.0.0.0:8091")]
     pub admin_addr: std::net::SocketAddr,
     /// File holding the session key shared by every gateway replica (at least 32 bytes), e.g. a
-    /// mounted Secret.
+    /// mounted Secret; more lines hold older keys that still verify (rotation).
     #[arg(long, env = "MCP_HANGAR_GATEWAY_SESSION_KEY_FILE")]
     pub session_key_file: Option<PathBuf>,
     /// The session key itself (from a Secret through `valueFrom.secretKeyRef`), when no file is given.

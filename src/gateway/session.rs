@@ -44,9 +44,14 @@ pub enum SessionError {
     OtherRoute,
 }
 
-/// The shared signing key.
+/// The shared signing key, and the keys it replaced (still accepted, never used to sign), so a
+/// key can be rotated without ending open sessions: add the new key first, roll the replicas,
+/// drop the old key later.
 #[derive(Clone)]
-pub struct SessionKey(hmac::Key);
+pub struct SessionKey {
+    current: hmac::Key,
+    previous: Vec<hmac::Key>,
+}
 
 impl std::fmt::Debug for SessionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -60,20 +65,32 @@ impl SessionKey {
         if secret.len() < MIN_KEY_LEN {
             return Err(SessionError::ShortKey);
         }
-        Ok(SessionKey(hmac::Key::new(hmac::HMAC_SHA256, secret)))
+        Ok(SessionKey { current: hmac::Key::new(hmac::HMAC_SHA256, secret), previous: Vec::new() })
+    }
+
+    /// Keys from text, one per line (blank lines and surrounding space ignored): the first signs,
+    /// every one verifies.
+    pub fn from_lines(text: &[u8]) -> Result<Self, SessionError> {
+        let mut lines = text.split(|b| *b == b'\n').map(<[u8]>::trim_ascii).filter(|l| !l.is_empty());
+        let mut key = SessionKey::new(lines.next().ok_or(SessionError::ShortKey)?)?;
+        for line in lines {
+            key.previous.push(SessionKey::new(line)?.current);
+        }
+        Ok(key)
     }
 
     /// A random key, for a single replica that was given none.
     pub fn random() -> Self {
         let rng = ring::rand::SystemRandom::new();
-        SessionKey(hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("the system random source works"))
+        let current = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("the system random source works");
+        SessionKey { current, previous: Vec::new() }
     }
 
     /// The session id for `session`.
     pub fn seal(&self, session: &Session) -> String {
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(session).expect("strings serialize"));
         let signed = format!("{VERSION}.{payload}");
-        let tag = hmac::sign(&self.0, signed.as_bytes());
+        let tag = hmac::sign(&self.current, signed.as_bytes());
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
@@ -84,7 +101,12 @@ impl SessionKey {
         }
         let (signed, tag) = token.rsplit_once('.').ok_or(SessionError::Invalid)?;
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| SessionError::Invalid)?;
-        hmac::verify(&self.0, signed.as_bytes(), &tag).map_err(|_| SessionError::Invalid)?;
+        let authentic = std::iter::once(&self.current)
+            .chain(&self.previous)
+            .any(|key| hmac::verify(key, signed.as_bytes(), &tag).is_ok());
+        if !authentic {
+            return Err(SessionError::Invalid);
+        }
         let payload = signed.strip_prefix("v1.").ok_or(SessionError::Invalid)?;
         let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| SessionError::Invalid)?;
         let session: Session = serde_json::from_slice(&payload).map_err(|_| SessionError::Invalid)?;
@@ -129,6 +151,24 @@ mod tests {
         for junk in ["", "v1", "v1..", "abc-123", &"x".repeat(MAX_TOKEN_LEN + 1)] {
             assert_eq!(key(1).open(junk, "groups/ns/g"), Err(SessionError::Invalid), "{junk}");
         }
+    }
+
+    #[test]
+    fn a_rotated_key_still_opens_the_sessions_of_the_one_it_replaced() {
+        let old = SessionKey::from_lines(&[b'o'; 40]).unwrap();
+        let token = old.seal(&session());
+        let rotated =
+            SessionKey::from_lines(format!("\n {}\n{}\n", "n".repeat(40), "o".repeat(40)).as_bytes()).unwrap();
+        assert_eq!(rotated.open(&token, "groups/ns/g"), Ok(session()), "the old key still verifies");
+        let fresh = rotated.seal(&session());
+        assert_eq!(
+            SessionKey::from_lines(&[b'n'; 40]).unwrap().open(&fresh, "groups/ns/g"),
+            Ok(session()),
+            "the new key signs"
+        );
+        assert_eq!(old.open(&fresh, "groups/ns/g"), Err(SessionError::Invalid));
+        assert_eq!(SessionKey::from_lines(b"\n \n").unwrap_err(), SessionError::ShortKey);
+        assert!(SessionKey::from_lines(format!("{}\nshort", "n".repeat(40)).as_bytes()).is_err());
     }
 
     #[test]
