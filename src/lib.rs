@@ -5,6 +5,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod gateway;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod readiness;

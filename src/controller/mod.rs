@@ -4,8 +4,8 @@
 //! - [`resources`] builds every child object (pure), from the server as the policy's
 //!   review defaulted it and the permission profile the policy resolves;
 //! - [`state`] is the state machine and circuit breaker (pure);
-//! - [`health`] is the MCP client of the health checks;
-//! - [`reconcile`] applies children, runs due health checks and writes status;
+//! - [`reconcile`] applies children, runs due health checks (the [`crate::mcp`] client) and
+//!   writes status;
 //! - [`leader`] elects the one replica that reconciles.
 //!
 //! [`run`] drives a `kube::runtime::Controller` while this replica leads. Reconciles are
@@ -19,7 +19,6 @@
 //! shorter than the interval); the controller never reconciles one server twice at once and
 //! runs at most `concurrency` reconciles together, so a slow server delays only itself.
 
-pub mod health;
 pub mod leader;
 pub mod reconcile;
 pub mod resources;
@@ -43,9 +42,9 @@ use tokio::sync::watch;
 
 use crate::crd::MANAGER;
 use crate::crd::{MCPServer, ServerState};
+use crate::mcp::McpClient;
 use crate::metrics::Metrics;
 use crate::policy::{Engine, demand};
-use health::McpClient;
 use leader::LeaderElector;
 use resources::LABEL_MANAGED_BY;
 

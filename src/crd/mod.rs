@@ -32,8 +32,8 @@ pub use group::{
 };
 pub use server::{
     CircuitBreaker, HealthCheck, INSTANCE_LABEL, MANAGER, MAX_SERVER_NAME_LEN, MCPServer, MCPServerSpec,
-    MCPServerStatus, PermissionProfileRef, ProfileSource, RateLimit, SERVER_POD_LABEL, ServerMode, ServerState,
-    ToolsConfig, Transport,
+    MCPServerStatus, PermissionProfileRef, ProfileSource, RateLimit, SERVER_POD_LABEL, ServerInfo, ServerMode,
+    ServerState, ToolsConfig, Transport,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

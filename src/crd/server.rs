@@ -269,6 +269,12 @@ pub struct MCPServerStatus {
     /// Names of the tools the server offers (filtered by tools.allowList).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
+    /// MCP protocol revision negotiated by the last passed health check, e.g. `2026-07-28`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// Who the server said it is in the last passed health check (`serverInfo`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_info: Option<ServerInfo>,
     /// When the server last started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_started_at: Option<Time>,
@@ -287,6 +293,16 @@ pub struct MCPServerStatus {
     /// Standard conditions: Ready, Available, Progressing, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The implementation an MCP server reports (`serverInfo`), as self-reported and shortened.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub struct ServerInfo {
+    /// Implementation name.
+    pub name: String,
+    /// Implementation version, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Label every pod of an MCP server carries (the seed's NetworkPolicy selects on it).
