@@ -11,17 +11,12 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use super::jsonrpc::{HEADER_MISMATCH, INVALID_PARAMS, Message};
+use crate::mcp::jsonrpc::NAME_BEARING_METHODS;
 
-/// Request header naming the protocol revision.
-pub const PROTOCOL_VERSION_HEADER: &str = "mcp-protocol-version";
-/// Request header naming the JSON-RPC method (2026-07-28).
-pub const METHOD_HEADER: &str = "mcp-method";
-/// Request header naming the tool, prompt, resource or task (2026-07-28).
-pub const NAME_HEADER: &str = "mcp-name";
-/// Session header of the session revisions.
-pub const SESSION_HEADER: &str = "mcp-session-id";
-/// The `_meta` key of the per-request protocol claim (2026-07-28).
-pub const PROTOCOL_VERSION_META_KEY: &str = "io.modelcontextprotocol/protocolVersion";
+pub use crate::mcp::jsonrpc::{
+    METHOD_HEADER, NAME_HEADER, PROTOCOL_VERSION_HEADER, PROTOCOL_VERSION_META as PROTOCOL_VERSION_META_KEY,
+    SESSION_HEADER,
+};
 /// The first stateless revision; revisions are ISO dates, so later ones sort after it.
 pub const FIRST_MODERN_REVISION: &str = "2026-07-28";
 
@@ -69,12 +64,7 @@ pub fn is_modern(revision: &str) -> bool {
 
 /// The body field `Mcp-Name` mirrors for a method.
 pub fn name_field(method: &str) -> Option<&'static str> {
-    match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        "tasks/get" | "tasks/update" | "tasks/cancel" => Some("taskId"),
-        _ => None,
-    }
+    NAME_BEARING_METHODS.iter().find(|(m, _)| *m == method).map(|(_, field)| *field)
 }
 
 /// Decodes an `Mcp-Name` value: plain, or `=?base64?…?=` (UTF-8). `None` if the Base64 is bad.

@@ -1,20 +1,14 @@
-//! The little of JSON-RPC 2.0 the gateway needs: decode one message, build error answers.
-//! (To be folded into `crate::mcp` once that module lands.)
+//! The server side of JSON-RPC 2.0 the gateway needs: decode one client message, build error
+//! answers. The shared vocabulary (codes, header names) is `crate::mcp::jsonrpc`'s.
 
 use serde_json::{Map, Value, json};
 
+pub use crate::mcp::jsonrpc::{HEADER_MISMATCH, INVALID_PARAMS, INVALID_REQUEST};
+
 /// Invalid JSON.
 pub const PARSE_ERROR: i64 = -32700;
-/// Not a JSON-RPC message, or one the gateway does not accept (a batch).
-pub const INVALID_REQUEST: i64 = -32600;
-/// Bad params; also what an unknown tool gets (MCP 2025-11-25, "Error Handling" of tools).
-pub const INVALID_PARAMS: i64 = -32602;
-/// The gateway failed.
-pub const INTERNAL_ERROR: i64 = -32603;
 /// Unknown or ended session, as the MCP SDKs answer it.
 pub const SESSION_NOT_FOUND: i64 = -32001;
-/// Headers and body disagree (the SDKs' `HeaderMismatch`, 2026-07-28).
-pub const HEADER_MISMATCH: i64 = -32020;
 /// The server's `tools.rateLimit` is used up.
 pub const RATE_LIMITED: i64 = -32029;
 /// The upstream server cannot be reached now (circuit open, connect error, timeout).
