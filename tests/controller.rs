@@ -389,7 +389,14 @@ async fn a_ready_container_is_health_checked_through_its_service() {
         .unwrap();
     harness.wait(&deployment_path("search"), "two replicas", |o| o.is_some_and(|o| o["spec"]["replicas"] == 2)).await;
     harness.set_ready_replicas("search", 1);
-    let partial = harness.wait_state("search", "Degraded").await;
+    // Between the two edits the server may be seen with no ready replica (Degraded,
+    // NoReadyReplicas): wait for the state of one ready replica out of two.
+    let partial = harness
+        .wait(&server_path("search"), "Degraded with 1 of 2 replicas ready", |s| {
+            s.is_some_and(|s| s["status"]["state"] == "Degraded" && s["status"]["readyReplicas"] == 1)
+        })
+        .await
+        .unwrap();
     assert_eq!(condition(&partial, "Degraded")["reason"], "ReplicasUnavailable");
     assert_eq!(condition(&partial, "Available")["status"], "True");
     harness.stop().await;

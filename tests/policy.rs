@@ -385,3 +385,14 @@ fn validate_pod_security_checks_pods_and_deployment_templates() {
     assert_eq!(report["results"][0]["violations"][0]["field"], "spec.template.spec.hostNetwork");
     assert_eq!(report["skipped"][0]["kind"], "ConfigMap");
 }
+
+#[test]
+fn a_burst_size_needs_a_rate_and_stays_in_range() {
+    let engine = Engine::new().unwrap();
+    let alone = container(json!({"tools": {"rateLimit": {"burstSize": 5}}}));
+    assert_eq!(fields(&review(&engine, &alone)), ["spec.tools.rateLimit.requestsPerMinute"]);
+    let zero = container(json!({"tools": {"rateLimit": {"requestsPerMinute": 60, "burstSize": 0}}}));
+    assert_eq!(fields(&review(&engine, &zero)), ["spec.tools.rateLimit.burstSize"]);
+    let fine = container(json!({"tools": {"rateLimit": {"requestsPerMinute": 60, "burstSize": 10}}}));
+    assert!(review(&engine, &fine).errors.is_empty(), "{:?}", review(&engine, &fine).errors);
+}

@@ -184,6 +184,11 @@ pub struct RateLimit {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub requests_per_minute: Option<i32>,
+    /// Calls that may be made at once after a quiet spell (the bucket size), 1 to 100000; needs
+    /// requestsPerMinute. Defaults to requestsPerMinute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub burst_size: Option<i32>,
 }
 
 /// Circuit-breaker settings.

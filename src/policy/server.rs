@@ -562,7 +562,14 @@ fn check_limits(spec: &MCPServerSpec, path: &FieldPath, state: &PolicyState, fin
             format!("must be at most {} (the cluster's admission policy)", state.max_replicas()),
         ));
     }
-    let rpm = spec.tools.as_ref().and_then(|t| t.rate_limit.as_ref()).and_then(|r| r.requests_per_minute);
+    let rate_limit = spec.tools.as_ref().and_then(|t| t.rate_limit.as_ref());
+    if rate_limit.is_some_and(|r| r.burst_size.is_some() && r.requests_per_minute.is_none()) {
+        findings.errors.push(FieldError::required(
+            &path.child("tools").child("rateLimit").child("requestsPerMinute"),
+            "burstSize needs requestsPerMinute: the bucket refills at that rate",
+        ));
+    }
+    let rpm = rate_limit.and_then(|r| r.requests_per_minute);
     if let Some(rpm) = rpm
         && rpm > state.max_requests_per_minute()
     {
