@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The container image: builds the release binary, stages the root filesystem
-# (image/rootfs.sh), builds the Containerfile with podman (installed from Debian when missing)
+# (.ci/image-rootfs.sh), builds the Containerfile with podman (installed from Debian when missing)
 # and checks the image: a numeric non-root user, the binary as entrypoint, no shell, and the
 # binary running from the image's own filesystem (exported, then chroot as that user, so
 # nothing in it is writable) for `--version`, `crds`, and a host name resolved through
@@ -22,7 +22,7 @@ podman --version
 started=$SECONDS
 cargo build --locked --release
 echo "release build: $((SECONDS - started)) s"
-bash image/rootfs.sh target/release/mcp-hangar target/image
+bash .ci/image-rootfs.sh target/release/mcp-hangar target/image
 podman build --quiet -f Containerfile -t "$image" target/image
 
 fail() {

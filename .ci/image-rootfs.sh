@@ -8,7 +8,7 @@
 # glibc 2.34 and later resolve names without loading NSS modules, so none are copied; the
 # script refuses an older glibc. Kubernetes mounts /etc/hosts and /etc/resolv.conf.
 #
-# Usage: bash image/rootfs.sh [BINARY] [CONTEXT]
+# Usage: bash .ci/image-rootfs.sh [BINARY] [CONTEXT]
 #   BINARY   default target/release/mcp-hangar (cargo build --release --locked)
 #   CONTEXT  default target/image; the build context: CONTEXT/rootfs is (re)created
 set -euo pipefail
