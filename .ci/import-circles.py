@@ -57,4 +57,7 @@ for comp in sccs:
     print('circle:', ' <-> '.join('::'.join(m) or 'crate' for m in sorted(comp)))
 bad = [(a, b) for a in edges for b in edges[a] if a[:1] == ('controller',) and b[:1] == ('tls',)]
 for a, b in bad: print('controller imports tls:', '::'.join(a), '->', '::'.join(b))
-sys.exit(1 if sccs or bad else 0)
+# mcp stands alone: the caller passes TLS in and maps its own transport setting.
+alone = [(a, b) for a in edges for b in edges[a] if a[:1] == ('mcp',) and b[:1] != ('mcp',)]
+for a, b in alone: print('mcp imports outside itself:', '::'.join(a), '->', '::'.join(b))
+sys.exit(1 if sccs or bad or alone else 0)

@@ -234,7 +234,7 @@ async fn controllers() {
         client,
         Arc::new(mcp_hangar::policy::Engine::new().expect("engine")),
         mcp_hangar::metrics::Metrics::new(),
-        mcp_hangar::controller::health::McpClient::with_host_overrides(tls, None),
+        mcp_hangar::mcp::McpClient::with_host_overrides(tls, None),
         config,
         "scale",
     ));

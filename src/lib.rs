@@ -4,6 +4,8 @@ pub mod admission;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod gateway;
+pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod readiness;

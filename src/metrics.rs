@@ -25,6 +25,10 @@ pub const SERVER_STATE: &str = "mcp_operator_provider_state";
 pub const SERVER_TOOLS: &str = "mcp_operator_provider_tools_count";
 /// Failed MCP health checks per MCPServer.
 pub const SERVER_HEALTH_FAILURES: &str = "mcp_operator_provider_health_check_failures_total";
+/// Errors of the controller's watches, by resource (410 Gone included).
+pub const WATCH_ERRORS: &str = "mcp_hangar_watch_errors_total";
+/// 1 while a watch of the controller works, 0 while it fails, by resource; absent when not leading.
+pub const WATCH_UP: &str = "mcp_hangar_watch_up";
 
 /// Latency buckets for reconciles, in seconds: API round trips plus a health check.
 const RECONCILE_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -56,6 +60,10 @@ pub struct Metrics {
     pub server_tools: IntGaugeVec,
     /// `mcp_operator_provider_health_check_failures_total{name, namespace}`
     pub server_health_failures: IntCounterVec,
+    /// `mcp_hangar_watch_errors_total{resource}`
+    pub watch_errors: IntCounterVec,
+    /// `mcp_hangar_watch_up{resource}`
+    pub watch_up: IntGaugeVec,
 }
 
 impl Metrics {
@@ -112,6 +120,16 @@ impl Metrics {
             &["name", "namespace"],
         )
         .expect("valid metric definition");
+        let watch_errors = IntCounterVec::new(
+            Opts::new(WATCH_ERRORS, "Errors of the controller's watches by resource (410 Gone included)."),
+            &["resource"],
+        )
+        .expect("valid metric definition");
+        let watch_up = IntGaugeVec::new(
+            Opts::new(WATCH_UP, "1 while a watch of the controller works, 0 while it fails."),
+            &["resource"],
+        )
+        .expect("valid metric definition");
         registry.register(Box::new(admission_requests.clone())).expect("unique metric");
         registry.register(Box::new(admission_duration.clone())).expect("unique metric");
         registry.register(Box::new(webhook_certificate_expiry.clone())).expect("unique metric");
@@ -122,6 +140,8 @@ impl Metrics {
         registry.register(Box::new(server_state.clone())).expect("unique metric");
         registry.register(Box::new(server_tools.clone())).expect("unique metric");
         registry.register(Box::new(server_health_failures.clone())).expect("unique metric");
+        registry.register(Box::new(watch_errors.clone())).expect("unique metric");
+        registry.register(Box::new(watch_up.clone())).expect("unique metric");
         Metrics {
             registry,
             admission_requests,
@@ -134,6 +154,8 @@ impl Metrics {
             server_state,
             server_tools,
             server_health_failures,
+            watch_errors,
+            watch_up,
         }
     }
 

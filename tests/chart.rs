@@ -190,7 +190,8 @@ fn flags_name_the_rendered_service_configurations_and_secret() {
         let objects = render(&helm, "mcp-hangar", "mcp-system", &["-f", FILES_MODE]);
         let config = find(&objects, "ValidatingWebhookConfiguration", "mcp-hangar");
         assert!(config["webhooks"].as_array().unwrap().iter().all(|h| h["clientConfig"]["caBundle"].is_string()));
-        assert!(all_of(&objects, "PodDisruptionBudget").is_empty(), "one replica: no PodDisruptionBudget");
+        let budgets = all_of(&objects, "PodDisruptionBudget");
+        assert!(budgets.iter().all(|b| b["metadata"]["name"] != "mcp-hangar"), "one replica: no PodDisruptionBudget");
     }
 }
 
@@ -272,6 +273,8 @@ fn metrics_service_monitor_rule_and_dashboard_are_wired() {
         "mcp_operator_provider_state",
         "mcp_operator_provider_tools_count",
         "mcp_operator_provider_health_check_failures_total",
+        mcp_hangar::metrics::WATCH_ERRORS,
+        mcp_hangar::metrics::WATCH_UP,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -307,6 +310,7 @@ fn metrics_service_monitor_rule_and_dashboard_are_wired() {
             .collect();
         assert_eq!(alerts["MCPServerDegraded"], "mcp_operator_provider_state{state=\"Degraded\"} == 1");
         assert_eq!(alerts["MCPServerDead"], "mcp_operator_provider_state{state=\"Dead\"} == 1");
+        assert_eq!(alerts["MCPHangarWatchFailing"], "mcp_hangar_watch_up == 0");
         let summary = rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"].as_str().unwrap();
         assert!(summary.contains("{{ $labels.name }}"), "Prometheus templates survive Helm: {summary}");
 
@@ -435,5 +439,52 @@ fn crds_come_from_crds_dir_or_from_templates_never_both() {
             let typed = |v: &Value| serde_json::from_value::<CustomResourceDefinition>(v.clone()).unwrap().spec;
             assert_eq!(typed(crd), typed(&generated), "{name}: the templated CRD is the generated one");
         }
+    }
+}
+
+#[test]
+#[ignore = "needs helm: .ci/tools.sh, then cargo test --test chart -- --ignored"]
+fn the_gateway_runs_apart_from_the_operator_with_its_shared_key() {
+    let selects = |selector: &Value, labels: &Value| selector.as_object().unwrap().iter().all(|(k, v)| labels[k] == *v);
+    for helm in helms() {
+        let objects = render(&helm, "mcp-hangar", "mcp-system", &[]);
+        let operator = find(&objects, "Deployment", "mcp-hangar");
+        let gateway = find(&objects, "Deployment", "mcp-hangar-gateway");
+        let pod_labels = &gateway["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(gateway["spec"]["replicas"], 2);
+        assert_eq!(pod_labels["app.kubernetes.io/component"], "gateway", "every server's NetworkPolicy admits it");
+        assert!(!selects(&operator["spec"]["selector"]["matchLabels"], pod_labels), "the operator never adopts them");
+        let spec = &gateway["spec"]["template"]["spec"];
+        let container = &spec["containers"][0];
+        let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        assert_eq!(args[0], "gateway");
+        assert!(args.contains(&"--session-key-file=/etc/mcp-hangar/gateway/session-key"));
+        assert_eq!(container["volumeMounts"][0]["mountPath"], "/etc/mcp-hangar/gateway");
+        assert_eq!(spec["volumes"][0]["secret"]["secretName"], "mcp-hangar-gateway-session-key");
+        let secret = find(&objects, "Secret", "mcp-hangar-gateway-session-key");
+        let key = secret["data"]["session-key"].as_str().unwrap();
+        assert!(key.len() >= 44, "a key of at least 32 bytes, base64: {key}");
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+        let service = find(&objects, "Service", "mcp-hangar-gateway");
+        assert!(selects(&service["spec"]["selector"], pod_labels));
+        assert!(selects(
+            &find(&objects, "PodDisruptionBudget", "mcp-hangar-gateway")["spec"]["selector"]["matchLabels"],
+            pod_labels
+        ));
+
+        let objects = render(&helm, "mcp-hangar", "mcp-system", &["-f", ALL_FEATURES]);
+        assert!(
+            objects.iter().all(|o| o["metadata"]["name"] != "mcp-hangar-gateway-session-key"),
+            "an existing key is used"
+        );
+        let gateway = find(&objects, "Deployment", "mcp-hangar-gateway");
+        assert_eq!(gateway["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"], "my-gateway-key");
+        let monitor = find(&objects, "ServiceMonitor", "mcp-hangar-gateway");
+        let service = find(&objects, "Service", "mcp-hangar-gateway");
+        assert!(selects(&monitor["spec"]["selector"]["matchLabels"], &service["metadata"]["labels"]));
+
+        let off = render(&helm, "mcp-hangar", "mcp-system", &["--set", "gateway.enabled=false"]);
+        assert!(off.iter().all(|o| !o["metadata"]["name"].as_str().unwrap_or("").contains("gateway")));
     }
 }

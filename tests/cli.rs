@@ -52,7 +52,7 @@ fn render_refuses_an_invalid_server_with_the_webhook_errors() {
     assert_eq!(output.status.code(), Some(1));
     assert!(output.stdout.is_empty());
     let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("* spec.env[0].value: Forbidden"), "{stderr}");
+    assert!(stderr.contains("is invalid: spec.env[0].value: Forbidden"), "{stderr}");
     assert_eq!(stderr, String::from_utf8(validate.stdout).unwrap(), "same text as validate");
 }
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use fake_api::FakeApi;
 use k8s_openapi::jiff::Timestamp;
-use mcp_hangar::controller::health::McpClient;
 use mcp_hangar::controller::{self, Context, ControllerConfig};
+use mcp_hangar::mcp::McpClient;
 use mcp_hangar::metrics::Metrics;
 use mcp_hangar::policy::Engine;
 use mcp_hangar::policy::demand;

@@ -14,10 +14,10 @@ use fake_api::FakeApi;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use mcp_hangar::controller::health::McpClient;
 use mcp_hangar::controller::leader::{LeaderElector, LeaseTiming};
 use mcp_hangar::controller::{self, Context, ControllerConfig};
 use mcp_hangar::crd::MCPServer;
+use mcp_hangar::mcp::McpClient;
 use mcp_hangar::metrics::Metrics;
 use mcp_hangar::policy::Engine;
 use mcp_server::{Answer, McpTestServer};
@@ -367,6 +367,8 @@ async fn a_ready_container_is_health_checked_through_its_service() {
     let status = &ready["status"];
     assert_eq!(status["tools"], json!(["search", "fetch"]));
     assert_eq!(status["toolsCount"], 2);
+    assert_eq!(status["protocolVersion"], mcp_server::SERVER_PROTOCOL);
+    assert_eq!(status["serverInfo"], json!({"name": "test-mcp", "version": "1.0.0"}));
     assert_eq!(status["consecutiveFailures"], 0);
     assert!(status["lastHealthCheck"].is_string());
     assert_eq!(status["readyReplicas"], 1);
@@ -387,7 +389,14 @@ async fn a_ready_container_is_health_checked_through_its_service() {
         .unwrap();
     harness.wait(&deployment_path("search"), "two replicas", |o| o.is_some_and(|o| o["spec"]["replicas"] == 2)).await;
     harness.set_ready_replicas("search", 1);
-    let partial = harness.wait_state("search", "Degraded").await;
+    // Between the two edits the server may be seen with no ready replica (Degraded,
+    // NoReadyReplicas): wait for the state of one ready replica out of two.
+    let partial = harness
+        .wait(&server_path("search"), "Degraded with 1 of 2 replicas ready", |s| {
+            s.is_some_and(|s| s["status"]["state"] == "Degraded" && s["status"]["readyReplicas"] == 1)
+        })
+        .await
+        .unwrap();
     assert_eq!(condition(&partial, "Degraded")["reason"], "ReplicasUnavailable");
     assert_eq!(condition(&partial, "Available")["status"], "True");
     harness.stop().await;
@@ -691,4 +700,107 @@ async fn deleting_a_server_mid_reconcile_leaves_no_orphans() {
         assert!(harness.fake.get(&path).is_none(), "{kind} orphaned after the server was deleted mid-reconcile");
     }
     harness.stop().await;
+}
+
+/// The collections the controller watches.
+const WATCHED: [&str; 8] = [
+    "/apis/mcp-hangar.io/v1alpha1/mcpservers",
+    "/apis/coordination.k8s.io/v1/namespaces/mcp-system/leases",
+    "/apis/apps/v1/deployments",
+    "/api/v1/services",
+    "/api/v1/serviceaccounts",
+    "/apis/rbac.authorization.k8s.io/v1/roles",
+    "/apis/rbac.authorization.k8s.io/v1/rolebindings",
+    "/apis/networking.k8s.io/v1/networkpolicies",
+];
+
+/// Restarts the fake apiserver over a compacted etcd, waits out the outage, creates `name`
+/// and returns how long the controller took to give it its children and status; then waits
+/// until every watch has re-listed.
+async fn restart_then_create(harness: &Harness, name: &str, bound: Duration) -> Duration {
+    // Other writes in the cluster put every watch's resourceVersion below the compacted one.
+    harness.fake.put("/api/v1/namespaces/default/configmaps/elsewhere", json!({"data": {"for": name}}));
+    let outage = Duration::from_secs(3);
+    harness.fake.restart(outage);
+    harness.fake.clear_requests();
+    tokio::time::sleep(outage).await;
+    let started = std::time::Instant::now();
+    harness.create(name, json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"})).await;
+    let (last, met) = harness
+        .fake
+        .wait_for(&server_path(name), bound, |s| s.is_some_and(|s| s["status"]["state"] == "Initializing"))
+        .await;
+    assert!(met, "{name}, created after the restart, was not reconciled within {bound:?}: {last:#?}");
+    let took = started.elapsed();
+    for (kind, path) in child_paths(name) {
+        assert!(harness.fake.get(&path).is_some(), "{kind} of {name} missing");
+    }
+    // Listed again, or watched from resourceVersion 0 (the fake's answer to a list made before
+    // any write, from which a watch starts with the current objects, as a list would).
+    let relisted = |collection: &str| {
+        harness.fake.requests().iter().any(|r| {
+            r.method == axum::http::Method::GET
+                && r.path == collection
+                && (!r.is_watch() || r.query.contains("resourceVersion=0&") || r.query.ends_with("resourceVersion=0"))
+        })
+    };
+    for collection in WATCHED {
+        eventually(&format!("{collection} listed again after the restart"), || relisted(collection)).await;
+    }
+    eprintln!("{name}: every watch re-listed within {:?} of the apiserver coming back", started.elapsed());
+    took
+}
+
+/// Fault drill: etcd compacted and the apiserver restarted (every connection dropped, none
+/// accepted for 3 s, then every watch answered 410 Expired), twice within a minute. Each watch
+/// re-lists on its own: a server created after each restart is reconciled within seconds,
+/// existing servers follow edits, and the watch metrics show what happened.
+#[tokio::test]
+async fn after_an_apiserver_restart_over_a_compacted_etcd_new_servers_are_reconciled_promptly() {
+    const BOUND: Duration = Duration::from_secs(10);
+    let harness = Harness::start(None).await;
+    harness.create("before", json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"})).await;
+    harness.wait_state("before", "Initializing").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let first = restart_then_create(&harness, "after", BOUND).await;
+    eprintln!("first restart: the new server was reconciled {first:?} after its creation");
+    let second = restart_then_create(&harness, "later", BOUND).await;
+    eprintln!("second restart: the new server was reconciled {second:?} after its creation");
+
+    let edited = std::time::Instant::now();
+    let patch = json!({"spec": {"image": "ghcr.io/example/fetch:2.0.0"}});
+    harness.servers().patch("before", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let (last, met) = harness
+        .fake
+        .wait_for(&deployment_path("before"), BOUND, |d| {
+            d.is_some_and(|d| d["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/example/fetch:2.0.0")
+        })
+        .await;
+    assert!(met, "an edit after the restarts never reached the Deployment: {last:#?}");
+    eprintln!("an edit of an existing server was applied {:?} after it", edited.elapsed());
+
+    let metrics = harness.metrics.render();
+    for resource in [
+        "mcpservers",
+        "leases",
+        "deployments",
+        "services",
+        "serviceaccounts",
+        "roles",
+        "rolebindings",
+        "networkpolicies",
+    ] {
+        let up = format!(r#"mcp_hangar_watch_up{{resource="{resource}"}} 1"#);
+        eventually(&format!("the {resource} watch reported up"), || harness.metrics.render().contains(&up)).await;
+        let errors = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!(r#"mcp_hangar_watch_errors_total{{resource="{resource}"}}"#)))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(errors >= 2, "each restart broke the {resource} watch: {metrics}");
+    }
+    let handle = harness.metrics.clone();
+    harness.stop().await;
+    assert!(!handle.render().contains("mcp_hangar_watch_up{"), "no watch is reported once the controller stopped");
 }

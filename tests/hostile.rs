@@ -324,12 +324,11 @@ async fn unknown_fields_are_ignored_in_the_envelope_and_denied_in_the_object() {
         review.pointer_mut(pointer).unwrap()["extra"] = json!(true);
         let (status, body) = connection.post_json("/validate", &review).await;
         let verdict = verdict_of(&format!("{field} on /validate"), status, &body, Some(&uid));
-        let Verdict::Denied(422, message) = verdict else { panic!("{field}: {verdict:?}") };
+        let Verdict::Denied(422, message) = verdict.clone() else { panic!("{field}: {verdict:?}") };
         assert!(message.contains(&format!("{field}: Forbidden: unknown field \"extra\"")), "{field}: {message}");
-        // The mutating webhook only writes defaults; it never allows what validation denies,
-        // because validation runs on the mutated object.
+        // The mutating webhook reviews in full too, and denies the same way.
         let (status, body) = connection.post_json("/mutate", &review).await;
-        verdict_of(&format!("{field} on /mutate"), status, &body, Some(&uid));
+        assert_eq!(verdict_of(&format!("{field} on /mutate"), status, &body, Some(&uid)), verdict, "{field}");
     }
 
     // Unknown metadata fields are the apiserver's to prune; metadata is read as Kubernetes

@@ -1,5 +1,5 @@
-//! The Pod Security Standards checker against the upstream conformance fixtures
-//! (`../shared/psa-fixtures`, Kubernetes v1.37): every `pass` Pod allowed, every `fail` Pod denied.
+//! The Pod Security Standards checker against the upstream conformance fixtures, vendored in
+//! `tests/fixtures/psa` (Kubernetes v1.37): every `pass` Pod allowed, every `fail` Pod denied.
 
 use std::path::PathBuf;
 
@@ -8,13 +8,13 @@ use mcp_hangar::policy::{Engine, WorkloadKind};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/psa-fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/psa")
 }
 
 fn pods(level: &str, outcome: &str) -> Vec<(String, Value)> {
     let dir = fixtures().join(level).join("v1.37").join(outcome);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e} (CI has ../shared beside the checkout)", dir.display()))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();

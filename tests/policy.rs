@@ -363,7 +363,10 @@ fn validate_under_a_policy_directory() {
     assert_eq!(code, 0);
     let (code, out) = cli(&["validate", "--policy", dir.to_str().unwrap(), "-f", "examples/mcpserver-basic.yaml"]);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains("* spec.image: Invalid value: \"ghcr.io/modelcontextprotocol/mcp-sqlite:latest\""), "{out}");
+    assert!(
+        out.contains("is invalid: spec.image: Invalid value: \"ghcr.io/modelcontextprotocol/mcp-sqlite:latest\""),
+        "{out}"
+    );
     // the shipped restricted-egress profile is known offline without --policy
     let (code, out) = cli(&["validate", "-f", "examples/mcpserver-transport-profile.yaml"]);
     assert_eq!(code, 0, "{out}");
@@ -381,4 +384,15 @@ fn validate_pod_security_checks_pods_and_deployment_templates() {
     assert_eq!(report["results"][0]["kind"], "Deployment");
     assert_eq!(report["results"][0]["violations"][0]["field"], "spec.template.spec.hostNetwork");
     assert_eq!(report["skipped"][0]["kind"], "ConfigMap");
+}
+
+#[test]
+fn a_burst_size_needs_a_rate_and_stays_in_range() {
+    let engine = Engine::new().unwrap();
+    let alone = container(json!({"tools": {"rateLimit": {"burstSize": 5}}}));
+    assert_eq!(fields(&review(&engine, &alone)), ["spec.tools.rateLimit.requestsPerMinute"]);
+    let zero = container(json!({"tools": {"rateLimit": {"requestsPerMinute": 60, "burstSize": 0}}}));
+    assert_eq!(fields(&review(&engine, &zero)), ["spec.tools.rateLimit.burstSize"]);
+    let fine = container(json!({"tools": {"rateLimit": {"requestsPerMinute": 60, "burstSize": 10}}}));
+    assert!(review(&engine, &fine).errors.is_empty(), "{:?}", review(&engine, &fine).errors);
 }

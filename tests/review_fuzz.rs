@@ -104,6 +104,10 @@ proptest! {
         let mutated = answer(&ENGINE, Endpoint::Mutate, &body);
         prop_assert!(validated.status == 200 || validated.status == 400);
         prop_assert!(mutated.status == 200 || mutated.status == 400);
+        // Both endpoints reach the same verdict with the same causes; only /mutate warns.
+        prop_assert_eq!(&mutated.body["response"]["allowed"], &validated.body["response"]["allowed"]);
+        prop_assert_eq!(&mutated.body["response"]["status"], &validated.body["response"]["status"]);
+        prop_assert!(validated.body["response"].get("warnings").is_none());
         if validated.body["response"]["allowed"] == json!(true) {
             let server: MCPServer = serde_json::from_value(json!({
                 "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": "fuzz"}, "spec": spec

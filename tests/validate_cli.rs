@@ -35,6 +35,20 @@ fn invalid_examples_exit_one_with_kubectl_style_lines() {
     assert!(stdout.contains("* spec.endpoint: Forbidden:"), "{stdout}");
 }
 
+/// kubectl prints a single cause on the summary line (its `MultilineError`), several as a list.
+#[test]
+fn one_violation_is_printed_on_the_summary_line_as_kubectl_does() {
+    let (code, stdout, _) = validate(&["-f", "examples/invalid/image-invalid.yaml"]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains(
+            "The MCPServer \"bad-image\" is invalid: spec.image: Invalid value: \"ghcr.io/Example/Server:1.0.0\""
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("\n* "), "{stdout}");
+}
+
 #[test]
 fn json_output_has_the_documented_shape() {
     let (code, stdout, _) = validate(&[

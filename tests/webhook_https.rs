@@ -106,46 +106,94 @@ async fn mutation_patch_applies_and_is_idempotent() {
     hook.stop().await;
 }
 
-/// Every example, valid or not: the HTTPS endpoints and `validate` reach the same verdict,
-/// the same violations, the same warnings and the same patch.
+/// The field, type and message of every cause of a denial.
+fn causes_of(answer: &Value) -> Vec<(String, String, String)> {
+    answer["response"]["status"]["details"]["causes"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|c| {
+                    (
+                        c["field"].as_str().unwrap().into(),
+                        c["reason"].as_str().unwrap().into(),
+                        c["message"].as_str().unwrap().into(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn warnings_of(answer: &Value) -> Vec<String> {
+    serde_json::from_value(answer["response"]["warnings"].clone()).unwrap_or_default()
+}
+
+/// Every example, valid or not: `/mutate` (which the apiserver calls before its schema and CEL
+/// checks), `/validate` and the offline `validate` reach the same verdict with the same
+/// violations; `/mutate` carries the warnings and, when it allows, the patch; `/validate` repeats
+/// no warning, so kubectl prints each once.
 #[tokio::test]
-async fn validate_command_and_webhook_agree_on_every_example() {
+async fn validate_command_and_both_webhooks_agree_on_every_example() {
     let hook = TestWebhook::start().await;
     let engine = Engine::new().unwrap();
     let mut objects = common::objects_in(&common::repo().join("examples"));
     objects.extend(common::objects_in(&common::repo().join("examples/invalid")));
     assert!(objects.len() > 30);
+    let (mut denied, mut warned) = (0, 0);
     for (i, (file, object)) in objects.iter().enumerate() {
         let mut report = Report::default();
         review_documents(&engine, &[Document { file: file.clone(), index: 1, object: object.clone() }], &mut report);
         let offline = &report.results[0];
-        let request = common::review(&format!("uid-{i}"), "CREATE", Some(object), None);
-        let (status, validated) = hook.post_json("/validate", &request).await;
-        assert_eq!(status, 200);
-        let response = &validated["response"];
-        assert_eq!(response["allowed"], offline.allowed, "{}", file.display());
-        let causes: Vec<(String, String, String)> = response["status"]["details"]["causes"]
-            .as_array()
-            .map(|c| {
-                c.iter()
-                    .map(|c| {
-                        (
-                            c["field"].as_str().unwrap().into(),
-                            c["reason"].as_str().unwrap().into(),
-                            c["message"].as_str().unwrap().into(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         let violations: Vec<(String, String, String)> =
             offline.violations.iter().map(|v| (v.field.clone(), v.error_type.clone(), v.message.clone())).collect();
-        assert_eq!(causes, violations, "{}", file.display());
-        let warnings: Vec<String> = serde_json::from_value(response["warnings"].clone()).unwrap_or_default();
-        assert_eq!(warnings, offline.warnings, "{}", file.display());
-        let (_, mutated) = hook.post_json("/mutate", &request).await;
-        assert_eq!(patch_of(&mutated), serde_json::to_value(&offline.patch).unwrap(), "{}", file.display());
+        let request = common::review(&format!("uid-{i}"), "CREATE", Some(object), None);
+        let (status, mutated) = hook.post_json("/mutate", &request).await;
+        assert_eq!(status, 200);
+        let (status, validated) = hook.post_json("/validate", &request).await;
+        assert_eq!(status, 200);
+        for (path, answer) in [("/mutate", &mutated), ("/validate", &validated)] {
+            assert_eq!(answer["response"]["allowed"], offline.allowed, "{path} {}", file.display());
+            assert_eq!(causes_of(answer), violations, "{path} {}", file.display());
+        }
+        if !offline.allowed {
+            denied += 1;
+            assert_eq!(mutated["response"]["status"], validated["response"]["status"], "{}", file.display());
+            assert!(mutated["response"].get("patch").is_none(), "a denial carries no patch: {}", file.display());
+        } else {
+            assert_eq!(patch_of(&mutated), serde_json::to_value(&offline.patch).unwrap(), "{}", file.display());
+        }
+        assert_eq!(warnings_of(&mutated), offline.warnings, "{}", file.display());
+        assert_eq!(warnings_of(&validated), Vec::<String>::new(), "warned twice: {}", file.display());
+        warned += usize::from(!offline.warnings.is_empty());
     }
+    assert!(denied >= 20 && warned >= 1, "{denied} denied, {warned} with warnings");
+    hook.stop().await;
+}
+
+/// Every golden review of our kinds (create, update, delete, dry run, groups): `/mutate` and
+/// `/validate` reach the same verdict with the same status.
+#[tokio::test]
+async fn both_endpoints_agree_on_every_golden_review_of_our_kinds() {
+    let hook = TestWebhook::start().await;
+    let mut compared = 0;
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".request.json") {
+            continue;
+        }
+        let request: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if request["request"]["kind"]["group"] != "mcp-hangar.io" {
+            continue;
+        }
+        let (_, mutated) = hook.post_json("/mutate", &request).await;
+        let (_, validated) = hook.post_json("/validate", &request).await;
+        for field in ["allowed", "status", "uid"] {
+            assert_eq!(mutated["response"][field], validated["response"][field], "{field}: {}", path.display());
+        }
+        assert!(validated["response"].get("warnings").is_none(), "{}", path.display());
+        compared += 1;
+    }
+    assert!(compared >= 9, "{compared}");
     hook.stop().await;
 }
 

@@ -43,9 +43,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The two webhook endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
-    /// Writes defaults.
+    /// Writes the defaults of a valid object; denies an invalid one with every violation. Warns.
     Mutate,
-    /// Checks the (defaulted) object.
+    /// Checks the object as it will be stored, after every mutation; warns about workloads only.
     Validate,
 }
 

@@ -11,9 +11,13 @@
 //!   labelled `mcp-hangar.io/mcp-server: "true"`, CREATE and UPDATE.
 //!
 //! Every entry fails closed (`failurePolicy: Fail`), has no side effects, speaks
-//! `admission.k8s.io/v1`, times out after [`TIMEOUT_SECONDS`], matches equivalent versions, and
-//! never sees objects of `kube-system` or of the webhook's own namespace. No entry carries a
-//! `caBundle`: the pods inject it (self-managed TLS) or cert-manager's cainjector does.
+//! `admission.k8s.io/v1`, times out after [`TIMEOUT_SECONDS`] and matches equivalent versions.
+//! The entries for mcp-hangar kinds cover every namespace: no recovery of the cluster or of the
+//! operator writes those kinds, so a webhook that is down cannot deadlock anything, and an
+//! excluded namespace would be a way around the rules. Only the pod-level check never sees
+//! `kube-system` or the webhook's own namespace, where the operator's own pods must start while
+//! the webhook is down. No entry carries a `caBundle`: the pods inject it (self-managed TLS) or
+//! cert-manager's cainjector does.
 
 use std::collections::BTreeMap;
 
@@ -38,7 +42,7 @@ pub const MATCH_POLICY: &str = "Equivalent";
 pub const ADMISSION_REVIEW_VERSION: &str = "v1";
 /// The label the apiserver sets on every namespace to its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
-/// Namespaces never sent to the webhook, besides its own.
+/// Namespaces never sent to the pod-level check, besides the webhook's own.
 pub const ALWAYS_EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
 /// Port of the webhook Service (which forwards to the pods' HTTPS listener).
 pub const SERVICE_PORT: i32 = 443;
@@ -60,7 +64,7 @@ pub struct Registration {
     pub service_name: String,
     /// Port of the webhook Service.
     pub service_port: i32,
-    /// Namespaces excluded beyond `kube-system` and [`Registration::namespace`].
+    /// Namespaces the pod-level check never sees, beyond `kube-system` and [`Registration::namespace`].
     pub extra_excluded_namespaces: Vec<String>,
     /// Labels of both configurations.
     pub labels: BTreeMap<String, String>,
@@ -88,7 +92,7 @@ impl Registration {
         }
     }
 
-    /// Every namespace the webhook never sees, without duplicates, in a stable order:
+    /// Every namespace the pod-level check never sees, without duplicates, in a stable order:
     /// `kube-system`, the webhook's own, then the extra ones.
     pub fn excluded_namespaces(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
@@ -105,9 +109,8 @@ impl Registration {
         names
     }
 
-    /// `kubernetes.io/metadata.name NotIn [excluded…]`. Cluster-scoped objects (profiles, the
-    /// admission policy) are always sent: a namespaceSelector does not apply to them.
-    pub fn namespace_selector(&self) -> LabelSelector {
+    /// The pod-level check's `kubernetes.io/metadata.name NotIn [excluded…]`.
+    pub fn workload_namespace_selector(&self) -> LabelSelector {
         LabelSelector {
             match_expressions: Some(vec![LabelSelectorRequirement {
                 key: NAMESPACE_NAME_LABEL.to_string(),
@@ -149,7 +152,7 @@ impl Registration {
                 client_config: self.client_config(MUTATE_PATH),
                 failure_policy: Some(FAILURE_POLICY.to_string()),
                 match_policy: Some(MATCH_POLICY.to_string()),
-                namespace_selector: Some(self.namespace_selector()),
+                namespace_selector: Some(every_namespace()),
                 reinvocation_policy: Some("Never".to_string()),
                 rules: Some(vec![own_kinds_rule(&["CREATE", "UPDATE"])]),
                 side_effects: SIDE_EFFECTS.to_string(),
@@ -161,20 +164,22 @@ impl Registration {
 
     /// The ValidatingWebhookConfiguration: every mcp-hangar kind, and the pod-level check.
     pub fn validating(&self) -> ValidatingWebhookConfiguration {
-        let entry =
-            |name: &str, rules: Vec<RuleWithOperations>, object_selector: Option<LabelSelector>| ValidatingWebhook {
-                name: name.to_string(),
-                admission_review_versions: vec![ADMISSION_REVIEW_VERSION.to_string()],
-                client_config: self.client_config(VALIDATE_PATH),
-                failure_policy: Some(FAILURE_POLICY.to_string()),
-                match_policy: Some(MATCH_POLICY.to_string()),
-                namespace_selector: Some(self.namespace_selector()),
-                object_selector,
-                rules: Some(rules),
-                side_effects: SIDE_EFFECTS.to_string(),
-                timeout_seconds: Some(TIMEOUT_SECONDS),
-                ..ValidatingWebhook::default()
-            };
+        let entry = |name: &str,
+                     rules: Vec<RuleWithOperations>,
+                     namespace_selector: LabelSelector,
+                     object_selector: Option<LabelSelector>| ValidatingWebhook {
+            name: name.to_string(),
+            admission_review_versions: vec![ADMISSION_REVIEW_VERSION.to_string()],
+            client_config: self.client_config(VALIDATE_PATH),
+            failure_policy: Some(FAILURE_POLICY.to_string()),
+            match_policy: Some(MATCH_POLICY.to_string()),
+            namespace_selector: Some(namespace_selector),
+            object_selector,
+            rules: Some(rules),
+            side_effects: SIDE_EFFECTS.to_string(),
+            timeout_seconds: Some(TIMEOUT_SECONDS),
+            ..ValidatingWebhook::default()
+        };
         let server_pods = LabelSelector {
             match_labels: Some(BTreeMap::from([(SERVER_POD_LABEL.to_string(), "true".to_string())])),
             match_expressions: None,
@@ -182,11 +187,27 @@ impl Registration {
         ValidatingWebhookConfiguration {
             metadata: self.metadata(),
             webhooks: Some(vec![
-                entry(VALIDATING_WEBHOOK_NAME, vec![own_kinds_rule(&["CREATE", "UPDATE", "DELETE"])], None),
-                entry(POD_VALIDATING_WEBHOOK_NAME, workload_rules(), Some(server_pods)),
+                entry(
+                    VALIDATING_WEBHOOK_NAME,
+                    vec![own_kinds_rule(&["CREATE", "UPDATE", "DELETE"])],
+                    every_namespace(),
+                    None,
+                ),
+                entry(
+                    POD_VALIDATING_WEBHOOK_NAME,
+                    workload_rules(),
+                    self.workload_namespace_selector(),
+                    Some(server_pods),
+                ),
             ]),
         }
     }
+}
+
+/// The empty selector: every namespace (the apiserver's default, written out). A
+/// namespaceSelector does not apply to cluster-scoped objects, which are always sent.
+fn every_namespace() -> LabelSelector {
+    LabelSelector::default()
 }
 
 fn strings(items: &[&str]) -> Option<Vec<String>> {
@@ -284,23 +305,18 @@ mod tests {
     }
 
     #[test]
-    fn kube_system_and_the_own_namespace_are_never_sent() {
+    fn our_kinds_are_reviewed_in_every_namespace_and_workloads_outside_kube_system_and_our_own() {
         let mut registration = Registration::new("hangar", "ops", "hangar-webhook");
         registration.extra_excluded_namespaces = vec!["ops".into(), "monitoring".into(), String::new()];
-        let expected = json!({"matchExpressions": [{
+        let excluded = json!({"matchExpressions": [{
             "key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "ops", "monitoring"],
         }]});
         let mutating = value(&registration.mutating());
         let validating = value(&registration.validating());
-        let selectors = mutating["webhooks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .chain(validating["webhooks"].as_array().unwrap())
-            .map(|w| w["namespaceSelector"].clone())
-            .collect::<Vec<_>>();
-        assert_eq!(selectors.len(), 3);
-        assert!(selectors.iter().all(|s| *s == expected), "{selectors:?}");
+        assert_eq!(mutating["webhooks"][0]["namespaceSelector"], json!({}), "mutate: every namespace");
+        assert_eq!(validating["webhooks"][0]["namespaceSelector"], json!({}), "validate: every namespace");
+        assert_eq!(validating["webhooks"][1]["name"], POD_VALIDATING_WEBHOOK_NAME);
+        assert_eq!(validating["webhooks"][1]["namespaceSelector"], excluded);
         assert_eq!(validating["webhooks"][0]["clientConfig"]["service"]["namespace"], "ops");
         assert_eq!(validating["metadata"]["name"], "hangar");
     }

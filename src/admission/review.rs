@@ -4,6 +4,13 @@
 //! The review is decoded once, straight into the few typed fields the webhook reads, with the
 //! objects kept as JSON (the rules read them as JSON first); the answer is written in the exact
 //! wire format of `admission.k8s.io/v1`.
+//!
+//! The apiserver runs mutating webhooks, then the CRD's schema and CEL rules (which stop at the
+//! first failing set), then validating webhooks. So `/mutate` reviews our kinds in full: it
+//! writes the defaults of a valid object, and denies an invalid one with every violation before
+//! the schema can pre-empt it. `/validate` reaches the same verdict on the object as stored, after
+//! every other webhook's mutations. Warnings about our kinds come from `/mutate` only (it sees
+//! the user's object, and its denial is the one users read), so each appears once.
 
 use kube::core::Status;
 use kube::core::admission::{META_API_VERSION_V1, META_KIND, Operation as WireOperation};
@@ -195,18 +202,23 @@ pub fn answer(engine: &Engine, endpoint: Endpoint, body: &[u8]) -> Answer {
     let kind_label = target.name().to_string();
     match (endpoint, target) {
         (Endpoint::Mutate, Target::Ours(kind)) => {
-            let patch = engine.defaults(kind, operation, &object);
-            let response = if patch.0.is_empty() { response } else { Response { patch: Some(patch), ..response } };
-            decided(response, kind_label, op_label, "allowed")
+            let name = object_name(&request.name, old.as_ref().unwrap_or(&object));
+            let verdict = engine.review(kind, operation, &object, old.as_ref());
+            let label = if verdict.allowed() { "allowed" } else { "denied" };
+            let mut response = respond(response, target, operation, &name, &verdict, Warnings::Send);
+            if verdict.allowed() && !verdict.patch.0.is_empty() {
+                response.patch = Some(verdict.patch);
+            }
+            decided(response, kind_label, op_label, label)
         }
         (Endpoint::Validate, target) => {
             let name = object_name(&request.name, old.as_ref().unwrap_or(&object));
-            let verdict = match target {
-                Target::Ours(kind) => engine.verdict(kind, operation, object, old.as_ref()),
-                Target::Workload(kind) => engine.review_workload(kind, operation, &object),
+            let (verdict, warnings) = match target {
+                Target::Ours(kind) => (engine.verdict(kind, operation, object, old.as_ref()), Warnings::LeaveToMutate),
+                Target::Workload(kind) => (engine.review_workload(kind, operation, &object), Warnings::Send),
             };
             let label = if verdict.allowed() { "allowed" } else { "denied" };
-            decided(respond(response, target, operation, &name, &verdict), kind_label, op_label, label)
+            decided(respond(response, target, operation, &name, &verdict, warnings), kind_label, op_label, label)
         }
         (Endpoint::Mutate, Target::Workload(_)) => unreachable!("refused above"),
     }
@@ -304,10 +316,27 @@ fn object_name(request_name: &str, object: &Value) -> String {
     meta["name"].as_str().or_else(|| meta["generateName"].as_str()).unwrap_or_default().to_string()
 }
 
-/// Fills a response from a verdict: warnings always; when denied, a 422 Invalid status, or
-/// a 403 Forbidden one for a refused deletion.
-fn respond(mut response: Response, target: Target, operation: Operation, name: &str, verdict: &Verdict) -> Response {
-    response.warnings = verdict.warnings.clone();
+/// Whether an answer carries the verdict's warnings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Warnings {
+    Send,
+    /// Our kinds on `/validate`: `/mutate` has sent them already.
+    LeaveToMutate,
+}
+
+/// Fills a response from a verdict: the warnings when asked; when denied, a 422 Invalid status,
+/// or a 403 Forbidden one for a refused deletion.
+fn respond(
+    mut response: Response,
+    target: Target,
+    operation: Operation,
+    name: &str,
+    verdict: &Verdict,
+    warnings: Warnings,
+) -> Response {
+    if warnings == Warnings::Send {
+        response.warnings = verdict.warnings.clone();
+    }
     if verdict.allowed() {
         return response;
     }

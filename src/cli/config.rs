@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::controller::{ControllerArgs, ControllerSettings, LeaseSettings};
-use super::{CliError, LogFormat, PolicySource, ServeArgs, TlsArgs, TlsMode};
+use super::{CliError, GatewayArgs, LogFormat, PolicySource, ServeArgs, TlsArgs, TlsMode};
 use crate::controller::ControllerConfig;
 use crate::tls::files::FileSource;
 use crate::tls::inject::{WebhookConfigRef, WebhookKind};
@@ -160,4 +160,18 @@ pub fn self_managed_config(args: &TlsArgs) -> Result<SelfManagedConfig, CliError
         trust_delay: args.tls_bundle_propagation_delay,
         retry_interval: TLS_RETRY_INTERVAL,
     })
+}
+
+/// The gateway's plain settings from its flags.
+pub fn gateway_config(args: &GatewayArgs) -> crate::gateway::GatewayConfig {
+    crate::gateway::GatewayConfig {
+        max_body_bytes: args.max_body_bytes,
+        max_response_bytes: args.max_response_bytes,
+        request_body_timeout: args.request_body_timeout,
+        connect_timeout: args.connect_timeout,
+        upstream_timeout: args.upstream_timeout,
+        stream_idle_timeout: args.stream_idle_timeout,
+        header_read_timeout: args.header_read_timeout,
+        allowed_origins: args.allowed_origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect(),
+    }
 }

@@ -9,10 +9,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::CliError;
-use crate::controller::health::McpClient;
 use crate::controller::leader::{DEFAULT_LEASE_NAME, LeaderElector, LeaseTiming, default_identity};
 use crate::controller::resources::DEFAULT_OPERATOR_NAMESPACE;
 use crate::controller::{self, Context, ControllerConfig, DEFAULT_CLUSTER_DOMAIN};
+use crate::mcp::McpClient;
 use crate::metrics::Metrics;
 use crate::policy::Engine;
 
@@ -79,7 +79,8 @@ pub(super) fn start(
     metrics: Metrics,
     shutdown: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, CliError> {
-    let health = McpClient::with_native_roots().map_err(|e| CliError::Usage(e.to_string()))?;
+    let health =
+        McpClient::with_native_roots(crate::tls::crypto_provider()).map_err(|e| CliError::Usage(e.to_string()))?;
     let identity = default_identity();
     let elector = settings.leader_election.as_ref().map(|lease| {
         let namespace = lease.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());

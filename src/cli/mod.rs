@@ -5,6 +5,7 @@ mod certs;
 pub mod config;
 mod controller;
 mod crds;
+mod gateway;
 pub mod policy;
 pub mod render;
 pub mod serve;
@@ -46,6 +47,62 @@ pub enum Command {
     Certs(CertsArgs),
     /// Print the objects the controller would apply for MCPServer manifests, without a cluster.
     Render(RenderArgs),
+    /// Serve the MCP gateway: every MCPServer and MCPServerGroup behind one MCP-aware proxy.
+    Gateway(Box<GatewayArgs>),
+}
+
+/// Flags of `gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Address of the MCP listener (plain HTTP).
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_ADDR", default_value = "0.0.0.0:8090")]
+    pub addr: std::net::SocketAddr,
+    /// Address of the admin listener (/metrics, /healthz, /readyz).
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_ADMIN_ADDR", default_value = "0.0.0.0:8091")]
+    pub admin_addr: std::net::SocketAddr,
+    /// File holding the session key shared by every gateway replica (at least 32 bytes), e.g. a
+    /// mounted Secret; more lines hold older keys that still verify (rotation).
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_SESSION_KEY_FILE")]
+    pub session_key_file: Option<PathBuf>,
+    /// The session key itself (from a Secret through `valueFrom.secretKeyRef`), when no file is given.
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_SESSION_KEY", hide_env_values = true)]
+    pub session_key: Option<String>,
+    /// Route the MCPServers and MCPServerGroups of this manifest file instead of the cluster's.
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_ROUTES_FILE")]
+    pub routes_file: Option<PathBuf>,
+    /// Browser Origin allowed to call (repeatable; `*` for any). Requests without Origin always may.
+    #[arg(long = "allowed-origin", env = "MCP_HANGAR_GATEWAY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Largest tools/list answer or SSE event read to filter it, in bytes.
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_MAX_RESPONSE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_response_bytes: usize,
+    /// Time a client gets to send the request headers.
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// Time a client gets to send the request body.
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_REQUEST_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_body_timeout: std::time::Duration,
+    /// Time to connect to an upstream server.
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: std::time::Duration,
+    /// Time an upstream gets to answer (its headers; streams then flow).
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_timeout: std::time::Duration,
+    /// Longest silence on a streamed answer before it is cut.
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub stream_idle_timeout: std::time::Duration,
+    /// After SIGTERM, how long to keep serving while readiness reports false.
+    #[arg(long, env = "MCP_HANGAR_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: std::time::Duration,
+    /// Longest time open requests and streams get to finish after the listener closes.
+    #[arg(long, env = "MCP_HANGAR_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
+    /// Log format.
+    #[arg(long, env = "MCP_HANGAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
 }
 
 /// Flags of `serve`.
@@ -303,7 +360,7 @@ pub struct WebhooksArgs {
     /// this directory instead of printing them.
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
-    /// Namespace of the webhook Service (the operator's namespace; never sent to the webhook).
+    /// Namespace of the webhook Service (the operator's namespace; never sent to the pod-level check).
     #[arg(long, default_value = crate::admission::registration::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// Name of the webhook Service (`serve --tls-service-name`).
@@ -312,7 +369,8 @@ pub struct WebhooksArgs {
     /// Name of both configurations (`serve --mutating-webhook-config`, `--validating-webhook-config`).
     #[arg(long, default_value = crate::admission::registration::DEFAULT_CONFIGURATION_NAME)]
     pub name: String,
-    /// Another namespace never sent to the webhook (repeatable); `kube-system` and `--namespace` always are.
+    /// Another namespace the pod-level check never sees (repeatable); `kube-system` and `--namespace`
+    /// never are. mcp-hangar kinds are reviewed in every namespace.
     #[arg(long = "exclude-namespace")]
     pub exclude_namespaces: Vec<String>,
 }
@@ -425,6 +483,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Policy(args) => policy::run(&args).await,
         Command::Certs(args) => certs::run(&args),
         Command::Render(args) => render::run(&args),
+        Command::Gateway(args) => gateway::run(*args).await.map(|()| ExitCode::SUCCESS),
     }
 }
 
@@ -440,6 +499,30 @@ mod tests {
         for bad in ["0", "3/2", "1/0", "-1", "x", "NaN", ""] {
             assert!(parse_fraction(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn gateway_flags_become_its_plain_config() {
+        let cli = Cli::try_parse_from([
+            "mcp-hangar",
+            "gateway",
+            "--allowed-origin",
+            "https://a.example,https://b.example",
+            "--upstream-timeout",
+            "2s",
+        ])
+        .unwrap();
+        let Command::Gateway(args) = cli.command else { panic!("gateway") };
+        let config = config::gateway_config(&args);
+        assert_eq!(config.allowed_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(config.upstream_timeout, std::time::Duration::from_secs(2));
+        let defaults = crate::gateway::GatewayConfig::default();
+        assert_eq!(
+            (config.max_body_bytes, config.header_read_timeout),
+            (defaults.max_body_bytes, defaults.header_read_timeout)
+        );
+        assert_eq!(args.addr.port(), 8090);
+        assert!(args.session_key_file.is_none() && args.routes_file.is_none());
     }
 
     #[test]

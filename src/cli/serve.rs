@@ -17,7 +17,7 @@ use crate::readiness::Readiness;
 use crate::shutdown::Shutdown;
 use crate::tls::{self, CA_BUNDLE_CONDITION, CERTIFICATE_CONDITION, CertResolver, files, rotate};
 
-fn init_logging(format: LogFormat) {
+pub(super) fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -27,12 +27,12 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, CliError> {
+pub(super) async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, CliError> {
     TcpListener::bind(addr).await.map_err(|source| CliError::Io { context: format!("binding {addr}"), source })
 }
 
 /// Completes on SIGTERM or SIGINT.
-async fn termination_signal() {
+pub(super) async fn termination_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -339,9 +339,18 @@ pub fn render_text(report: &Report) -> String {
         if result.allowed {
             let _ = writeln!(out, "{}: {resource}/{} valid", result.file, result.name);
         } else {
-            let _ = writeln!(out, "{}: The {} {:?} is invalid:", result.file, result.kind, result.name);
-            for v in &result.violations {
-                let _ = writeln!(out, "* {}: {}", v.field, v.message);
+            // kubectl prints one cause on the line of the summary, several as a list.
+            let _ = write!(out, "{}: The {} {:?} is invalid:", result.file, result.kind, result.name);
+            match result.violations.as_slice() {
+                [one] => {
+                    let _ = writeln!(out, " {}: {}", one.field, one.message);
+                }
+                many => {
+                    let _ = writeln!(out);
+                    for v in many {
+                        let _ = writeln!(out, "* {}: {}", v.field, v.message);
+                    }
+                }
             }
         }
     }

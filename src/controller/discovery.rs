@@ -40,10 +40,10 @@ use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::Context;
 use super::reconcile::{ReconcileError, clip, is_retryable};
 use super::resources::LABEL_MANAGED_BY;
 use super::state::CONDITION_READY;
+use super::{Context, watches};
 use crate::crd::{
     API_VERSION, CONFIG_MAP_KEY, DISCOVERY_HASH_ANNOTATION, DISCOVERY_SOURCE_ANNOTATION, DISCOVERY_SOURCE_LABEL,
     DiscoveryEntryError, DiscoveryMode, DiscoveryType, MANAGER, MCPDiscoverySource, MCPDiscoverySourceStatus,
@@ -127,29 +127,29 @@ fn config_map_of(source: &MCPDiscoverySource) -> Option<(String, String)> {
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let (sources, writer) = reflector::store();
-    let source_changes = watcher(Api::<MCPDiscoverySource>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
+    let metrics = ctx.metrics.clone();
+    let sources_watch = watcher(Api::<MCPDiscoverySource>::all(client.clone()), watcher::Config::default());
+    let source_changes = watches::recovering(sources_watch, "mcpdiscoverysources", metrics.clone())
         .reflect(writer)
         .applied_objects()
         .predicate_filter(spec_or_deletion, Default::default());
     // The operator's own Services (children of container servers) are never discovered.
     let user_services = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}!={MANAGER}"));
-    let services = watcher(Api::<Service>::all(client.clone()), user_services).default_backoff().touched_objects();
-    let namespaces =
-        watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default()).default_backoff().touched_objects();
-    let config_maps = watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .touched_objects();
+    let services = watcher(Api::<Service>::all(client.clone()), user_services);
+    let services = watches::recovering(services, "services/discovery", metrics.clone()).touched_objects();
+    let namespaces = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default());
+    let namespaces = watches::recovering(namespaces, "namespaces", metrics.clone()).touched_objects();
+    let config_maps = watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), watcher::Config::default());
+    let config_maps = watches::recovering(config_maps, "configmaps", metrics.clone()).touched_objects();
     // Deleting a discovered server brings it back (Additive) or confirms a prune.
+    let discovered = watcher(Api::<MCPServer>::all(client), watcher::Config::default().labels(DISCOVERY_SOURCE_LABEL));
     let deleted_servers =
-        watcher(Api::<MCPServer>::all(client), watcher::Config::default().labels(DISCOVERY_SOURCE_LABEL))
-            .default_backoff()
-            .try_filter_map(|event| async move {
-                Ok(match event {
-                    watcher::Event::Delete(server) => Some(server),
-                    _ => None,
-                })
-            });
+        watches::recovering(discovered, "mcpservers/discovery", metrics).try_filter_map(|event| async move {
+            Ok(match event {
+                watcher::Event::Delete(server) => Some(server),
+                _ => None,
+            })
+        });
     let (by_service, by_namespace, by_config_map) = (sources.clone(), sources.clone(), sources.clone());
     let config = kube::runtime::Config::default().concurrency(ctx.config.concurrency).debounce(DEBOUNCE);
     Controller::for_stream(source_changes, sources)

@@ -21,10 +21,10 @@ use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::Context;
 use super::reconcile::{ReconcileError, clip};
 use super::resources::FIELD_MANAGER;
 use super::state::{CONDITION_DEGRADED, CONDITION_READY, RESYNC};
+use super::{Context, watches};
 use crate::crd::{API_VERSION, GroupMemberStatus, MCPServer, MCPServerGroup, MCPServerGroupStatus, MCPServerStatus};
 use crate::policy::membership::{self, GroupHealth, MemberView, MembershipError};
 
@@ -77,14 +77,15 @@ fn groups_of(groups: &Store<MCPServerGroup>, server: &MCPServer) -> Vec<ObjectRe
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let (servers, server_writer) = reflector::store();
-    let server_changes = watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
+    let metrics = ctx.metrics.clone();
+    let servers_watch = watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default());
+    let server_changes = watches::recovering(servers_watch, "mcpservers/groups", metrics.clone())
         .modify(slim)
         .reflect(server_writer)
         .touched_objects();
     let (groups, group_writer) = reflector::store();
-    let group_changes = watcher(Api::<MCPServerGroup>::all(client), watcher::Config::default())
-        .default_backoff()
+    let groups_watch = watcher(Api::<MCPServerGroup>::all(client), watcher::Config::default());
+    let group_changes = watches::recovering(groups_watch, "mcpservergroups", metrics)
         .reflect(group_writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());

@@ -4,9 +4,10 @@
 //! - [`resources`] builds every child object (pure), from the server as the policy's
 //!   review defaulted it and the permission profile the policy resolves;
 //! - [`state`] is the state machine and circuit breaker (pure);
-//! - [`health`] is the MCP client of the health checks;
-//! - [`reconcile`] applies children, runs due health checks and writes status;
+//! - [`reconcile`] applies children, runs due health checks (the [`crate::mcp`] client) and
+//!   writes status;
 //! - [`leader`] elects the one replica that reconciles;
+//! - [`watches`] keeps each watch recovering on its own (410 Gone, apiserver restarts);
 //! - [`group`] reports MCPServerGroup membership and health, [`discovery`] creates and prunes
 //!   the MCPServers an MCPDiscoverySource lists; the leader runs them beside the server controller.
 //!
@@ -23,33 +24,36 @@
 
 pub mod discovery;
 pub mod group;
-pub mod health;
 pub mod leader;
 pub mod reconcile;
 pub mod resources;
 pub mod state;
+pub mod watches;
 
 use std::collections::HashMap;
+use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::crd::MANAGER;
 use crate::crd::{MCPServer, ServerState};
+use crate::mcp::McpClient;
 use crate::metrics::Metrics;
 use crate::policy::{Engine, demand};
-use health::McpClient;
 use leader::LeaderElector;
 use resources::LABEL_MANAGED_BY;
 
@@ -183,33 +187,42 @@ fn forget_server_metrics(metrics: &Metrics, server: &MCPServer) {
 }
 
 /// Runs the Controller until `stop` completes; in-flight reconciles finish first.
+///
+/// Every watch (the MCPServers and each kind of child) recovers on its own through
+/// [`watches::recovering`] and passes no error on, so the Controller's shared trigger backoff
+/// never pauses the MCPServer watch because another watch failed.
 pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
+    let metrics = ctx.metrics.clone();
     let (reader, writer) = reflector::store();
     let deleted = ctx.clone();
-    let servers = watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .inspect_ok(move |event| {
-            if let watcher::Event::Delete(server) = event {
-                deleted.forget(server);
-            }
-        })
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+    let servers = watches::recovering(
+        watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default()),
+        "mcpservers",
+        metrics.clone(),
+    )
+    .reflect(writer)
+    .inspect_ok(move |event| {
+        if let watcher::Event::Delete(server) = event {
+            deleted.forget(server);
+        }
+    })
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     let leases = Api::<Lease>::namespaced(client.clone(), &ctx.config.operator_namespace);
     let demand_leases = watcher::Config::default().labels(demand::DEMAND_SELECTOR);
     Controller::for_stream(servers, reader)
-        .watches(leases, demand_leases, |lease| {
-            demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
-        })
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .owns(Api::<ServiceAccount>::all(client.clone()), owned.clone())
-        .owns(Api::<Role>::all(client.clone()), owned.clone())
-        .owns(Api::<RoleBinding>::all(client.clone()), owned.clone())
-        .owns(Api::<NetworkPolicy>::all(client), owned)
+        .watches_stream(
+            watches::recovering(watcher(leases, demand_leases), "leases", metrics.clone()).touched_objects(),
+            |lease| demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)),
+        )
+        .owns_stream(children::<Deployment>(&client, &owned, "deployments", &metrics))
+        .owns_stream(children::<Service>(&client, &owned, "services", &metrics))
+        .owns_stream(children::<ServiceAccount>(&client, &owned, "serviceaccounts", &metrics))
+        .owns_stream(children::<Role>(&client, &owned, "roles", &metrics))
+        .owns_stream(children::<RoleBinding>(&client, &owned, "rolebindings", &metrics))
+        .owns_stream(children::<NetworkPolicy>(&client, &owned, "networkpolicies", &metrics))
         .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(stop)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -223,6 +236,22 @@ pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + 
             }
         })
         .await;
+    metrics.watch_up.reset();
+}
+
+/// The metadata of the children of one kind the controller manages, from a watch that
+/// recovers on its own.
+fn children<K>(
+    client: &Client,
+    config: &watcher::Config,
+    resource: &'static str,
+    metrics: &Metrics,
+) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let api = Api::<PartialObjectMeta<K>>::all(client.clone());
+    watches::recovering(watcher(api, config.clone()), resource, metrics.clone()).touched_objects()
 }
 
 async fn changed_to(receiver: &mut watch::Receiver<bool>, value: bool) -> bool {

@@ -29,7 +29,8 @@ use serde_json::json;
 use super::Context;
 use super::resources::{self, Child, ChildKind, ChildSet, FIELD_MANAGER, Owner, ResourceError};
 use super::state::{self, Check, Evaluation, Observation, Settings, Workload, reason};
-use crate::crd::{API_VERSION, MCPServer, MCPServerStatus, ServerMode, ServerState};
+use crate::crd::{API_VERSION, MCPServer, MCPServerStatus, ServerMode, ServerState, Transport};
+use crate::mcp;
 use crate::policy::profile::{
     EffectiveProfile, ProfileError, ProfileRef, ResolvedProfile, resolve_configmap, resolve_named,
 };
@@ -291,8 +292,12 @@ async fn run_check(
     defaulted: &MCPServer,
     settings: &Settings,
 ) -> Check {
-    match ctx.health.check(target, defaulted.spec.transport, settings.timeout).await {
-        Ok(report) => Check::Passed(report.tools),
+    let transport = match defaulted.spec.transport {
+        Some(Transport::Sse) => mcp::Transport::Sse,
+        _ => mcp::Transport::StreamableHttp,
+    };
+    match ctx.health.check(target, transport, settings.timeout).await {
+        Ok(report) => Check::Passed(report),
         Err(error) => {
             let name = server.name_any();
             let namespace = server.namespace().unwrap_or_default();

@@ -18,12 +18,15 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{MCPServerStatus, ServerState};
+use crate::crd::{MCPServerStatus, ServerInfo, ServerState};
+use crate::mcp::HealthReport;
 pub use crate::policy::defaults::Settings;
 
 /// Marks the last health-check error in condition messages; it always ends the message,
 /// so a later reconcile without a new check can quote it again.
 const LAST_ERROR: &str = "last error: ";
+/// Longest health-check error kept in a condition message, in characters.
+pub const MAX_ERROR_LEN: usize = 512;
 /// Shortest requeue: a floor against busy loops whatever the spec's durations.
 pub const MIN_REQUEUE: Duration = Duration::from_secs(1);
 /// Longest requeue: a periodic resync when nothing is scheduled sooner.
@@ -115,8 +118,8 @@ impl Workload {
 /// Result of a health check made in this reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
-    /// The server answered `initialize` and `tools/list`; these are its tool names.
-    Passed(Vec<String>),
+    /// The server answered; its revision, identity and tool names.
+    Passed(HealthReport),
     /// The check failed, with a message fit for a person.
     Failed(String),
 }
@@ -286,7 +289,7 @@ fn health_verdict(
 /// The last health-check error, from this check or, failing that, from the stored conditions.
 fn last_error(check: Option<&Check>, previous: &MCPServerStatus) -> String {
     if let Some(Check::Failed(error)) = check {
-        return error.clone();
+        return bounded(error);
     }
     previous
         .conditions
@@ -295,6 +298,15 @@ fn last_error(check: Option<&Check>, previous: &MCPServerStatus) -> String {
         .and_then(|c| c.message.split_once(LAST_ERROR))
         .map(|(_, error)| error.to_string())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// At most [`MAX_ERROR_LEN`] characters of a health-check error, with `…` when cut.
+fn bounded(error: &str) -> String {
+    let mut text: String = error.chars().take(MAX_ERROR_LEN).collect();
+    if text.len() < error.len() {
+        text.push('…');
+    }
+    text
 }
 
 /// Computes the new status from an observation.
@@ -306,6 +318,8 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
         observed_generation: generation,
         tools: previous.tools.clone(),
         tools_count: previous.tools_count,
+        protocol_version: previous.protocol_version.clone(),
+        server_info: previous.server_info.clone(),
         last_health_check: previous.last_health_check.clone(),
         last_started_at: previous.last_started_at.clone(),
         consecutive_failures: Some(previous.consecutive_failures.unwrap_or(0)),
@@ -313,11 +327,17 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
     };
     let error = last_error(check.as_ref(), previous);
     match &check {
-        Some(Check::Passed(tools)) => {
+        Some(Check::Passed(report)) => {
+            let tools = &report.tools;
             let exposed: Vec<String> = match allow_list {
                 Some(allowed) => tools.iter().filter(|t| allowed.contains(t)).cloned().collect(),
                 None => tools.clone(),
             };
+            status.protocol_version = Some(report.protocol_version.to_string());
+            status.server_info = report
+                .server_info
+                .as_ref()
+                .map(|info| ServerInfo { name: info.name.clone(), version: info.version.clone() });
             status.tools_count = Some(i32::try_from(exposed.len()).unwrap_or(i32::MAX));
             status.tools = exposed;
             status.consecutive_failures = Some(0);
@@ -362,49 +382,36 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
                 _ => now,
             };
             status.last_started_at = Some(Time(started));
-            if outage {
+            if ready == 0 {
+                // A start (or rollout) and an outage both get the startup timeout, counted from
+                // their own beginning; an outage of a serving server is Degraded meanwhile.
                 let deadline = after(started, settings.startup_timeout);
-                if now < deadline {
+                let timeout = settings.startup_timeout;
+                if now >= deadline {
+                    let pods = status.selector.clone().unwrap_or_default();
+                    Verdict {
+                        state: ServerState::Dead,
+                        reason: reason::STARTUP_TIMEOUT,
+                        message: format!(
+                            "no replica became ready within the startup timeout of {timeout:?} since {started}: check `kubectl describe pods -l {pods}` for image pulls, crashes or failing probes"
+                        ),
+                    }
+                } else if outage {
                     startup_deadline = Some(deadline);
                     Verdict {
                         state: ServerState::Degraded,
                         reason: reason::NO_READY_REPLICAS,
                         message: format!(
-                            "no ready replica since {started} (0 of {desired}): a restarted pod has until {deadline} (startupTimeout {:?}) to become ready",
-                            settings.startup_timeout
+                            "no ready replica since {started} (0 of {desired}): a restarted pod has until {deadline} (startupTimeout {timeout:?}) to become ready"
                         ),
                     }
                 } else {
-                    Verdict {
-                        state: ServerState::Dead,
-                        reason: reason::STARTUP_TIMEOUT,
-                        message: format!(
-                            "no replica has been ready since {started}, longer than the startup timeout of {:?}: check `kubectl describe pods -l {}` for crashes or failing probes",
-                            settings.startup_timeout,
-                            status.selector.clone().unwrap_or_default()
-                        ),
-                    }
-                }
-            } else if ready == 0 {
-                let deadline = after(started, settings.startup_timeout);
-                if now < deadline {
                     startup_deadline = Some(deadline);
                     Verdict {
                         state: ServerState::Initializing,
                         reason: reason::STARTING,
                         message: format!(
-                            "waiting for replicas to become ready: 0 of {desired} ready, startup timeout {:?} ends at {deadline}",
-                            settings.startup_timeout
-                        ),
-                    }
-                } else {
-                    Verdict {
-                        state: ServerState::Dead,
-                        reason: reason::STARTUP_TIMEOUT,
-                        message: format!(
-                            "no replica became ready within the startup timeout of {:?}: check `kubectl describe pods -l {}` for image pulls, crashes or failing probes",
-                            settings.startup_timeout,
-                            status.selector.clone().unwrap_or_default()
+                            "waiting for replicas to become ready: 0 of {desired} ready, startup timeout {timeout:?} ends at {deadline}"
                         ),
                     }
                 }
@@ -596,6 +603,34 @@ mod tests {
         })
     }
 
+    fn passed(tools: &[&str]) -> Check {
+        Check::Passed(HealthReport {
+            protocol_version: crate::mcp::Revision::V2026_07_28,
+            server_info: Some(crate::mcp::ServerInfo { name: "srv".into(), version: Some("1.0".into()) }),
+            tools_listed: true,
+            tools: tools.iter().map(|t| t.to_string()).collect(),
+        })
+    }
+
+    #[test]
+    fn a_passed_check_records_revision_and_identity_and_failures_keep_them() {
+        let s = settings();
+        let passed_now = step(&s, &MCPServerStatus::default(), Workload::Remote, true, at(0)).status;
+        assert_eq!(passed_now.protocol_version.as_deref(), Some("2026-07-28"));
+        let info = passed_now.server_info.clone().unwrap();
+        assert_eq!((info.name.as_str(), info.version.as_deref()), ("srv", Some("1.0")));
+        let failed = step(&s, &passed_now, Workload::Remote, false, at(20)).status;
+        assert_eq!(failed.protocol_version, passed_now.protocol_version);
+        assert_eq!(failed.server_info, passed_now.server_info);
+    }
+
+    #[test]
+    fn long_errors_are_bounded_in_conditions() {
+        let error = "e".repeat(10 * MAX_ERROR_LEN);
+        let kept = last_error(Some(&Check::Failed(error)), &MCPServerStatus::default());
+        assert_eq!(kept.chars().count(), MAX_ERROR_LEN + 1);
+    }
+
     fn container(desired: i32, ready: i32) -> Workload {
         Workload::Container { desired, replicas: desired, ready, updated: desired }
     }
@@ -608,13 +643,8 @@ mod tests {
         healthy: bool,
         now: Timestamp,
     ) -> Evaluation {
-        let check = check_due(settings, previous, workload, now).then(|| {
-            if healthy {
-                Check::Passed(vec!["a".into(), "b".into()])
-            } else {
-                Check::Failed("connection refused".into())
-            }
-        });
+        let check = check_due(settings, previous, workload, now)
+            .then(|| if healthy { passed(&["a", "b"]) } else { Check::Failed("connection refused".into()) });
         evaluate(Observation {
             generation: Some(1),
             previous,
@@ -782,7 +812,7 @@ mod tests {
             previous: &MCPServerStatus::default(),
             settings: &s,
             workload: Workload::Remote,
-            check: Some(Check::Passed(vec!["a".into(), "b".into()])),
+            check: Some(passed(&["a", "b"])),
             allow_list: Some(&allowed),
             url: "u".into(),
             selector: None,

@@ -19,7 +19,7 @@ pub const ADMISSION_POLICY_NAME: &str = "default";
     printcolumn(name = "LATEST-TAG", type_ = "string", json_path = ".spec.images.latestTag"),
     printcolumn(name = "DEFAULT-PROFILE", type_ = "string", json_path = ".spec.defaultProfile"),
     printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("self.metadata.name == 'default'").message("the admission policy is a singleton: name it default").field_path(".metadata.name")
+    validation = Rule::new("self.metadata.name == 'default'").message("the admission policy is a singleton: name it default")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MCPAdmissionPolicySpec {

@@ -34,8 +34,9 @@ pub use group::{
     MCPServerGroupStatus,
 };
 pub use server::{
-    CircuitBreaker, HealthCheck, INSTANCE_LABEL, MANAGER, MCPServer, MCPServerSpec, MCPServerStatus,
-    PermissionProfileRef, ProfileSource, RateLimit, SERVER_POD_LABEL, ServerMode, ServerState, ToolsConfig, Transport,
+    CircuitBreaker, HealthCheck, INSTANCE_LABEL, MANAGER, MAX_SERVER_NAME_LEN, MCPServer, MCPServerSpec,
+    MCPServerStatus, PermissionProfileRef, ProfileSource, RateLimit, SERVER_POD_LABEL, ServerInfo, ServerMode,
+    ServerState, ToolsConfig, Transport,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -7,6 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+/// Longest MCPServer name: it names the Deployment and Service, whose pods add suffixes. The CRD's
+/// CEL rule and the webhook's rule both use it.
+pub const MAX_SERVER_NAME_LEN: usize = 52;
+
 /// Desired state of an MCP server.
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[kube(
@@ -29,15 +33,15 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "READY", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "TOOLS", type_ = "integer", json_path = ".status.toolsCount"),
     printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("has(self.spec.mode)").message("spec.mode is required: container or remote").field_path(".spec.mode"),
+    validation = Rule::new("has(self.spec.mode)").message("spec.mode is required: container or remote").field_path(".spec.mode").reason(Reason::FieldValueRequired),
     validation = Rule::new("!has(oldSelf.spec.mode) || !has(self.spec.mode) || self.spec.mode == oldSelf.spec.mode").message("spec.mode is immutable: delete and recreate the MCPServer to change it").field_path(".spec.mode"),
-    validation = Rule::new("self.metadata.name.size() <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label of at most 52 characters").field_path(".metadata.name")
+    validation = Rule::new(format!("self.metadata.name.size() <= {MAX_SERVER_NAME_LEN} && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")).message(Message::Message(format!("metadata.name must be a DNS-1035 label of at most {MAX_SERVER_NAME_LEN} characters")))
 )]
 #[x_kube(
-    validation = Rule::new("!has(self.mode) || self.mode != 'container' || has(self.image)").message("container mode needs spec.image"),
-    validation = Rule::new("!has(self.mode) || self.mode != 'container' || !has(self.endpoint)").message("spec.endpoint is only for remote mode"),
-    validation = Rule::new("!has(self.mode) || self.mode != 'remote' || has(self.endpoint)").message("remote mode needs spec.endpoint"),
-    validation = Rule::new("!has(self.mode) || self.mode != 'remote' || (!has(self.image) && !has(self.volumes) && !has(self.securityContext))").message("remote mode runs no container: remove spec.image, spec.volumes and spec.securityContext")
+    validation = Rule::new("!has(self.mode) || self.mode != 'container' || has(self.image)").message("container mode needs spec.image").field_path(".image").reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.mode) || self.mode != 'container' || !has(self.endpoint)").message("spec.endpoint is only for remote mode").field_path(".endpoint").reason(Reason::FieldValueForbidden),
+    validation = Rule::new("!has(self.mode) || self.mode != 'remote' || has(self.endpoint)").message("remote mode needs spec.endpoint").field_path(".endpoint").reason(Reason::FieldValueRequired),
+    validation = Rule::new("!has(self.mode) || self.mode != 'remote' || (!has(self.image) && !has(self.volumes) && !has(self.securityContext))").message("remote mode runs no container: remove spec.image, spec.volumes and spec.securityContext").reason(Reason::FieldValueForbidden)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MCPServerSpec {
@@ -180,6 +184,11 @@ pub struct RateLimit {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100000))]
     pub requests_per_minute: Option<i32>,
+    /// Calls that may be made at once after a quiet spell (the bucket size), 1 to 100000; needs
+    /// requestsPerMinute. Defaults to requestsPerMinute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub burst_size: Option<i32>,
 }
 
 /// Circuit-breaker settings.
@@ -260,6 +269,12 @@ pub struct MCPServerStatus {
     /// Names of the tools the server offers (filtered by tools.allowList).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
+    /// MCP protocol revision negotiated by the last passed health check, e.g. `2026-07-28`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// Who the server said it is in the last passed health check (`serverInfo`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_info: Option<ServerInfo>,
     /// When the server last started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_started_at: Option<Time>,
@@ -278,6 +293,16 @@ pub struct MCPServerStatus {
     /// Standard conditions: Ready, Available, Progressing, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// The implementation an MCP server reports (`serverInfo`), as self-reported and shortened.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub struct ServerInfo {
+    /// Implementation name.
+    pub name: String,
+    /// Implementation version, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Label every pod of an MCP server carries (the seed's NetworkPolicy selects on it).

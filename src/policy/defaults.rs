@@ -102,6 +102,28 @@ fn default_health_and_breaker(object: &mut Value) {
     set_default(object, &["spec", "circuitBreaker", "enabled"], json!(true));
     set_default(object, &["spec", "circuitBreaker", "failureThreshold"], json!(DEFAULT_BREAKER_FAILURE_THRESHOLD));
     set_default(object, &["spec", "circuitBreaker", "resetTimeout"], json!(DEFAULT_BREAKER_RESET_TIMEOUT));
+    if let Some(rpm) = object.pointer("/spec/tools/rateLimit/requestsPerMinute").and_then(Value::as_i64) {
+        set_default(object, &["spec", "tools", "rateLimit", "burstSize"], json!(default_burst_size(rpm)));
+    }
+}
+
+/// Largest `tools.rateLimit.burstSize` (the schema's bound).
+pub const MAX_BURST_SIZE: i64 = 100_000;
+
+/// Default `tools.rateLimit.burstSize`: a minute's worth of calls, so that `requestsPerMinute`
+/// alone means what it says for a client that calls in bursts; kept in the field's range so a
+/// bad `requestsPerMinute` is the only error reported.
+pub fn default_burst_size(requests_per_minute: i64) -> i64 {
+    requests_per_minute.clamp(1, MAX_BURST_SIZE)
+}
+
+/// `tools.rateLimit` read back typed: `(requestsPerMinute, burstSize)`, both at least 1, the
+/// burst defaulted; `None` without a rate.
+pub fn rate_limit(spec: &MCPServerSpec) -> Option<(u32, u32)> {
+    let rate = spec.tools.as_ref()?.rate_limit.as_ref()?;
+    let per_minute = i64::from(rate.requests_per_minute?).max(1);
+    let burst = rate.burst_size.map_or_else(|| default_burst_size(per_minute), i64::from).max(1);
+    Some((u32::try_from(per_minute).unwrap_or(u32::MAX), u32::try_from(burst).unwrap_or(u32::MAX)))
 }
 
 /// The default health-check timeout for an interval: 10s, or half the interval when it is
@@ -215,6 +237,18 @@ mod tests {
         let mut spec = spec;
         spec["mode"] = json!("container");
         json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": "x"}, "spec": spec})
+    }
+
+    #[test]
+    fn a_rate_limit_gets_a_burst_of_one_minute() {
+        let rated = container(json!({"image": "a/b:1", "tools": {"rateLimit": {"requestsPerMinute": 30}}}));
+        let out = apply_defaults(Kind::Server, &rated, "none");
+        assert_eq!(out["spec"]["tools"]["rateLimit"], json!({"requestsPerMinute": 30, "burstSize": 30}));
+        let huge = container(json!({"image": "a/b:1", "tools": {"rateLimit": {"requestsPerMinute": 1_000_000}}}));
+        let out = apply_defaults(Kind::Server, &huge, "none");
+        assert_eq!(out["spec"]["tools"]["rateLimit"]["burstSize"], MAX_BURST_SIZE, "a valid default");
+        let unrated = apply_defaults(Kind::Server, &container(json!({"image": "a/b:1"})), "none");
+        assert_eq!(unrated["spec"].get("tools"), None, "no rate limit, no burst");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod membership;
 mod pod_security;
 pub mod profile;
 mod schema;
+pub mod selector;
 mod server;
 mod state;
 mod workload;

@@ -1,5 +1,5 @@
 //! The Kubernetes Pod Security Standards (v1.37), baseline and restricted, as field errors.
-//! Conformance is tested against the upstream fixtures in `../shared/psa-fixtures`.
+//! Conformance is tested against the upstream fixtures vendored in `tests/fixtures/psa`.
 
 use k8s_openapi::api::core::v1::{Capabilities, ContainerPort, Lifecycle, PodSpec, Probe, SecurityContext};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -15,8 +15,7 @@ use super::profile::{EffectiveProfile, ProfileRef};
 use super::state::PolicyState;
 use crate::crd::{DenyOrWarn, LatestTagAction, MCPServer, MCPServerSpec, ProfileSource, ServerMode};
 
-/// Longest MCPServer name: it names the Deployment and Service, whose pods add suffixes.
-pub const MAX_SERVER_NAME_LEN: usize = 52;
+pub use crate::crd::MAX_SERVER_NAME_LEN;
 /// Longest endpoint URL.
 pub const MAX_ENDPOINT_LEN: usize = 2048;
 /// Words that mark an environment variable as a credential.
@@ -563,7 +562,14 @@ fn check_limits(spec: &MCPServerSpec, path: &FieldPath, state: &PolicyState, fin
             format!("must be at most {} (the cluster's admission policy)", state.max_replicas()),
         ));
     }
-    let rpm = spec.tools.as_ref().and_then(|t| t.rate_limit.as_ref()).and_then(|r| r.requests_per_minute);
+    let rate_limit = spec.tools.as_ref().and_then(|t| t.rate_limit.as_ref());
+    if rate_limit.is_some_and(|r| r.burst_size.is_some() && r.requests_per_minute.is_none()) {
+        findings.errors.push(FieldError::required(
+            &path.child("tools").child("rateLimit").child("requestsPerMinute"),
+            "burstSize needs requestsPerMinute: the bucket refills at that rate",
+        ));
+    }
+    let rpm = rate_limit.and_then(|r| r.requests_per_minute);
     if let Some(rpm) = rpm
         && rpm > state.max_requests_per_minute()
     {

@@ -37,7 +37,8 @@
 //! For drills: [`FakeApi::fail_next`] makes the next requests matching a method and a path
 //! substring fail with a status; [`FakeApi::delay_next`] holds them back for a while;
 //! [`FakeApi::expire_next_watches`] answers the next watches with
-//! 410; [`FakeApi::requests`] is the request log; [`FakeApi::get`], [`FakeApi::put`],
+//! 410; [`FakeApi::restart`] drops every connection, compacts and refuses connections for a
+//! while, as a restarting apiserver does; [`FakeApi::requests`] is the request log; [`FakeApi::get`], [`FakeApi::put`],
 //! [`FakeApi::delete`] and [`FakeApi::list`] reach the store without HTTP.
 //!
 //! Note that `kube::Client` retries 429, 503 and 504 answers by itself: inject 500 (or 409, 403…)
@@ -329,6 +330,10 @@ struct Store {
     oldest_watchable: u64,
     /// Bumped by every compaction, so open watches notice it.
     compactions: u64,
+    /// Bumped by every restart, so open watches end.
+    restarts: u64,
+    /// While set and in the future, new connections are closed at once (the apiserver is down).
+    unavailable_until: Option<tokio::time::Instant>,
     kinds: HashMap<(String, String), String>,
     faults: Vec<Fault>,
     delays: Vec<Fault>,
@@ -828,6 +833,47 @@ impl Inner {
     }
 }
 
+/// Accepts connections until shutdown. While the apiserver is down (see [`FakeApi::restart`])
+/// new connections are closed at once, and a restart drops every open connection.
+async fn serve(listener: tokio::net::TcpListener, router: Router, inner: Arc<Inner>) {
+    let mut stop = inner.shutdown.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let (down, restarts) = {
+            let store = inner.store();
+            (store.unavailable_until.is_some_and(|until| tokio::time::Instant::now() < until), store.restarts)
+        };
+        if down {
+            drop(stream);
+            continue;
+        }
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let mut changes = inner.changed.subscribe();
+        let mut stop = inner.shutdown.subscribe();
+        let conn_inner = inner.clone();
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let restarted = async {
+                while conn_inner.store().restarts == restarts {
+                    if changes.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = connection => {}
+                () = restarted => {}
+                _ = stop.wait_for(|stop| *stop) => {}
+            }
+        });
+    }
+}
+
 /// The fake API server; stops when dropped.
 pub struct FakeApi {
     inner: Arc<Inner>,
@@ -843,13 +889,7 @@ impl FakeApi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
         let router = Router::new().fallback(handle).with_state(inner.clone());
-        let mut stop = inner.shutdown.subscribe();
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            };
-            let _ = axum::serve(listener, router).with_graceful_shutdown(stopped).await;
-        });
+        tokio::spawn(serve(listener, router, inner.clone()));
         FakeApi { inner, addr }
     }
 
@@ -976,6 +1016,22 @@ impl FakeApi {
             store.history.clear();
             store.oldest_watchable = store.resource_version;
             store.compactions += 1;
+        }
+        self.inner.changed.send_modify(|_| {});
+    }
+
+    /// Restarts the apiserver over a compacted etcd: every open connection drops (watches end
+    /// without an event), the change history is forgotten, and for `outage` new connections are
+    /// closed at once (a client error, which `kube::Client` does not retry); afterwards watches
+    /// from an older resourceVersion get 410 `Expired`, as from a real apiserver whose watch
+    /// cache starts after the compaction.
+    pub fn restart(&self, outage: Duration) {
+        {
+            let mut store = self.inner.store();
+            store.history.clear();
+            store.oldest_watchable = store.resource_version;
+            store.restarts += 1;
+            store.unavailable_until = Some(tokio::time::Instant::now() + outage);
         }
         self.inner.changed.send_modify(|_| {});
     }

@@ -43,7 +43,15 @@ pub enum Answer {
     RpcError,
     /// A 200 with a `text/html` page.
     NotMcp,
+    /// Only the stateless 2026-07-28 revision: `server/discover` and `tools/list` with the
+    /// `_meta` envelope and matching headers; anything else is refused with `-32022`.
+    Stateless,
+    /// Only a revision from the future: everything is refused with `-32022`.
+    FutureOnly,
 }
+
+/// The revision [`Answer::FutureOnly`] claims to serve.
+pub const FUTURE_PROTOCOL: &str = "2099-01-01";
 
 /// One request as the server saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +66,8 @@ pub struct Seen {
     pub protocol: Option<String>,
     /// `Accept` sent by the client.
     pub accept: Option<String>,
+    /// `Mcp-Method` sent by the client.
+    pub mcp_method: Option<String>,
 }
 
 struct Shared {
@@ -166,6 +176,7 @@ fn record(shared: &Shared, http: &str, headers: &HeaderMap, message: Option<&Val
         session: header_text(headers, "mcp-session-id"),
         protocol: header_text(headers, "mcp-protocol-version"),
         accept: header_text(headers, "accept"),
+        mcp_method: header_text(headers, "mcp-method"),
     });
 }
 
@@ -219,6 +230,9 @@ async fn streamable(State(shared): State<Arc<Shared>>, headers: HeaderMap, body:
         _ => {}
     }
     let method = message.get("method").and_then(Value::as_str).unwrap_or_default();
+    if matches!(answer, Answer::Stateless | Answer::FutureOnly) {
+        return stateless(&shared, &headers, &message, answer);
+    }
     if method != "initialize" && header_text(&headers, "mcp-session-id").as_deref() != Some(SESSION_ID) {
         return (StatusCode::BAD_REQUEST, "missing or unknown Mcp-Session-Id").into_response();
     }
@@ -244,6 +258,51 @@ async fn streamable(State(shared): State<Arc<Shared>>, headers: HeaderMap, body:
         }
         _ => (session, [(header::CONTENT_TYPE, "application/json")], reply.to_string()).into_response(),
     }
+}
+
+/// A 2026-07-28 server: every request carries its revision in `params._meta` and headers.
+fn stateless(shared: &Shared, headers: &HeaderMap, message: &Value, answer: Answer) -> Response {
+    let id = message.get("id").cloned().unwrap_or(Value::Null);
+    let method = message.get("method").and_then(Value::as_str).unwrap_or_default();
+    let envelope = message["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"].as_str();
+    let refuse = |code: i64, text: String, data: Value| {
+        let error = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": text, "data": data}});
+        (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], error.to_string()).into_response()
+    };
+    let supported = if answer == Answer::FutureOnly { FUTURE_PROTOCOL } else { "2026-07-28" };
+    if envelope != Some(supported) {
+        let requested = envelope.map(str::to_string).or_else(|| header_text(headers, "mcp-protocol-version"));
+        let text = format!("Unsupported protocol version: {}", requested.clone().unwrap_or_default());
+        return refuse(-32022, text, json!({"supported": [supported], "requested": requested}));
+    }
+    if header_text(headers, "mcp-protocol-version").as_deref() != envelope
+        || header_text(headers, "mcp-method").as_deref() != Some(method)
+    {
+        return refuse(-32020, "header mismatch".into(), Value::Null);
+    }
+    let stamp = json!({"io.modelcontextprotocol/serverInfo": {"name": "test-mcp-stateless", "version": "2.0.0"}});
+    let result = match method {
+        "server/discover" => json!({
+            "supportedVersions": ["2026-07-28"],
+            "capabilities": {"tools": {}},
+            "resultType": "complete", "ttlMs": 0, "cacheScope": "private",
+            "_meta": stamp,
+        }),
+        "tools/list" => {
+            let Some(mut reply) = answer_to(shared, message, Answer::Json) else {
+                return StatusCode::ACCEPTED.into_response();
+            };
+            reply["result"]["_meta"] = stamp;
+            return ([(header::CONTENT_TYPE, "application/json")], reply.to_string()).into_response();
+        }
+        _ => {
+            let error = json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "method not found"}});
+            return (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "application/json")], error.to_string())
+                .into_response();
+        }
+    };
+    let reply = json!({"jsonrpc": "2.0", "id": id, "result": result});
+    ([(header::CONTENT_TYPE, "application/json")], reply.to_string()).into_response()
 }
 
 async fn end_session(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> StatusCode {

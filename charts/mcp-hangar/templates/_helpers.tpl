@@ -74,7 +74,7 @@ mcp-hangar-controller
 {{- end }}
 {{- end }}
 
-{{/* Namespaces the webhook never sees: kube-system, the release namespace, the extra ones. */}}
+{{/* Namespaces the pod-level check never sees: kube-system, the release namespace, the extra ones. */}}
 {{- define "mcp-hangar.excludedNamespaces" -}}
 {{- $names := list "kube-system" .Release.Namespace | uniq }}
 {{- range .Values.webhook.excludeNamespaces }}

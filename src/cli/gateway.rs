@@ -1,0 +1,98 @@
+//! `mcp-hangar gateway`: the MCP gateway, with its routes from the cluster (reflectors of
+//! MCPServers and MCPServerGroups) or from a file, and the admin endpoints on their own port.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::serve::{bind, init_logging, termination_signal};
+use super::{CliError, GatewayArgs};
+use crate::admission;
+use crate::gateway::metrics::GatewayMetrics;
+use crate::gateway::{self, Catalog, Gateway, SessionKey, StaticCatalog, StoreCatalog};
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+use crate::shutdown::Shutdown;
+
+/// Readiness condition met once the routes are known.
+const ROUTES_CONDITION: &str = "routes";
+
+/// The session keys: the file's lines (the first signs, the others, older keys, still verify),
+/// else the env value's, else a random key that only this replica knows (one replica only; a
+/// warning says so).
+pub fn session_key(file: Option<&Path>, value: Option<&str>) -> Result<SessionKey, CliError> {
+    let usage = |e: gateway::session::SessionError| CliError::Usage(format!("gateway session key: {e}"));
+    if let Some(file) = file {
+        let bytes = std::fs::read(file)
+            .map_err(|source| CliError::Io { context: format!("reading {}", file.display()), source })?;
+        return SessionKey::from_lines(&bytes).map_err(usage);
+    }
+    if let Some(value) = value.filter(|v| !v.is_empty()) {
+        return SessionKey::from_lines(value.as_bytes()).map_err(usage);
+    }
+    tracing::warn!("no session key given: sessions opened here are known to this replica only");
+    Ok(SessionKey::random())
+}
+
+/// Routes read once from a file of MCPServer and MCPServerGroup manifests.
+fn file_catalog(path: &Path) -> Result<StaticCatalog, CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| CliError::Io { context: format!("reading {}", path.display()), source })?;
+    let catalog = StaticCatalog::default();
+    for document in serde_saphyr::from_multiple::<serde_json::Value>(&text)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
+    {
+        match document.get("kind").and_then(|k| k.as_str()) {
+            Some("MCPServer") => catalog.put_server(
+                serde_json::from_value(document).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
+            ),
+            Some("MCPServerGroup") => catalog.put_group(
+                serde_json::from_value(document).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
+            ),
+            _ => {}
+        }
+    }
+    Ok(catalog)
+}
+
+pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
+    init_logging(args.log_format);
+    let key = session_key(args.session_key_file.as_deref(), args.session_key.as_deref())?;
+    let metrics = Metrics::new();
+    let gateway_metrics =
+        GatewayMetrics::new(metrics.registry()).map_err(|e| CliError::Usage(format!("gateway metrics: {e}")))?;
+    let readiness = Readiness::new();
+    readiness.set_unmet(ROUTES_CONDITION, "starting");
+    let shutdown = Shutdown::new();
+    let admin_listener = bind(args.admin_addr).await?;
+    let admin = tokio::spawn(admission::server::serve_plain(
+        admin_listener,
+        admission::admin_router(metrics, readiness.clone()),
+        shutdown.stopped(),
+    ));
+    let catalog: Arc<dyn Catalog> = match &args.routes_file {
+        Some(path) => Arc::new(file_catalog(path)?),
+        None => {
+            let client = kube::Client::try_default().await?;
+            Arc::new(StoreCatalog::watch(client).await)
+        }
+    };
+    let gateway = Arc::new(Gateway::new(catalog, key, super::config::gateway_config(&args), gateway_metrics));
+    gateway.set_ready(true);
+    readiness.set_met(ROUTES_CONDITION);
+    let listener = bind(args.addr).await?;
+    tracing::info!(addr = %args.addr, admin = %args.admin_addr, "serving the MCP gateway");
+    let server = tokio::spawn(gateway::server::serve(
+        listener,
+        gateway::router(gateway.clone()),
+        args.header_read_timeout,
+        shutdown.stopped(),
+        args.shutdown_timeout,
+    ));
+    termination_signal().await;
+    gateway.set_ready(false);
+    shutdown.begin(&readiness, args.shutdown_delay).await;
+    let _ = server.await;
+    let _ = admin.await;
+    tracing::info!("stopped");
+    Ok(())
+}

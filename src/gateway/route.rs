@@ -1,0 +1,368 @@
+//! Routes: which upstream a `/servers/...` or `/groups/...` path reaches, and with which policy.
+//! The objects come from a [`Catalog`]: the reflector stores in a cluster, a plain map in tests.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use hyper::Uri;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+
+use super::breaker::BreakerConfig;
+use super::ratelimit::Rate;
+use super::tools::ToolPolicy;
+use crate::crd::{MCPServer, MCPServerGroup, ServerMode, Transport};
+use crate::policy::defaults::{self, DEFAULT_PORT, Settings};
+use crate::policy::selector;
+
+/// Which kind a route names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    /// `/servers/{namespace}/{name}/mcp`
+    Server,
+    /// `/groups/{namespace}/{name}/mcp`
+    Group,
+}
+
+/// One route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteKey {
+    /// Server or group.
+    pub kind: RouteKind,
+    /// Namespace of the object.
+    pub namespace: String,
+    /// Name of the object.
+    pub name: String,
+}
+
+impl RouteKey {
+    /// `servers/ns/name` or `groups/ns/name`: what session ids are bound to.
+    pub fn id(&self) -> String {
+        let kind = match self.kind {
+            RouteKind::Server => "servers",
+            RouteKind::Group => "groups",
+        };
+        format!("{kind}/{}/{}", self.namespace, self.name)
+    }
+
+    /// The label value of the kind, for metrics.
+    pub fn kind_label(&self) -> &'static str {
+        match self.kind {
+            RouteKind::Server => "server",
+            RouteKind::Group => "group",
+        }
+    }
+}
+
+/// Where the routed objects come from.
+pub trait Catalog: Send + Sync + 'static {
+    /// An MCPServer.
+    fn server(&self, namespace: &str, name: &str) -> Option<Arc<MCPServer>>;
+    /// An MCPServerGroup.
+    fn group(&self, namespace: &str, name: &str) -> Option<Arc<MCPServerGroup>>;
+    /// The MCPServers of a namespace.
+    fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>>;
+}
+
+/// The reflector stores of a cluster.
+#[derive(Clone)]
+pub struct StoreCatalog {
+    /// MCPServers.
+    pub servers: Store<MCPServer>,
+    /// MCPServerGroups.
+    pub groups: Store<MCPServerGroup>,
+}
+
+impl StoreCatalog {
+    /// Starts reflectors of the MCPServers and MCPServerGroups of every namespace (watch errors
+    /// are retried with backoff); returns once both have listed.
+    pub async fn watch(client: kube::Client) -> StoreCatalog {
+        let (servers, server_writer) = reflector::store();
+        let (groups, group_writer) = reflector::store();
+        let server_events =
+            reflector(server_writer, watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default()));
+        let group_events =
+            reflector(group_writer, watcher(Api::<MCPServerGroup>::all(client), watcher::Config::default()));
+        tokio::spawn(server_events.default_backoff().for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "watching MCPServers");
+            }
+        }));
+        tokio::spawn(group_events.default_backoff().for_each(|event| async move {
+            if let Err(e) = event {
+                tracing::warn!(error = %e, "watching MCPServerGroups");
+            }
+        }));
+        let _ = servers.wait_until_ready().await;
+        let _ = groups.wait_until_ready().await;
+        StoreCatalog { servers, groups }
+    }
+}
+
+impl Catalog for StoreCatalog {
+    fn server(&self, namespace: &str, name: &str) -> Option<Arc<MCPServer>> {
+        self.servers.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn group(&self, namespace: &str, name: &str) -> Option<Arc<MCPServerGroup>> {
+        self.groups.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>> {
+        self.servers.state().into_iter().filter(|s| s.namespace().as_deref() == Some(namespace)).collect()
+    }
+}
+
+/// A catalog filled by hand (tests, `gateway --routes-file`).
+#[derive(Debug, Default)]
+pub struct StaticCatalog {
+    servers: RwLock<BTreeMap<(String, String), Arc<MCPServer>>>,
+    groups: RwLock<BTreeMap<(String, String), Arc<MCPServerGroup>>>,
+}
+
+fn key_of(meta: &kube::api::ObjectMeta) -> (String, String) {
+    (meta.namespace.clone().unwrap_or_else(|| "default".into()), meta.name.clone().unwrap_or_default())
+}
+
+impl StaticCatalog {
+    /// Adds or replaces a server.
+    pub fn put_server(&self, server: MCPServer) {
+        let key = key_of(&server.metadata);
+        self.servers.write().expect("catalog lock").insert(key, Arc::new(server));
+    }
+
+    /// Adds or replaces a group.
+    pub fn put_group(&self, group: MCPServerGroup) {
+        let key = key_of(&group.metadata);
+        self.groups.write().expect("catalog lock").insert(key, Arc::new(group));
+    }
+}
+
+impl Catalog for StaticCatalog {
+    fn server(&self, namespace: &str, name: &str) -> Option<Arc<MCPServer>> {
+        self.servers.read().expect("catalog lock").get(&(namespace.to_string(), name.to_string())).cloned()
+    }
+
+    fn group(&self, namespace: &str, name: &str) -> Option<Arc<MCPServerGroup>> {
+        self.groups.read().expect("catalog lock").get(&(namespace.to_string(), name.to_string())).cloned()
+    }
+
+    fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>> {
+        let servers = self.servers.read().expect("catalog lock");
+        servers.iter().filter(|((ns, _), _)| ns == namespace).map(|(_, s)| s.clone()).collect()
+    }
+}
+
+/// Why a route cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No such object.
+    #[error("no {kind} {namespace}/{name}")]
+    NotFound {
+        /// `MCPServer` or `MCPServerGroup`.
+        kind: &'static str,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// The group selects no server.
+    #[error("MCPServerGroup {0} has no member")]
+    NoMember(String),
+    /// The server cannot be proxied as it is declared.
+    #[error("MCPServer {server}: {reason}")]
+    Unroutable {
+        /// `namespace/name`.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One upstream server and the policy the gateway applies to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `namespace/name` of the MCPServer.
+    pub member: String,
+    /// Namespace of the MCPServer.
+    pub namespace: String,
+    /// Name of the MCPServer.
+    pub name: String,
+    /// Its MCP endpoint.
+    pub url: Uri,
+    /// `spec.tools.allowList`.
+    pub tools: ToolPolicy,
+    /// `spec.tools.rateLimit`, if any.
+    pub rate: Option<Rate>,
+    /// `spec.circuitBreaker`, unless disabled.
+    pub breaker: Option<BreakerConfig>,
+}
+
+/// The upstream of one MCPServer: container mode `http://<name>.<ns>.svc:<port><path>`, remote
+/// mode `spec.endpoint`. Values the webhook defaults are defaulted alike here for objects that
+/// never passed it.
+pub fn upstream(server: &MCPServer) -> Result<Upstream, RouteError> {
+    let namespace = server.namespace().unwrap_or_else(|| "default".into());
+    let name = server.name_any();
+    let member = format!("{namespace}/{name}");
+    let unroutable = |reason: &str| RouteError::Unroutable { server: member.clone(), reason: reason.into() };
+    let spec = &server.spec;
+    let url = match spec.mode {
+        Some(ServerMode::Remote) => {
+            spec.endpoint.clone().ok_or_else(|| unroutable("remote mode without spec.endpoint"))?
+        }
+        Some(ServerMode::Container) => {
+            if spec.transport == Some(Transport::Sse) {
+                return Err(unroutable("the gateway speaks streamable HTTP; transport sse is not proxied"));
+            }
+            let port = spec.port.map_or(DEFAULT_PORT, i64::from);
+            format!("http://{name}.{namespace}.svc:{port}/mcp")
+        }
+        None => return Err(unroutable("spec.mode is not set")),
+    };
+    let url: Uri = url.parse().map_err(|_| unroutable("the endpoint is not a valid URL"))?;
+    if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none() {
+        return Err(unroutable("the endpoint must be an http(s) URL"));
+    }
+    let allow = spec.tools.as_ref().and_then(|t| t.allow_list.as_ref()).map(|list| list.iter().cloned().collect());
+    let rate = defaults::rate_limit(spec).map(|(per_minute, burst)| Rate { per_minute, burst });
+    let settings = Settings::of(spec);
+    let breaker = settings.breaker_enabled.then(|| BreakerConfig {
+        failure_threshold: u32::try_from(settings.breaker_threshold).unwrap_or(1).max(1),
+        reset_timeout: settings.reset_timeout,
+    });
+    Ok(Upstream { member, namespace, name, url, tools: ToolPolicy { allow }, rate, breaker })
+}
+
+/// Whether a group's selector takes in a server: as the apiserver evaluates it, except that an
+/// empty selector (refused by admission) takes in nothing rather than every server.
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty());
+    !empty && selector::matches(selector, labels)
+}
+
+/// The upstreams a route reaches: the server itself, or the group's members by name.
+pub fn resolve(catalog: &dyn Catalog, key: &RouteKey) -> Result<Vec<Upstream>, RouteError> {
+    let not_found = |kind| RouteError::NotFound { kind, namespace: key.namespace.clone(), name: key.name.clone() };
+    match key.kind {
+        RouteKind::Server => {
+            let server = catalog.server(&key.namespace, &key.name).ok_or_else(|| not_found("MCPServer"))?;
+            Ok(vec![upstream(&server)?])
+        }
+        RouteKind::Group => {
+            let group = catalog.group(&key.namespace, &key.name).ok_or_else(|| not_found("MCPServerGroup"))?;
+            let Some(selector) = group.spec.selector.as_ref() else {
+                return Err(RouteError::NoMember(format!("{}/{}", key.namespace, key.name)));
+            };
+            let mut members: Vec<_> = catalog
+                .servers_in(&key.namespace)
+                .into_iter()
+                .filter(|server| selects(selector, server.labels()))
+                .filter_map(|server| upstream(&server).ok())
+                .collect();
+            members.sort_by(|a, b| a.name.cmp(&b.name));
+            if members.is_empty() {
+                return Err(RouteError::NoMember(format!("{}/{}", key.namespace, key.name)));
+            }
+            Ok(members)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    use super::*;
+    use crate::crd::{CircuitBreaker, MCPServerGroupSpec, MCPServerSpec, RateLimit, ToolsConfig};
+
+    fn server(name: &str, spec: MCPServerSpec) -> MCPServer {
+        let mut server = MCPServer::new(name, spec);
+        server.metadata.namespace = Some("ns".into());
+        server
+    }
+
+    #[test]
+    fn container_and_remote_servers_get_their_upstream_and_policy() {
+        let container = server(
+            "github",
+            MCPServerSpec {
+                mode: Some(ServerMode::Container),
+                port: Some(3000),
+                tools: Some(ToolsConfig {
+                    allow_list: Some(vec!["a".into()]),
+                    rate_limit: Some(RateLimit { requests_per_minute: Some(60), burst_size: None }),
+                }),
+                ..Default::default()
+            },
+        );
+        let up = upstream(&container).unwrap();
+        assert_eq!(up.url, "http://github.ns.svc:3000/mcp");
+        assert!(up.tools.allows("a") && !up.tools.allows("b"));
+        assert_eq!(up.rate, Some(Rate { per_minute: 60, burst: 60 }), "burst defaults to a minute's worth");
+        assert_eq!(up.breaker, Some(BreakerConfig { failure_threshold: 5, reset_timeout: Duration::from_secs(30) }));
+        let remote = server(
+            "r",
+            MCPServerSpec {
+                mode: Some(ServerMode::Remote),
+                endpoint: Some("https://mcp.example.com/v1/mcp".into()),
+                circuit_breaker: Some(CircuitBreaker { enabled: Some(false), ..Default::default() }),
+                ..Default::default()
+            },
+        );
+        let up = upstream(&remote).unwrap();
+        assert_eq!(up.url, "https://mcp.example.com/v1/mcp");
+        assert_eq!((up.breaker, up.rate, up.tools.filters()), (None, None, false));
+        let sse = server(
+            "s",
+            MCPServerSpec { mode: Some(ServerMode::Container), transport: Some(Transport::Sse), ..Default::default() },
+        );
+        assert!(matches!(upstream(&sse), Err(RouteError::Unroutable { .. })));
+    }
+
+    #[test]
+    fn groups_reach_the_servers_their_selector_matches_in_their_namespace() {
+        let catalog = StaticCatalog::default();
+        for (name, team, ns) in [("b", "x", "ns"), ("a", "x", "ns"), ("c", "y", "ns"), ("d", "x", "other")] {
+            let mut s = server(
+                name,
+                MCPServerSpec {
+                    mode: Some(ServerMode::Remote),
+                    endpoint: Some(format!("http://127.0.0.1:1/{name}")),
+                    ..Default::default()
+                },
+            );
+            s.metadata.namespace = Some(ns.into());
+            s.metadata.labels = Some(BTreeMap::from([("team".to_string(), team.to_string())]));
+            catalog.put_server(s);
+        }
+        let mut group = MCPServerGroup::new(
+            "g",
+            MCPServerGroupSpec {
+                selector: Some(LabelSelector {
+                    match_expressions: Some(vec![LabelSelectorRequirement {
+                        key: "team".into(),
+                        operator: "In".into(),
+                        values: Some(vec!["x".into()]),
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        );
+        group.metadata.namespace = Some("ns".into());
+        catalog.put_group(group);
+        let key = RouteKey { kind: RouteKind::Group, namespace: "ns".into(), name: "g".into() };
+        let members: Vec<_> = resolve(&catalog, &key).unwrap().into_iter().map(|u| u.member).collect();
+        assert_eq!(members, ["ns/a", "ns/b"]);
+        let missing = RouteKey { kind: RouteKind::Server, namespace: "ns".into(), name: "zz".into() };
+        assert!(matches!(resolve(&catalog, &missing), Err(RouteError::NotFound { .. })));
+        assert!(!selects(&LabelSelector::default(), &BTreeMap::new()), "an empty selector matches nothing");
+    }
+}
