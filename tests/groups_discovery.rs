@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use axum::http::Method;
 use fake_api::FakeApi;
-use mcp_hangar::mcp::McpClient;
 use mcp_hangar::controller::{self, Context, ControllerConfig};
 use mcp_hangar::crd::Kind;
+use mcp_hangar::mcp::McpClient;
 use mcp_hangar::metrics::Metrics;
 use mcp_hangar::policy::{Engine, Operation};
 use serde_json::{Value, json};

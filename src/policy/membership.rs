@@ -7,10 +7,14 @@
 //! checks are below that threshold. The group is Ready when at least one member is healthy and
 //! healthy/members reaches `healthPolicy.minHealthyPercentage` (default 100).
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
-use kube::core::{Selector, SelectorExt};
 
+use super::selector;
 use crate::crd::{MCPServer, MCPServerGroup, ServerState};
+
+/// Operators a selector requirement may use.
+const OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
 
 /// Share of members that must be healthy when the group does not say.
 pub const DEFAULT_MIN_HEALTHY_PERCENTAGE: i32 = 100;
@@ -30,16 +34,23 @@ pub enum MembershipError {
 #[derive(Debug, Clone)]
 pub struct Membership {
     namespace: Option<String>,
-    selector: Selector,
+    selector: LabelSelector,
 }
 
 impl Membership {
     /// The membership rule of `group`.
     pub fn of(group: &MCPServerGroup) -> Result<Membership, MembershipError> {
         let selector = group.spec.selector.clone().ok_or(MembershipError::EmptySelector)?;
-        let selector = Selector::try_from(selector).map_err(|e| MembershipError::InvalidSelector(e.to_string()))?;
-        if selector.selects_all() {
+        let labels = selector.match_labels.as_ref().map_or(0, |m| m.len());
+        let expressions = selector.match_expressions.as_deref().unwrap_or_default();
+        if labels + expressions.len() == 0 {
             return Err(MembershipError::EmptySelector);
+        }
+        if let Some(bad) = expressions.iter().find(|e| !OPERATORS.contains(&e.operator.as_str())) {
+            return Err(MembershipError::InvalidSelector(format!(
+                "operator {:?} of key {:?} is not In, NotIn, Exists or DoesNotExist",
+                bad.operator, bad.key
+            )));
         }
         Ok(Membership { namespace: group.namespace(), selector })
     }
@@ -48,7 +59,7 @@ impl Membership {
     pub fn includes(&self, server: &MCPServer) -> bool {
         server.metadata.deletion_timestamp.is_none()
             && server.namespace() == self.namespace
-            && self.selector.matches(server.metadata.labels.as_ref().unwrap_or(&Default::default()))
+            && selector::matches(&self.selector, server.metadata.labels.as_ref().unwrap_or(&Default::default()))
     }
 }
 
