@@ -71,14 +71,14 @@ impl ServeConfig {
             None
         };
         Ok(ServeConfig {
-            log_format: args.log_format,
+            log_format: args.process.log_format,
             admin_addr: args.admin_addr,
             webhook,
             policy_source: args.policy_source,
             controller: args.controller,
             controller_settings: controller_settings(&args.controller_options),
-            shutdown_delay: args.shutdown_delay,
-            shutdown_timeout: args.shutdown_timeout,
+            shutdown_delay: args.process.shutdown_delay,
+            shutdown_timeout: args.process.shutdown_timeout,
         })
     }
 

@@ -55,7 +55,7 @@ fn file_catalog(path: &Path) -> Result<StaticCatalog, CliError> {
 }
 
 pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
-    init_logging(args.log_format);
+    init_logging(args.process.log_format);
     let key = session_key(args.session_key_file.as_deref(), args.session_key.as_deref())?;
     let metrics = Metrics::new();
     let gateway_metrics =
@@ -86,11 +86,11 @@ pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
         gateway::router(gateway.clone()),
         args.header_read_timeout,
         shutdown.stopped(),
-        args.shutdown_timeout,
+        args.process.shutdown_timeout,
     ));
     termination_signal().await;
     gateway.set_ready(false);
-    shutdown.begin(&readiness, args.shutdown_delay).await;
+    shutdown.begin(&readiness, args.process.shutdown_delay).await;
     let _ = server.await;
     let _ = admin.await;
     tracing::info!("stopped");

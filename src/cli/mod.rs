@@ -94,10 +94,18 @@ pub struct GatewayArgs {
     /// Longest silence on a streamed answer before it is cut.
     #[arg(long, env = "MCP_HANGAR_GATEWAY_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub stream_idle_timeout: std::time::Duration,
-    /// After SIGTERM, how long to keep serving while readiness reports false.
+    /// Logging and graceful shutdown.
+    #[command(flatten)]
+    pub process: ProcessArgs,
+}
+
+/// Flags every long-running command shares: logging and graceful shutdown.
+#[derive(Debug, Clone, Args)]
+pub struct ProcessArgs {
+    /// After SIGTERM, how long to keep serving while readiness reports false, so endpoints drain.
     #[arg(long, env = "MCP_HANGAR_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: std::time::Duration,
-    /// Longest time open requests and streams get to finish after the listener closes.
+    /// Longest time open connections, requests and streams get to finish after the listeners close.
     #[arg(long, env = "MCP_HANGAR_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: std::time::Duration,
     /// Log format.
@@ -117,15 +125,9 @@ pub struct ServeArgs {
     /// Webhook TLS.
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// After SIGTERM, how long to keep serving while readiness reports false, so endpoints drain.
-    #[arg(long, env = "MCP_HANGAR_SHUTDOWN_DELAY", default_value = "5s", value_parser = parse_duration)]
-    pub shutdown_delay: std::time::Duration,
-    /// Longest time open connections get to finish after the listeners close.
-    #[arg(long, env = "MCP_HANGAR_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
-    pub shutdown_timeout: std::time::Duration,
-    /// Log format.
-    #[arg(long, env = "MCP_HANGAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
-    pub log_format: LogFormat,
+    /// Logging and graceful shutdown.
+    #[command(flatten)]
+    pub process: ProcessArgs,
     /// Where the webhook's permission profiles and admission policy come from: the cluster
     /// (watched, edits apply at once), the copy shipped in the binary (no cluster needed), or
     /// auto: the cluster when a Kubernetes client can be configured, else the shipped copy.

@@ -155,13 +155,19 @@ mod tests {
         assert_eq!(b.admit(Instant::now()), Admission::Reject(Duration::from_secs(20)));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn after_the_reset_timeout_one_trial_decides() {
+    /// A breaker opened by three consecutive failures.
+    fn opened() -> Breaker {
         let mut b = breaker();
         for _ in 0..3 {
             let a = b.admit(Instant::now());
             b.record(a, false, Instant::now());
         }
+        b
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_reset_timeout_one_trial_decides() {
+        let mut b = opened();
         tokio::time::advance(Duration::from_secs(30)).await;
         let trial = b.admit(Instant::now());
         assert_eq!(trial, Admission::Trial);
@@ -178,11 +184,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_abandoned_trial_frees_its_slot() {
-        let mut b = breaker();
-        for _ in 0..3 {
-            let a = b.admit(Instant::now());
-            b.record(a, false, Instant::now());
-        }
+        let mut b = opened();
         tokio::time::advance(Duration::from_secs(30)).await;
         let trial = b.admit(Instant::now());
         b.abandon(trial);
