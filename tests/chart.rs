@@ -15,7 +15,7 @@ use std::process::Command;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use mcp_hangar::admission::registration::Registration;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const CHART: &str = "charts/mcp-hangar";
 const ALL_FEATURES: &str = "charts/mcp-hangar/ci/all-features-values.yaml";
@@ -156,6 +156,18 @@ fn flags_name_the_rendered_service_configurations_and_secret() {
         let env: Vec<&str> =
             pod["containers"][0]["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
         assert!(env.contains(&"POD_NAMESPACE") && env.contains(&"POD_NAME"));
+        let gateway_url =
+            pod["containers"][0]["env"].as_array().unwrap().iter().find(|e| e["name"] == "MCP_HANGAR_GATEWAY_URL");
+        let gateway_service = find(&objects, "Service", "mcp-hangar-gateway");
+        assert_eq!(
+            gateway_url.map(|e| e["value"].clone()),
+            Some(json!(format!(
+                "http://{}.{}.svc",
+                gateway_service["metadata"]["name"].as_str().unwrap(),
+                gateway_service["metadata"]["namespace"].as_str().unwrap()
+            ))),
+            "groups report the URL of the release's gateway Service"
+        );
         assert_eq!(pod["containers"][0]["readinessProbe"]["httpGet"]["path"], "/readyz");
         assert_eq!(pod["containers"][0]["livenessProbe"]["httpGet"]["path"], "/healthz");
         assert_eq!(pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);

@@ -6,7 +6,6 @@ use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use hyper::Uri;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
@@ -16,7 +15,7 @@ use super::ratelimit::Rate;
 use super::tools::ToolPolicy;
 use crate::crd::{MCPServer, MCPServerGroup, ServerMode, Transport};
 use crate::policy::defaults::{self, DEFAULT_PORT, Settings};
-use crate::policy::selector;
+use crate::policy::membership;
 
 /// Which kind a route names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -237,14 +236,6 @@ pub fn upstream(server: &MCPServer) -> Result<Upstream, RouteError> {
     Ok(Upstream { member, namespace, name, url, tools: ToolPolicy { allow }, rate, breaker })
 }
 
-/// Whether a group's selector takes in a server: as the apiserver evaluates it, except that an
-/// empty selector (refused by admission) takes in nothing rather than every server.
-pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let empty = selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector.match_expressions.as_ref().is_none_or(|e| e.is_empty());
-    !empty && selector::matches(selector, labels)
-}
-
 /// The upstreams a route reaches: the server itself, or the group's members by name.
 pub fn resolve(catalog: &dyn Catalog, key: &RouteKey) -> Result<Vec<Upstream>, RouteError> {
     let not_found = |kind| RouteError::NotFound { kind, namespace: key.namespace.clone(), name: key.name.clone() };
@@ -255,18 +246,18 @@ pub fn resolve(catalog: &dyn Catalog, key: &RouteKey) -> Result<Vec<Upstream>, R
         }
         RouteKind::Group => {
             let group = catalog.group(&key.namespace, &key.name).ok_or_else(|| not_found("MCPServerGroup"))?;
-            let Some(selector) = group.spec.selector.as_ref() else {
-                return Err(RouteError::NoMember(format!("{}/{}", key.namespace, key.name)));
-            };
-            let mut members: Vec<_> = catalog
-                .servers_in(&key.namespace)
-                .into_iter()
-                .filter(|server| selects(selector, server.labels()))
-                .filter_map(|server| upstream(&server).ok())
+            let no_member = || RouteError::NoMember(format!("{}/{}", key.namespace, key.name));
+            // The one definition of who is a member, in the order every strategy counts from.
+            let servers = catalog.servers_in(&key.namespace);
+            let view = membership::members(&group, servers.iter().map(AsRef::as_ref)).map_err(|_| no_member())?;
+            let members: Vec<_> = view
+                .members
+                .iter()
+                .filter_map(|member| servers.iter().find(|s| s.metadata.name.as_deref() == Some(&member.name)))
+                .filter_map(|server| upstream(server).ok())
                 .collect();
-            members.sort_by(|a, b| a.name.cmp(&b.name));
             if members.is_empty() {
-                return Err(RouteError::NoMember(format!("{}/{}", key.namespace, key.name)));
+                return Err(no_member());
             }
             Ok(members)
         }
@@ -277,7 +268,7 @@ pub fn resolve(catalog: &dyn Catalog, key: &RouteKey) -> Result<Vec<Upstream>, R
 mod tests {
     use std::time::Duration;
 
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
     use super::*;
     use crate::crd::{CircuitBreaker, MCPServerGroupSpec, MCPServerSpec, RateLimit, ToolsConfig};
@@ -363,6 +354,11 @@ mod tests {
         assert_eq!(members, ["ns/a", "ns/b"]);
         let missing = RouteKey { kind: RouteKind::Server, namespace: "ns".into(), name: "zz".into() };
         assert!(matches!(resolve(&catalog, &missing), Err(RouteError::NotFound { .. })));
-        assert!(!selects(&LabelSelector::default(), &BTreeMap::new()), "an empty selector matches nothing");
+        let mut everything = MCPServerGroup::new("all", MCPServerGroupSpec::default());
+        everything.metadata.namespace = Some("ns".into());
+        everything.spec.selector = Some(LabelSelector::default());
+        catalog.put_group(everything);
+        let all = RouteKey { kind: RouteKind::Group, namespace: "ns".into(), name: "all".into() };
+        assert!(matches!(resolve(&catalog, &all), Err(RouteError::NoMember(_))), "an empty selector takes in nothing");
     }
 }
