@@ -83,22 +83,7 @@ fn writes(fake: &FakeApi) -> (usize, usize) {
 
 async fn fake(args: Args) {
     let fake = FakeApi::start().await;
-    for (api, resource, kind) in [
-        ("mcp-hangar.io/v1alpha1", "mcpservers", "MCPServer"),
-        ("mcp-hangar.io/v1alpha1", "mcpservergroups", "MCPServerGroup"),
-        ("mcp-hangar.io/v1alpha1", "mcpdiscoverysources", "MCPDiscoverySource"),
-        ("apps/v1", "deployments", "Deployment"),
-        ("v1", "services", "Service"),
-        ("v1", "serviceaccounts", "ServiceAccount"),
-        ("v1", "namespaces", "Namespace"),
-        ("v1", "configmaps", "ConfigMap"),
-        ("rbac.authorization.k8s.io/v1", "roles", "Role"),
-        ("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
-        ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
-        ("events.k8s.io/v1", "events", "Event"),
-    ] {
-        fake.register_kind(api, resource, kind);
-    }
+    fake.register_operator_kinds();
     fake.put(&format!("/api/v1/namespaces/{NS}"), json!({"metadata": {"name": NS}}));
     let spec = json!({"mode": "container", "image": "ghcr.io/example/tool:1.0.0", "replicas": 0});
     for i in 0..args.servers {

@@ -52,19 +52,7 @@ fn set_ready(fake: &FakeApi, deployment: &str, ready: i64) {
 #[tokio::test]
 async fn a_request_wakes_a_cold_server_and_idle_time_puts_it_back_to_zero() {
     let fake = FakeApi::start().await;
-    for (api, resource, kind) in [
-        ("mcp-hangar.io/v1alpha1", "mcpservers", "MCPServer"),
-        ("apps/v1", "deployments", "Deployment"),
-        ("v1", "services", "Service"),
-        ("v1", "serviceaccounts", "ServiceAccount"),
-        ("rbac.authorization.k8s.io/v1", "roles", "Role"),
-        ("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
-        ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
-        ("coordination.k8s.io/v1", "leases", "Lease"),
-        ("events.k8s.io/v1", "events", "Event"),
-    ] {
-        fake.register_kind(api, resource, kind);
-    }
+    fake.register_operator_kinds();
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()

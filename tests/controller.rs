@@ -62,22 +62,6 @@ struct Harness {
     task: Option<JoinHandle<()>>,
 }
 
-fn register_kinds(fake: &FakeApi) {
-    for (api, resource, kind) in [
-        ("mcp-hangar.io/v1alpha1", "mcpservers", "MCPServer"),
-        ("apps/v1", "deployments", "Deployment"),
-        ("v1", "services", "Service"),
-        ("v1", "serviceaccounts", "ServiceAccount"),
-        ("rbac.authorization.k8s.io/v1", "roles", "Role"),
-        ("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
-        ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
-        ("coordination.k8s.io/v1", "leases", "Lease"),
-        ("events.k8s.io/v1", "events", "Event"),
-    ] {
-        fake.register_kind(api, resource, kind);
-    }
-}
-
 fn health_client(mcp: Option<&McpTestServer>) -> McpClient {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -102,7 +86,7 @@ fn context(fake: &FakeApi, metrics: &Metrics, mcp: Option<&McpTestServer>, insta
 impl Harness {
     async fn start(mcp: Option<&McpTestServer>) -> Harness {
         let fake = FakeApi::start().await;
-        register_kinds(&fake);
+        fake.register_operator_kinds();
         let metrics = Metrics::new();
         let ctx = context(&fake, &metrics, mcp, "test-replica");
         let (stop, stopped) = watch::channel(false);
@@ -575,7 +559,7 @@ fn quick_timing() -> LeaseTiming {
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_released_lease_moves_on() {
     let fake = FakeApi::start().await;
-    register_kinds(&fake);
+    fake.register_operator_kinds();
     let metrics = Metrics::new();
     let (stop_a, stopped_a) = watch::channel(false);
     let (stop_b, stopped_b) = watch::channel(false);
@@ -626,7 +610,7 @@ async fn only_the_leader_reconciles_and_a_released_lease_moves_on() {
 #[tokio::test]
 async fn a_silent_leader_is_replaced_after_the_lease_duration() {
     let fake = FakeApi::start().await;
-    register_kinds(&fake);
+    fake.register_operator_kinds();
     let mut silent = LeaderElector::new(lease_api(&fake), "lease", "silent", quick_timing());
     assert!(silent.try_acquire_or_renew().await.unwrap());
     let mut candidate = LeaderElector::new(lease_api(&fake), "lease", "candidate", quick_timing());

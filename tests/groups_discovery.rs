@@ -50,17 +50,7 @@ struct Harness {
 impl Harness {
     async fn start() -> Harness {
         let fake = FakeApi::start().await;
-        for (api, resource, kind) in [
-            ("mcp-hangar.io/v1alpha1", "mcpservers", "MCPServer"),
-            ("mcp-hangar.io/v1alpha1", "mcpservergroups", "MCPServerGroup"),
-            ("mcp-hangar.io/v1alpha1", "mcpdiscoverysources", "MCPDiscoverySource"),
-            ("v1", "services", "Service"),
-            ("v1", "namespaces", "Namespace"),
-            ("v1", "configmaps", "ConfigMap"),
-            ("events.k8s.io/v1", "events", "Event"),
-        ] {
-            fake.register_kind(api, resource, kind);
-        }
+        fake.register_operator_kinds();
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .unwrap()

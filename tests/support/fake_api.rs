@@ -971,6 +971,28 @@ impl FakeApi {
         self.inner.store().kinds.insert((api.to_string(), resource.to_string()), kind.to_string());
     }
 
+    /// Registers every kind the operator reads or writes (its own kinds, the children of a
+    /// server, what discovery watches, Leases and Events).
+    pub fn register_operator_kinds(&self) {
+        for (api, resource, kind) in [
+            ("mcp-hangar.io/v1alpha1", "mcpservers", "MCPServer"),
+            ("mcp-hangar.io/v1alpha1", "mcpservergroups", "MCPServerGroup"),
+            ("mcp-hangar.io/v1alpha1", "mcpdiscoverysources", "MCPDiscoverySource"),
+            ("apps/v1", "deployments", "Deployment"),
+            ("v1", "services", "Service"),
+            ("v1", "serviceaccounts", "ServiceAccount"),
+            ("v1", "namespaces", "Namespace"),
+            ("v1", "configmaps", "ConfigMap"),
+            ("rbac.authorization.k8s.io/v1", "roles", "Role"),
+            ("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding"),
+            ("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy"),
+            ("coordination.k8s.io/v1", "leases", "Lease"),
+            ("events.k8s.io/v1", "events", "Event"),
+        ] {
+            self.register_kind(api, resource, kind);
+        }
+    }
+
     /// The next `times` requests whose method is `method` (any when `None`) and whose
     /// `path?query` contains `path_contains` fail with `status` (a `Status` body).
     pub fn fail_next(&self, times: usize, method: Option<Method>, path_contains: &str, status: u16) {
