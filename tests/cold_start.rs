@@ -63,7 +63,11 @@ async fn a_request_wakes_a_cold_server_and_idle_time_puts_it_back_to_zero() {
         Arc::new(Engine::new().unwrap()),
         Metrics::new(),
         McpClient::new(tls),
-        ControllerConfig { operator_namespace: OPERATOR_NS.into(), ..ControllerConfig::default() },
+        ControllerConfig {
+            operator_namespace: OPERATOR_NS.into(),
+            gateway_url: Some("http://mcp-hangar-gateway.mcp-system.svc".into()),
+            ..ControllerConfig::default()
+        },
         "test-replica",
     ));
     let (stop, stopped) = watch::channel(false);
@@ -83,7 +87,11 @@ async fn a_request_wakes_a_cold_server_and_idle_time_puts_it_back_to_zero() {
         }),
     );
     let state = |s: &'static str| move |o: Option<&Value>| o.is_some_and(|o| o["status"]["state"] == s);
-    wait(&fake, &server_path, "Cold", state("Cold")).await;
+    let cold_server = wait(&fake, &server_path, "Cold", state("Cold")).await;
+    assert_eq!(
+        cold_server["status"]["gatewayURL"], "http://mcp-hangar-gateway.mcp-system.svc/servers/tools/cold/mcp",
+        "clients reach a cold server through the gateway, which wakes it"
+    );
     let cold = wait(&fake, &deployment, "a Deployment at zero", |d| d.is_some()).await;
     assert_eq!(cold["spec"]["replicas"], 0);
 

@@ -20,7 +20,7 @@ fn columns(kind: Kind) -> Vec<String> {
 
 #[test]
 fn printer_columns_names_and_categories() {
-    assert_eq!(columns(Kind::Server), ["MODE", "STATE", "READY", "TOOLS", "AGE"]);
+    assert_eq!(columns(Kind::Server), ["MODE", "STATE", "READY", "TOOLS", "GATEWAY", "AGE"]);
     assert_eq!(columns(Kind::ServerGroup), ["STRATEGY", "MEMBERS", "HEALTHY", "READY", "AGE"]);
     assert_eq!(columns(Kind::DiscoverySource), ["TYPE", "MODE", "DISCOVERED", "AGE"]);
     for kind in Kind::ALL {

@@ -22,7 +22,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::reconcile::{ReconcileError, clip};
-use super::resources::FIELD_MANAGER;
+use super::resources::{FIELD_MANAGER, Route, gateway_url};
 use super::state::{CONDITION_DEGRADED, CONDITION_READY, RESYNC};
 use super::{Context, watches};
 use crate::crd::{API_VERSION, GroupMemberStatus, MCPServer, MCPServerGroup, MCPServerGroupStatus, MCPServerStatus};
@@ -125,7 +125,12 @@ async fn reconcile(group: Arc<MCPServerGroup>, gctx: Arc<GroupContext>) -> Resul
     let servers = gctx.servers.state();
     let view = membership::members(&group, servers.iter().map(AsRef::as_ref));
     let previous = group.status.clone().unwrap_or_default();
-    let url = gctx.ctx.config.gateway_url.as_deref().map(|base| group_url(base, &namespace, &group.name_any()));
+    let url = gctx
+        .ctx
+        .config
+        .gateway_url
+        .as_deref()
+        .map(|base| gateway_url(base, Route::Groups, &namespace, &group.name_any()));
     let status = group_status(group.metadata.generation, &view, &previous, url, now());
     if status != previous {
         let api: Api<MCPServerGroup> = Api::namespaced(gctx.ctx.client.clone(), &namespace);
@@ -142,11 +147,6 @@ async fn reconcile(group: Arc<MCPServerGroup>, gctx: Arc<GroupContext>) -> Resul
 fn now() -> Timestamp {
     let now = Timestamp::now();
     Timestamp::from_second(now.as_second()).unwrap_or(now)
-}
-
-/// The group's URL on the gateway whose base URL is `base`.
-pub fn group_url(base: &str, namespace: &str, name: &str) -> String {
-    format!("{}/groups/{namespace}/{name}/mcp", base.trim_end_matches('/'))
 }
 
 /// The status a group's member view calls for; transition times are kept from `previous`
@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn urls_name_the_group_on_the_gateway() {
         assert_eq!(
-            group_url("http://mcp-hangar-gateway.mcp-hangar.svc/", "ns", "db"),
+            gateway_url("http://mcp-hangar-gateway.mcp-hangar.svc/", Route::Groups, "ns", "db"),
             "http://mcp-hangar-gateway.mcp-hangar.svc/groups/ns/db/mcp"
         );
     }

@@ -210,6 +210,11 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, R
         check,
         allow_list: defaulted.spec.tools.as_ref().and_then(|t| t.allow_list.as_deref()),
         url,
+        gateway_url: ctx
+            .config
+            .gateway_url
+            .as_deref()
+            .map(|base| resources::gateway_url(base, resources::Route::Servers, &namespace, &server.name_any())),
         selector,
         now,
     });

@@ -420,6 +420,24 @@ fn network_policy(owner: &Owner, profile: &EffectiveProfile, operator_namespace:
     }
 }
 
+/// The gateway's two kinds of route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/servers/<namespace>/<name>/mcp`
+    Servers,
+    /// `/groups/<namespace>/<name>/mcp`
+    Groups,
+}
+
+/// An MCPServer's or MCPServerGroup's URL on the gateway whose base URL is `base`.
+pub fn gateway_url(base: &str, route: Route, namespace: &str, name: &str) -> String {
+    let collection = match route {
+        Route::Servers => "servers",
+        Route::Groups => "groups",
+    };
+    format!("{}/{collection}/{namespace}/{name}/mcp", base.trim_end_matches('/'))
+}
+
 /// URL path of the MCP endpoint for a transport.
 pub fn mcp_path(transport: Option<Transport>) -> &'static str {
     match transport {

@@ -141,6 +141,8 @@ pub struct Observation<'a> {
     pub allow_list: Option<&'a [String]>,
     /// The URL clients use.
     pub url: String,
+    /// The server's URL on the gateway, when there is one.
+    pub gateway_url: Option<String>,
     /// The pod selector, in container mode.
     pub selector: Option<String>,
     /// The current time.
@@ -311,9 +313,11 @@ fn bounded(error: &str) -> String {
 
 /// Computes the new status from an observation.
 pub fn evaluate(observation: Observation<'_>) -> Evaluation {
-    let Observation { generation, previous, settings, workload, check, allow_list, url, selector, now } = observation;
+    let Observation { generation, previous, settings, workload, check, allow_list, url, gateway_url, selector, now } =
+        observation;
     let mut status = MCPServerStatus {
         url: Some(url),
+        gateway_url,
         selector,
         observed_generation: generation,
         tools: previous.tools.clone(),
@@ -653,6 +657,7 @@ mod tests {
             check,
             allow_list: None,
             url: "http://x".into(),
+            gateway_url: Some("http://gw/servers/ns/x/mcp".into()),
             selector: None,
             now,
         })
@@ -815,11 +820,17 @@ mod tests {
             check: Some(passed(&["a", "b"])),
             allow_list: Some(&allowed),
             url: "u".into(),
+            gateway_url: Some("http://gw/servers/ns/u/mcp".into()),
             selector: None,
             now: at(0),
         });
         assert_eq!(eval.status.tools, vec!["b".to_string()]);
         assert_eq!(eval.status.tools_count, Some(1));
+        assert_eq!(
+            eval.status.gateway_url.as_deref(),
+            Some("http://gw/servers/ns/u/mcp"),
+            "status names the gateway URL"
+        );
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub const MAX_SERVER_NAME_LEN: usize = 52;
     printcolumn(name = "STATE", type_ = "string", json_path = ".status.state"),
     printcolumn(name = "READY", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "TOOLS", type_ = "integer", json_path = ".status.toolsCount"),
+    printcolumn(name = "GATEWAY", type_ = "string", json_path = ".status.gatewayURL"),
     printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("has(self.spec.mode)").message("spec.mode is required: container or remote").field_path(".spec.mode").reason(Reason::FieldValueRequired),
     validation = Rule::new("!has(oldSelf.spec.mode) || !has(self.spec.mode) || self.spec.mode == oldSelf.spec.mode").message("spec.mode is immutable: delete and recreate the MCPServer to change it").field_path(".spec.mode"),
@@ -290,6 +291,11 @@ pub struct MCPServerStatus {
     /// URL clients use: the in-cluster Service URL, or the remote endpoint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The server's URL on the MCP gateway (`<gateway>/servers/<namespace>/<name>/mcp`), where
+    /// its tool policy, rate limit, circuit breaker and cold start apply; absent when the
+    /// operator runs without a gateway.
+    #[serde(rename = "gatewayURL", skip_serializing_if = "Option::is_none")]
+    pub gateway_url: Option<String>,
     /// Standard conditions: Ready, Available, Progressing, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
