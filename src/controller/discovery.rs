@@ -174,15 +174,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
         .with_config(config)
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((source, _)) => tracing::debug!(source = %source, "synced"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(error, source)) => {
-                    tracing::warn!(source = %source, %error, "discovery sync failed");
-                }
-                Err(error) => tracing::warn!(%error, "discovery controller"),
-            }
-        })
+        .for_each(|result| async move { super::log_outcome("MCPDiscoverySource", result) })
         .await;
 }
 

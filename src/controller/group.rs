@@ -97,15 +97,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
         .with_config(config)
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            match result {
-                Ok((group, _)) => tracing::debug!(group = %group, "reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(error, group)) => {
-                    tracing::warn!(group = %group, %error, "group reconcile failed");
-                }
-                Err(error) => tracing::warn!(%error, "group controller"),
-            }
-        })
+        .for_each(|result| async move { super::log_outcome("MCPServerGroup", result) })
         .await;
 }
 

@@ -226,15 +226,7 @@ pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + 
         .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(stop)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(server = %object, "reconciled"),
-                Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
-                    tracing::warn!(server = %object, error = %error, "reconcile failed");
-                }
-                Err(error) => tracing::warn!(error = %error, "controller"),
-            }
-        })
+        .for_each(|result| async move { log_outcome("MCPServer", result) })
         .await;
     metrics.watch_up.reset();
 }
@@ -252,6 +244,29 @@ where
 {
     let api = Api::<PartialObjectMeta<K>>::all(client.clone());
     watches::recovering(watcher(api, config.clone()), resource, metrics.clone()).touched_objects()
+}
+
+/// Logs what one reconcile of a controller came to: debug when it went well, a warning naming
+/// the object and the error when it failed.
+pub(crate) fn log_outcome<K, E, Q>(
+    kind: &'static str,
+    result: Result<
+        (kube::runtime::reflector::ObjectRef<K>, kube::runtime::controller::Action),
+        kube::runtime::controller::Error<E, Q>,
+    >,
+) where
+    K: kube::Resource,
+    K::DynamicType: Clone + Eq + std::hash::Hash + std::fmt::Debug,
+    E: std::error::Error + 'static,
+    Q: std::error::Error + 'static,
+{
+    match result {
+        Ok((object, _)) => tracing::debug!(kind, object = %object, "reconciled"),
+        Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+            tracing::warn!(kind, object = %object, error = %error, "reconcile failed");
+        }
+        Err(error) => tracing::warn!(kind, error = %error, "controller"),
+    }
 }
 
 async fn changed_to(receiver: &mut watch::Receiver<bool>, value: bool) -> bool {
