@@ -495,7 +495,7 @@ async fn the_gateway_subcommand_serves_a_routes_file_and_stops_on_sigterm() {
     std::fs::write(&key, "k".repeat(40)).unwrap();
     let (port, admin) = (peers::free_port(), peers::free_port());
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-hangar"))
-        .args(["gateway", "--log-format", "json", "--shutdown-delay", "0s"])
+        .args(["gateway", "--log-format", "json", "--shutdown-delay", "0s", "--auth", "none"])
         .args(["--addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
         .arg("--routes-file")
         .arg(&routes)

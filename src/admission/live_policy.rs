@@ -5,7 +5,6 @@
 //! A stored object that fails the rules (the webhook was down, or the rules got stricter)
 //! is not used: the last good version of that object stays in force.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -13,35 +12,15 @@ use futures::{FutureExt, StreamExt, stream};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
-use serde_json::Value;
 
-use crate::crd::{
-    Kind, MCPAdmissionPolicy, MCPAdmissionPolicySpec, MCPPermissionProfile, MCPPermissionProfileSpec, MCPServer,
-};
+use crate::crd::{MCPAdmissionPolicy, MCPPermissionProfile, MCPServer};
+use crate::policy::live::{Ignored, LastGood};
 use crate::policy::profile::ProfileRef;
-use crate::policy::{Engine, Operation, PolicyState};
+use crate::policy::{Engine, PolicyState};
 use crate::readiness::Readiness;
 
 /// Readiness condition: the first list of every watched kind has arrived.
 pub const POLICY_CONDITION: &str = "policy-synced";
-
-/// The last good version of every policy object, by name.
-#[derive(Default)]
-struct LastGood {
-    profiles: BTreeMap<String, MCPPermissionProfileSpec>,
-    policies: BTreeMap<String, MCPAdmissionPolicySpec>,
-}
-
-/// Reviews a stored object with the rules; true when it may be used.
-fn usable(engine: &Engine, kind: Kind, object: &impl serde::Serialize) -> bool {
-    let value = serde_json::to_value(object).unwrap_or(Value::Null);
-    let verdict = engine.review(kind, Operation::Update, &value, None);
-    if !verdict.allowed() {
-        let errors: Vec<String> = verdict.errors.iter().map(ToString::to_string).collect();
-        tracing::warn!(kind = %kind, name = value["metadata"]["name"].as_str().unwrap_or_default(), ?errors, "ignoring an invalid policy object; its last good version stays in force");
-    }
-    verdict.allowed()
-}
 
 /// Builds the policy from the watched objects, keeping the last good version of invalid ones.
 fn rebuild(
@@ -51,24 +30,11 @@ fn rebuild(
     servers: &Store<MCPServer>,
     last_good: &mut LastGood,
 ) -> PolicyState {
-    let builtin = PolicyState::builtin();
-    let present: Vec<String> = profiles.state().iter().map(|p| p.name_any()).collect();
-    last_good.profiles.retain(|name, _| present.contains(name));
-    for profile in profiles.state() {
-        if usable(engine, Kind::PermissionProfile, profile.as_ref()) {
-            last_good.profiles.insert(profile.name_any(), profile.spec.clone());
-        }
+    let (profiles, policies) = (profiles.state(), policies.state());
+    let (mut state, ignored) = last_good.rebuild(engine, profiles.iter().map(AsRef::as_ref), policies.iter().map(AsRef::as_ref));
+    for Ignored { kind, name, errors } in ignored {
+        tracing::warn!(kind = %kind, name, ?errors, "ignoring an invalid policy object; its last good version stays in force");
     }
-    let with_profiles = builtin.overlay(last_good.profiles.clone(), []);
-    let checker = Engine::with_state(with_profiles.clone()).expect("generated schemas compile");
-    let present: Vec<String> = policies.state().iter().map(|p| p.name_any()).collect();
-    last_good.policies.retain(|name, _| present.contains(name));
-    for policy in policies.state() {
-        if usable(&checker, Kind::AdmissionPolicy, policy.as_ref()) {
-            last_good.policies.insert(policy.name_any(), policy.spec.clone());
-        }
-    }
-    let mut state = with_profiles.overlay([], last_good.policies.clone());
     state.server_profiles = servers
         .state()
         .iter()

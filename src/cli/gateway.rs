@@ -1,14 +1,20 @@
 //! `mcp-hangar gateway`: the MCP gateway, with its routes from the cluster (reflectors of
-//! MCPServers and MCPServerGroups) or from a file, and the admin endpoints on their own port.
+//! MCPServers, MCPServerGroups, Namespaces and the policy) or from a file, who may call
+//! (`--auth`), and the admin endpoints on their own port.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::serve::{bind, init_logging, termination_signal};
-use super::{CliError, GatewayArgs};
+use super::{CliError, GatewayArgs, GatewayAuth};
 use crate::admission;
+use crate::crd::{MCPAdmissionPolicy, MCPPermissionProfile};
+use crate::gateway::auth::{Access, Authenticator, KubeReviewer};
 use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::{self, Catalog, Gateway, SessionKey, StaticCatalog, StoreCatalog};
+use crate::policy::Engine;
+use crate::policy::live::LastGood;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::shutdown::Shutdown;
@@ -33,25 +39,59 @@ pub fn session_key(file: Option<&Path>, value: Option<&str>) -> Result<SessionKe
     Ok(SessionKey::random())
 }
 
-/// Routes read once from a file of MCPServer and MCPServerGroup manifests.
+/// Routes read once from a file of manifests: MCPServers and MCPServerGroups, and for the
+/// caller check Namespaces (labelled `kubernetes.io/metadata.name` as the apiserver does),
+/// MCPPermissionProfiles and the MCPAdmissionPolicy over the builtins. A policy object the
+/// rules refuse stops the start.
 fn file_catalog(path: &Path) -> Result<StaticCatalog, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| CliError::Io { context: format!("reading {}", path.display()), source })?;
+    let usage = |e: &dyn std::fmt::Display| CliError::Usage(format!("{}: {e}", path.display()));
     let catalog = StaticCatalog::default();
-    for document in serde_saphyr::from_multiple::<serde_json::Value>(&text)
-        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
-    {
+    let (mut profiles, mut policies) = (Vec::<MCPPermissionProfile>::new(), Vec::<MCPAdmissionPolicy>::new());
+    for document in serde_saphyr::from_multiple::<serde_json::Value>(&text).map_err(|e| usage(&e))? {
         match document.get("kind").and_then(|k| k.as_str()) {
-            Some("MCPServer") => catalog.put_server(
-                serde_json::from_value(document).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
-            ),
-            Some("MCPServerGroup") => catalog.put_group(
-                serde_json::from_value(document).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?,
-            ),
+            Some("MCPServer") => catalog.put_server(serde_json::from_value(document).map_err(|e| usage(&e))?),
+            Some("MCPServerGroup") => catalog.put_group(serde_json::from_value(document).map_err(|e| usage(&e))?),
+            Some("MCPPermissionProfile") => profiles.push(serde_json::from_value(document).map_err(|e| usage(&e))?),
+            Some("MCPAdmissionPolicy") => policies.push(serde_json::from_value(document).map_err(|e| usage(&e))?),
+            Some("Namespace") => {
+                let name = document["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let mut labels: BTreeMap<String, String> =
+                    serde_json::from_value(document["metadata"]["labels"].clone()).unwrap_or_default();
+                labels.insert("kubernetes.io/metadata.name".into(), name.clone());
+                catalog.put_namespace(&name, labels);
+            }
             _ => {}
         }
     }
+    let engine = Engine::new().map_err(|e| usage(&e))?;
+    let (policy, ignored) = LastGood::default().rebuild(&engine, &profiles, &policies);
+    if let Some(refused) = ignored.first() {
+        return Err(usage(&format!("{} {:?}: {}", refused.kind, refused.name, refused.errors.join("; "))));
+    }
+    catalog.set_policy(policy);
     Ok(catalog)
+}
+
+/// Who may call: ServiceAccount tokens checked with the cluster's TokenReview API, or anyone.
+async fn access(auth: GatewayAuth, client: Option<kube::Client>) -> Result<Access, CliError> {
+    match auth {
+        GatewayAuth::None => {
+            tracing::warn!(
+                "--auth none: every caller that reaches the gateway may call every MCP server behind it; \
+                 the servers' permission profiles (network.ingress) are NOT enforced for proxied traffic"
+            );
+            Ok(Access::Open)
+        }
+        GatewayAuth::Kubernetes => {
+            let client = match client {
+                Some(client) => client,
+                None => kube::Client::try_default().await?,
+            };
+            Ok(Access::ServiceAccounts(Authenticator::new(KubeReviewer::new(client))))
+        }
+    }
 }
 
 pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
@@ -69,14 +109,16 @@ pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
         admission::admin_router(metrics, readiness.clone()),
         shutdown.stopped(),
     ));
-    let catalog: Arc<dyn Catalog> = match &args.routes_file {
-        Some(path) => Arc::new(file_catalog(path)?),
+    let (catalog, client): (Arc<dyn Catalog>, _) = match &args.routes_file {
+        Some(path) => (Arc::new(file_catalog(path)?), None),
         None => {
             let client = kube::Client::try_default().await?;
-            Arc::new(StoreCatalog::watch(client).await)
+            (Arc::new(StoreCatalog::watch(client.clone()).await), Some(client))
         }
     };
-    let gateway = Arc::new(Gateway::new(catalog, key, super::config::gateway_config(&args), gateway_metrics));
+    let access = access(args.auth, client).await?;
+    let config = super::config::gateway_config(&args);
+    let gateway = Arc::new(Gateway::new(catalog, key, config, gateway_metrics).with_access(access));
     gateway.set_ready(true);
     readiness.set_met(ROUTES_CONDITION);
     let listener = bind(args.addr).await?;

@@ -70,6 +70,11 @@ pub struct GatewayArgs {
     /// Route the MCPServers and MCPServerGroups of this manifest file instead of the cluster's.
     #[arg(long, env = "MCP_HANGAR_GATEWAY_ROUTES_FILE")]
     pub routes_file: Option<PathBuf>,
+    /// Who may call: `kubernetes` (a ServiceAccount token with audience mcp-hangar-gateway,
+    /// checked with a TokenReview and matched against each server's permission profile) or
+    /// `none` (anyone who reaches the gateway; development only).
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_AUTH", value_enum, default_value_t = GatewayAuth::Kubernetes)]
+    pub auth: GatewayAuth,
     /// Browser Origin allowed to call (repeatable; `*` for any). Requests without Origin always may.
     #[arg(long = "allowed-origin", env = "MCP_HANGAR_GATEWAY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
@@ -97,6 +102,15 @@ pub struct GatewayArgs {
     /// Logging and graceful shutdown.
     #[command(flatten)]
     pub process: ProcessArgs,
+}
+
+/// Who may call through the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GatewayAuth {
+    /// ServiceAccount tokens (TokenReview), matched against the servers' permission profiles.
+    Kubernetes,
+    /// Anyone: no token is asked for.
+    None,
 }
 
 /// Flags every long-running command shares: logging and graceful shutdown.
@@ -525,6 +539,7 @@ mod tests {
         );
         assert_eq!(args.addr.port(), 8090);
         assert!(args.session_key_file.is_none() && args.routes_file.is_none());
+        assert_eq!(args.auth, GatewayAuth::Kubernetes, "callers are checked unless told otherwise");
     }
 
     #[test]

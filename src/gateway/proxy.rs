@@ -30,6 +30,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::GatewayConfig;
+use super::auth::Access;
 use super::breaker::{Admission, Breaker};
 use super::era::{self, Era, McpHeaders, SESSION_HEADER};
 use super::jsonrpc::{self, INVALID_PARAMS, Message, RATE_LIMITED, SESSION_NOT_FOUND, UNAVAILABLE};
@@ -72,6 +73,7 @@ pub struct Gateway {
     next_member: AtomicUsize,
     metrics: GatewayMetrics,
     ready: AtomicBool,
+    access: Access,
 }
 
 impl Gateway {
@@ -107,7 +109,14 @@ impl Gateway {
             next_member: AtomicUsize::new(0),
             metrics,
             ready: AtomicBool::new(false),
+            access: Access::Open,
         }
+    }
+
+    /// Who may call (the default, [`Access::Open`], lets anyone through).
+    pub fn with_access(mut self, access: Access) -> Self {
+        self.access = access;
+        self
     }
 
     /// Marks the gateway ready (routes synced) or not (starting, shutting down).
@@ -241,7 +250,13 @@ impl Gateway {
             let message = "Forbidden: the Origin is not allowed to reach this gateway";
             return (rpc_error(StatusCode::FORBIDDEN, None, jsonrpc::INVALID_REQUEST, message, None), false);
         }
-        let upstreams = match resolve(self.catalog.as_ref(), key) {
+        // Callers are checked before anything is forwarded, and before an unknown route is told apart.
+        let resolved = resolve(self.catalog.as_ref(), key);
+        let members = resolved.as_deref().unwrap_or_default();
+        if let Err(refusal) = self.access.check(self.catalog.as_ref(), request.headers(), members).await {
+            return (refusal.into_response(), resolved.is_ok());
+        }
+        let upstreams = match resolved {
             Ok(upstreams) => upstreams,
             Err(e @ RouteError::NotFound { .. }) => {
                 return (rpc_error(StatusCode::NOT_FOUND, None, jsonrpc::INVALID_REQUEST, &e.to_string(), None), false);

@@ -1,11 +1,14 @@
 //! Routes: which upstream a `/servers/...` or `/groups/...` path reaches, and with which policy.
 //! The objects come from a [`Catalog`]: the reflector stores in a cluster, a plain map in tests.
+//! It also holds what the caller check needs: namespace labels and the policy in force.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use hyper::Uri;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
@@ -13,9 +16,10 @@ use kube::{Api, ResourceExt};
 use super::breaker::BreakerConfig;
 use super::ratelimit::Rate;
 use super::tools::ToolPolicy;
-use crate::crd::{MCPServer, MCPServerGroup, ServerMode, Transport};
+use crate::crd::{MCPAdmissionPolicy, MCPPermissionProfile, MCPServer, MCPServerGroup, ServerMode, Transport};
 use crate::policy::defaults::{self, DEFAULT_PORT, Settings};
-use crate::policy::membership;
+use crate::policy::live::LastGood;
+use crate::policy::{Engine, PolicyState, membership};
 
 /// Which kind a route names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,6 +68,34 @@ pub trait Catalog: Send + Sync + 'static {
     fn group(&self, namespace: &str, name: &str) -> Option<Arc<MCPServerGroup>>;
     /// The MCPServers of a namespace.
     fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>>;
+    /// The labels of a namespace, when it is known.
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
+    /// The permission profiles and admission policy in force.
+    fn policy(&self) -> Arc<PolicyState>;
+}
+
+/// The profiles and admission policies of a cluster, as the policy in force
+/// ([`LastGood::rebuild`], as the webhook builds it).
+struct LivePolicy {
+    engine: Engine,
+    last_good: Mutex<LastGood>,
+    profiles: Store<MCPPermissionProfile>,
+    policies: Store<MCPAdmissionPolicy>,
+}
+
+impl LivePolicy {
+    fn refresh(&self) {
+        let mut last_good = self.last_good.lock().unwrap_or_else(|e| e.into_inner());
+        let (profiles, policies) = (self.profiles.state(), self.policies.state());
+        let (state, ignored) =
+            last_good.rebuild(&self.engine, profiles.iter().map(AsRef::as_ref), policies.iter().map(AsRef::as_ref));
+        for ignored in ignored {
+            tracing::warn!(kind = %ignored.kind, name = ignored.name, errors = ?ignored.errors, "ignoring an invalid policy object; its last good version stays in force");
+        }
+        if *self.engine.state() != state {
+            self.engine.replace_state(state);
+        }
+    }
 }
 
 /// The reflector stores of a cluster.
@@ -73,31 +105,70 @@ pub struct StoreCatalog {
     pub servers: Store<MCPServer>,
     /// MCPServerGroups.
     pub groups: Store<MCPServerGroup>,
+    /// Namespaces, metadata only (their labels).
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    policy: Arc<LivePolicy>,
+}
+
+/// Logs the errors of a watch (the stream retries with backoff); `then` runs after every event.
+fn drive<T, E: std::fmt::Display>(
+    events: impl futures::Stream<Item = Result<T, E>> + Send + 'static,
+    what: &'static str,
+    then: impl Fn() + Send + 'static,
+) {
+    tokio::spawn(events.for_each(move |event| {
+        match event {
+            Ok(_) => then(),
+            Err(e) => tracing::warn!(error = %e, "watching {what}"),
+        }
+        futures::future::ready(())
+    }));
 }
 
 impl StoreCatalog {
-    /// Starts reflectors of the MCPServers and MCPServerGroups of every namespace (watch errors
-    /// are retried with backoff); returns once both have listed.
+    /// Starts reflectors of the MCPServers and MCPServerGroups of every namespace, of the
+    /// Namespaces (metadata only), the MCPPermissionProfiles and the MCPAdmissionPolicies (watch
+    /// errors are retried with backoff); returns once all have listed.
     pub async fn watch(client: kube::Client) -> StoreCatalog {
+        let config = watcher::Config::default;
         let (servers, server_writer) = reflector::store();
         let (groups, group_writer) = reflector::store();
-        let server_events =
-            reflector(server_writer, watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default()));
-        let group_events =
-            reflector(group_writer, watcher(Api::<MCPServerGroup>::all(client), watcher::Config::default()));
-        tokio::spawn(server_events.default_backoff().for_each(|event| async move {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "watching MCPServers");
+        let (namespaces, namespace_writer) = reflector::store();
+        let (profiles, profile_writer) = reflector::store();
+        let (policies, policy_writer) = reflector::store();
+        let policy = Arc::new(LivePolicy {
+            engine: Engine::new().expect("generated schemas compile"),
+            last_good: Mutex::default(),
+            profiles: profiles.clone(),
+            policies: policies.clone(),
+        });
+        let server_events = watcher(Api::<MCPServer>::all(client.clone()), config());
+        drive(reflector(server_writer, server_events).default_backoff(), "MCPServers", || {});
+        let group_events = watcher(Api::<MCPServerGroup>::all(client.clone()), config());
+        drive(reflector(group_writer, group_events).default_backoff(), "MCPServerGroups", || {});
+        let namespace_events = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), config());
+        drive(reflector(namespace_writer, namespace_events).default_backoff(), "Namespaces", || {});
+        let refresh = |policy: &Arc<LivePolicy>| {
+            let policy = policy.clone();
+            move || {
+                let profiles = policy.profiles.wait_until_ready().now_or_never();
+                let policies = policy.policies.wait_until_ready().now_or_never();
+                if matches!((profiles, policies), (Some(Ok(())), Some(Ok(())))) {
+                    policy.refresh();
+                }
             }
-        }));
-        tokio::spawn(group_events.default_backoff().for_each(|event| async move {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "watching MCPServerGroups");
-            }
-        }));
+        };
+        let profile_events = watcher(Api::<MCPPermissionProfile>::all(client.clone()), config());
+        drive(reflector(profile_writer, profile_events).default_backoff(), "MCPPermissionProfiles", refresh(&policy));
+        let policy_events = watcher(Api::<MCPAdmissionPolicy>::all(client), config());
+        drive(reflector(policy_writer, policy_events).default_backoff(), "MCPAdmissionPolicies", refresh(&policy));
         let _ = servers.wait_until_ready().await;
         let _ = groups.wait_until_ready().await;
-        StoreCatalog { servers, groups }
+        let _ = namespaces.wait_until_ready().await;
+        let _ = profiles.wait_until_ready().await;
+        let _ = policies.wait_until_ready().await;
+        policy.refresh();
+        StoreCatalog { servers, groups, namespaces, policy }
     }
 }
 
@@ -113,13 +184,35 @@ impl Catalog for StoreCatalog {
     fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>> {
         self.servers.state().into_iter().filter(|s| s.namespace().as_deref() == Some(namespace)).collect()
     }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.namespaces.get(&ObjectRef::new(namespace)).map(|n| n.metadata.labels.clone().unwrap_or_default())
+    }
+
+    fn policy(&self) -> Arc<PolicyState> {
+        self.policy.engine.state()
+    }
 }
 
 /// A catalog filled by hand (tests, `gateway --routes-file`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StaticCatalog {
     servers: RwLock<BTreeMap<(String, String), Arc<MCPServer>>>,
     groups: RwLock<BTreeMap<(String, String), Arc<MCPServerGroup>>>,
+    namespaces: RwLock<BTreeMap<String, BTreeMap<String, String>>>,
+    policy: RwLock<Arc<PolicyState>>,
+}
+
+impl Default for StaticCatalog {
+    /// No routes, no namespaces, the builtin policy.
+    fn default() -> Self {
+        StaticCatalog {
+            servers: RwLock::default(),
+            groups: RwLock::default(),
+            namespaces: RwLock::default(),
+            policy: RwLock::new(Arc::new(PolicyState::builtin())),
+        }
+    }
 }
 
 fn key_of(meta: &kube::api::ObjectMeta) -> (String, String) {
@@ -138,6 +231,16 @@ impl StaticCatalog {
         let key = key_of(&group.metadata);
         self.groups.write().expect("catalog lock").insert(key, Arc::new(group));
     }
+
+    /// Adds or replaces a namespace and its labels.
+    pub fn put_namespace(&self, name: &str, labels: BTreeMap<String, String>) {
+        self.namespaces.write().expect("catalog lock").insert(name.to_string(), labels);
+    }
+
+    /// Puts a policy in force.
+    pub fn set_policy(&self, policy: PolicyState) {
+        *self.policy.write().expect("catalog lock") = Arc::new(policy);
+    }
 }
 
 impl Catalog for StaticCatalog {
@@ -152,6 +255,14 @@ impl Catalog for StaticCatalog {
     fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>> {
         let servers = self.servers.read().expect("catalog lock");
         servers.iter().filter(|((ns, _), _)| ns == namespace).map(|(_, s)| s.clone()).collect()
+    }
+
+    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        self.namespaces.read().expect("catalog lock").get(namespace).cloned()
+    }
+
+    fn policy(&self) -> Arc<PolicyState> {
+        self.policy.read().expect("catalog lock").clone()
     }
 }
 

@@ -13,6 +13,7 @@ mod discovery;
 mod field;
 mod format;
 mod group;
+pub mod live;
 pub mod membership;
 mod pod_security;
 pub mod profile;

@@ -14,6 +14,7 @@ use super::Findings;
 use super::checks::check_selector;
 use super::field::{FieldError, FieldPath};
 use super::format::{Cidr, is_host_pattern};
+use super::selector;
 use super::state::PolicyState;
 use crate::crd::{
     EgressPermissions, EgressRule, FilesystemPermissions, MCPPermissionProfileSpec, MCPServerSpec, NetworkPermissions,
@@ -90,6 +91,14 @@ impl EffectiveProfile {
             automount_token: sa.automount_token.unwrap_or(false),
             rules: sa.rules.unwrap_or_default(),
         }
+    }
+
+    /// Whether callers from a namespace with these labels may reach the server: the rule its
+    /// NetworkPolicy states for direct traffic (`controller::resources` puts
+    /// [`Self::ingress_from`] into the peer's `namespaceSelector`), and the gateway for
+    /// proxied traffic.
+    pub fn admits_namespace(&self, namespace_labels: &BTreeMap<String, String>) -> bool {
+        selector::matches(&self.ingress_from, namespace_labels)
     }
 
     /// Capabilities a container may really add: the profile's list, limited by the level.
@@ -279,6 +288,13 @@ impl ProfileRef {
             ProfileRef::Named(name) => name.clone(),
             ProfileRef::ConfigMap { name, key } => configmap_profile_name(name, key),
         }
+    }
+
+    /// The profile's ingress settings: a named profile's own; a ConfigMap profile's are the
+    /// defaults, because a ToolHive profile has no ingress part ([`from_toolhive_json`] never
+    /// writes one), so the ConfigMap need not be read.
+    pub fn ingress(&self, state: &PolicyState) -> Result<EffectiveProfile, ProfileError> {
+        self.resolve_offline(state).map(|resolved| EffectiveProfile::of(&resolved.spec))
     }
 
     /// The profile as far as it can be known without reading the cluster: a named profile
@@ -494,5 +510,26 @@ mod tests {
         let effective = EffectiveProfile::of(&floor.spec);
         assert!(effective.read_paths.is_empty() && !effective.egress_all && !effective.automount_token);
         assert!(ProfileRef::Named("root".into()).resolve_offline(&state).is_err());
+    }
+
+    #[test]
+    fn ingress_is_known_without_reading_configmaps() {
+        let state = PolicyState::builtin();
+        let json = r#"{"network": {"outbound": {"insecure_allow_all": true}}}"#;
+        let translated = EffectiveProfile::of(&resolve_configmap("p", "k", Some(json)).unwrap().spec);
+        let reference = ProfileRef::ConfigMap { name: "p".into(), key: "k".into() };
+        assert_eq!(reference.ingress(&state).unwrap().ingress_from, translated.ingress_from);
+        let core = BTreeMap::from([(CORE_NAMESPACE_LABEL.to_string(), "true".to_string())]);
+        assert!(translated.admits_namespace(&core));
+        assert!(!translated.admits_namespace(&BTreeMap::new()), "only core namespaces by default");
+        let open = EffectiveProfile::of(&MCPPermissionProfileSpec {
+            network: Some(NetworkPermissions {
+                egress: None,
+                ingress: Some(crate::crd::IngressPermissions { namespace_selector: Some(LabelSelector::default()) }),
+            }),
+            ..Default::default()
+        });
+        assert!(open.admits_namespace(&BTreeMap::new()), "an empty selector admits every namespace, as in a NetworkPolicy");
+        assert!(ProfileRef::Named("root".into()).ingress(&state).is_err());
     }
 }
