@@ -31,7 +31,8 @@ fn rebuild(
     last_good: &mut LastGood,
 ) -> PolicyState {
     let (profiles, policies) = (profiles.state(), policies.state());
-    let (mut state, ignored) = last_good.rebuild(engine, profiles.iter().map(AsRef::as_ref), policies.iter().map(AsRef::as_ref));
+    let (mut state, ignored) =
+        last_good.rebuild(engine, profiles.iter().map(AsRef::as_ref), policies.iter().map(AsRef::as_ref));
     for Ignored { kind, name, errors } in ignored {
         tracing::warn!(kind = %kind, name, ?errors, "ignoring an invalid policy object; its last good version stays in force");
     }

@@ -13,9 +13,9 @@ use crate::crd::{MCPAdmissionPolicy, MCPPermissionProfile};
 use crate::gateway::auth::{Access, Authenticator, KubeReviewer};
 use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::{self, Catalog, Gateway, SessionKey, StaticCatalog, StoreCatalog};
+use crate::metrics::Metrics;
 use crate::policy::Engine;
 use crate::policy::live::LastGood;
-use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 use crate::shutdown::Shutdown;
 

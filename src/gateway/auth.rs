@@ -88,7 +88,9 @@ pub enum AuthError {
         reason: String,
     },
     /// The server's permission profile cannot be resolved, so nobody is admitted: 503.
-    #[error("Service Unavailable: MCPServer {server} admits no caller while its permission profile is unusable: {reason}")]
+    #[error(
+        "Service Unavailable: MCPServer {server} admits no caller while its permission profile is unusable: {reason}"
+    )]
     Profile {
         /// `namespace/name` of the server.
         server: String,
@@ -126,7 +128,8 @@ impl AuthError {
 impl IntoResponse for AuthError {
     /// A JSON-RPC error body with the status, the challenge, and `Retry-After` for an outage.
     fn into_response(self) -> Response {
-        let code = if self.status() == StatusCode::SERVICE_UNAVAILABLE { UNAVAILABLE } else { jsonrpc::INVALID_REQUEST };
+        let code =
+            if self.status() == StatusCode::SERVICE_UNAVAILABLE { UNAVAILABLE } else { jsonrpc::INVALID_REQUEST };
         let body = jsonrpc::error(None, code, &self.to_string(), None).to_string();
         let mut response = (self.status(), [(http::header::CONTENT_TYPE, "application/json")], body).into_response();
         if let Some(value) = self.challenge().and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -330,7 +333,12 @@ pub enum Access {
 
 impl Access {
     /// Lets a request through to `upstreams`, or says why not.
-    pub async fn check(&self, catalog: &dyn Catalog, headers: &HeaderMap, upstreams: &[Upstream]) -> Result<(), AuthError> {
+    pub async fn check(
+        &self,
+        catalog: &dyn Catalog,
+        headers: &HeaderMap,
+        upstreams: &[Upstream],
+    ) -> Result<(), AuthError> {
         match self {
             Access::Open => Ok(()),
             Access::ServiceAccounts(authenticator) => authenticator.admit(catalog, headers, upstreams).await.map(drop),

@@ -529,7 +529,10 @@ mod tests {
             }),
             ..Default::default()
         });
-        assert!(open.admits_namespace(&BTreeMap::new()), "an empty selector admits every namespace, as in a NetworkPolicy");
+        assert!(
+            open.admits_namespace(&BTreeMap::new()),
+            "an empty selector admits every namespace, as in a NetworkPolicy"
+        );
         assert!(ProfileRef::Named("root".into()).ingress(&state).is_err());
     }
 }

@@ -1,15 +1,28 @@
 """A real client for tests/gateway.rs: the official Python SDK's Client, through the gateway.
 
 usage: py_client.py URL MODE SCENARIO   (MODE: legacy or 2026-07-28)
-Prints one JSON object with what the scenario saw.
+Prints one JSON object with what the scenario saw. With MCP_BEARER_TOKEN set, every request
+carries Authorization: Bearer <it>.
 """
 
 import asyncio
 import json
+import os
 import sys
 
+import httpx2
 from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+
+
+def target(url):
+    """The URL, or a transport sending the bearer token of MCP_BEARER_TOKEN."""
+    token = os.environ.get("MCP_BEARER_TOKEN")
+    if not token:
+        return url
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=300))
+    return streamable_http_client(url, http_client=http)
 
 
 def text_of(result):
@@ -42,7 +55,7 @@ async def pinned(client):
 
 async def main():
     url, mode, scenario = sys.argv[1], sys.argv[2], sys.argv[3]
-    async with Client(url, mode=mode, read_timeout_seconds=30) as client:
+    async with Client(target(url), mode=mode, read_timeout_seconds=30) as client:
         out = await {"policy": policy, "pinned": pinned}[scenario](client)
     print(json.dumps(out))
 

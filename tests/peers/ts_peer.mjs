@@ -2,7 +2,8 @@
 //   node ts_peer.mjs server PORT NAME   streamable HTTP with sessions on 127.0.0.1:PORT/mcp
 //                                       (tools: echo, fail (isError), delete_everything)
 //   node ts_peer.mjs client URL         lists tools, calls echo and delete_everything, ends the
-//                                       session; prints one JSON object
+//                                       session; prints one JSON object; with MCP_BEARER_TOKEN set,
+//                                       every request carries Authorization: Bearer <it>
 import { randomUUID } from "node:crypto";
 import { createServer } from "node:http";
 
@@ -57,7 +58,9 @@ async function serve(port, name) {
 
 async function client(url) {
   const client = new Client({ name: "gateway-test", version: "1.0.0" });
-  const transport = new StreamableHTTPClientTransport(new URL(url));
+  const token = process.env.MCP_BEARER_TOKEN;
+  const options = token ? { requestInit: { headers: { Authorization: `Bearer ${token}` } } } : undefined;
+  const transport = new StreamableHTTPClientTransport(new URL(url), options);
   await client.connect(transport);
   const out = { protocol: transport.protocolVersion };
   out.tools = (await client.listTools()).tools.map((t) => t.name).sort();

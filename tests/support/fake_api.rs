@@ -34,6 +34,11 @@
 //! merge patch), strategic-merge list semantics, pagination (`limit` is ignored; every list
 //! answer is complete), admission, authentication.
 //!
+//! TokenReviews (`POST /apis/authentication.k8s.io/v1/tokenreviews`) are answered from a table
+//! of tokens ([`FakeApi::add_token`]) as the apiserver answers them: authenticated with the
+//! ServiceAccount's username and groups and the audiences the token and the review share, or
+//! unauthenticated with an `error` (unknown token, no audience in common).
+//!
 //! For drills: [`FakeApi::fail_next`] makes the next requests matching a method and a path
 //! substring fail with a status; [`FakeApi::delay_next`] holds them back for a while;
 //! [`FakeApi::expire_next_watches`] answers the next watches with
@@ -878,6 +883,62 @@ async fn serve(listener: tokio::net::TcpListener, router: Router, inner: Arc<Inn
 pub struct FakeApi {
     inner: Arc<Inner>,
     addr: SocketAddr,
+    tokens: Arc<Mutex<Tokens>>,
+}
+
+/// The tokens the TokenReview API knows: token → (username, audiences).
+#[derive(Default)]
+struct Tokens {
+    known: HashMap<String, (String, Vec<String>)>,
+    reviews: usize,
+    failing: bool,
+}
+
+/// The audience of tokens issued for the apiserver itself (a review naming no audience).
+const API_AUDIENCE: &str = "https://kubernetes.default.svc";
+
+async fn token_review(State(tokens): State<Arc<Mutex<Tokens>>>, body: Bytes) -> Response {
+    let mut tokens = tokens.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    tokens.reviews += 1;
+    if tokens.failing {
+        return ApiError::injected(500).into_response();
+    }
+    let review = match parse_body(&body) {
+        Ok(review) => review,
+        Err(error) => return error.into_response(),
+    };
+    let Some(token) = review["spec"]["token"].as_str().filter(|t| !t.is_empty()) else {
+        let message = "TokenReview.authentication.k8s.io \"\" is invalid: spec.token: Required value";
+        return ApiError::new(422, "Invalid", message).into_response();
+    };
+    let wanted: Vec<String> = match review["spec"]["audiences"].as_array().filter(|a| !a.is_empty()) {
+        Some(audiences) => audiences.iter().filter_map(|a| a.as_str().map(str::to_string)).collect(),
+        None => vec![API_AUDIENCE.to_string()],
+    };
+    let status = match tokens.known.get(token) {
+        None => {
+            json!({"user": {}, "error": "[invalid bearer token, square/go-jose: error in cryptographic primitive]"})
+        }
+        Some((username, audiences)) => {
+            let shared: Vec<&String> = wanted.iter().filter(|w| audiences.contains(w)).collect();
+            if shared.is_empty() {
+                let error = format!(
+                    "[invalid bearer token, token audiences {audiences:?} is invalid for the target audiences {wanted:?}]"
+                );
+                json!({"user": {}, "error": error})
+            } else {
+                let namespace = username.split(':').nth(2).unwrap_or_default();
+                let groups = [
+                    "system:serviceaccounts".to_string(),
+                    format!("system:serviceaccounts:{namespace}"),
+                    "system:authenticated".into(),
+                ];
+                json!({"authenticated": true, "user": {"username": username, "uid": "00000000-0000-0000-0000-000000000001", "groups": groups}, "audiences": shared})
+            }
+        }
+    };
+    let answer = json!({"kind": "TokenReview", "apiVersion": "authentication.k8s.io/v1", "metadata": {"creationTimestamp": null}, "spec": review["spec"], "status": status});
+    json_response(StatusCode::CREATED, &answer)
 }
 
 impl FakeApi {
@@ -888,9 +949,31 @@ impl FakeApi {
         let inner = Arc::new(Inner { store: Mutex::new(Store::default()), changed, shutdown });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local address");
-        let router = Router::new().fallback(handle).with_state(inner.clone());
+        let tokens = Arc::new(Mutex::new(Tokens::default()));
+        let reviews = Router::new()
+            .route("/apis/authentication.k8s.io/v1/tokenreviews", axum::routing::post(token_review))
+            .with_state(tokens.clone());
+        let router = Router::new().fallback(handle).with_state(inner.clone()).merge(reviews);
         tokio::spawn(serve(listener, router, inner.clone()));
-        FakeApi { inner, addr }
+        FakeApi { inner, addr, tokens }
+    }
+
+    /// Makes the TokenReview API accept `token` as ServiceAccount `namespace/name`'s, issued
+    /// for `audiences` (as `kubectl create token name -n namespace --audience …`).
+    pub fn add_token(&self, token: &str, namespace: &str, name: &str, audiences: &[&str]) {
+        let username = format!("system:serviceaccount:{namespace}:{name}");
+        let audiences = audiences.iter().map(|a| a.to_string()).collect();
+        self.tokens.lock().unwrap().known.insert(token.to_string(), (username, audiences));
+    }
+
+    /// How many TokenReviews were asked for.
+    pub fn token_reviews(&self) -> usize {
+        self.tokens.lock().unwrap().reviews
+    }
+
+    /// While `failing`, TokenReviews answer 500 (the authenticator is down).
+    pub fn fail_token_reviews(&self, failing: bool) {
+        self.tokens.lock().unwrap().failing = failing;
     }
 
     /// The server's URL, `http://127.0.0.1:PORT`.

@@ -85,11 +85,17 @@ pub fn python_server(name: &str, gate: &Path) -> Peer {
 
 /// Runs `tests/peers/py_client.py` (the Python SDK's client) and returns what it printed.
 pub async fn python_client(url: &str, mode: &str, scenario: &str) -> serde_json::Value {
-    let out = tokio::process::Command::new(python())
-        .arg(repo().join("tests/peers/py_client.py"))
-        .args([url, mode, scenario])
-        .kill_on_drop(true)
-        .output();
+    python_client_with_token(url, mode, scenario, None).await
+}
+
+/// [`python_client`], sending `Authorization: Bearer <token>` when given.
+pub async fn python_client_with_token(url: &str, mode: &str, scenario: &str, token: Option<&str>) -> serde_json::Value {
+    let mut command = tokio::process::Command::new(python());
+    command.arg(repo().join("tests/peers/py_client.py")).args([url, mode, scenario]).kill_on_drop(true);
+    if let Some(token) = token {
+        command.env("MCP_BEARER_TOKEN", token);
+    }
+    let out = command.output();
     let out = tokio::time::timeout(Duration::from_secs(120), out).await.expect("the client finishes").unwrap();
     assert!(
         out.status.success(),
@@ -131,7 +137,17 @@ pub fn ts_server(name: &str) -> Peer {
 
 /// Runs the TypeScript SDK client against `url` and returns what it printed.
 pub async fn ts_client(url: &str) -> serde_json::Value {
-    let out = tokio::process::Command::new("node").arg(ts_script()).args(["client", url]).kill_on_drop(true).output();
+    ts_client_with_token(url, None).await
+}
+
+/// [`ts_client`], sending `Authorization: Bearer <token>` when given.
+pub async fn ts_client_with_token(url: &str, token: Option<&str>) -> serde_json::Value {
+    let mut command = tokio::process::Command::new("node");
+    command.arg(ts_script()).args(["client", url]).kill_on_drop(true);
+    if let Some(token) = token {
+        command.env("MCP_BEARER_TOKEN", token);
+    }
+    let out = command.output();
     let out = tokio::time::timeout(Duration::from_secs(120), out).await.expect("the client finishes").unwrap();
     assert!(out.status.success(), "ts client failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("the client prints JSON")
