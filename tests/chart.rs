@@ -471,6 +471,7 @@ fn the_gateway_runs_apart_from_the_operator_with_its_shared_key() {
         let args: Vec<&str> = container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
         assert_eq!(args[0], "gateway");
         assert!(args.contains(&"--session-key-file=/etc/mcp-hangar/gateway/session-key"));
+        assert!(args.contains(&"--auth=kubernetes"), "callers are checked by default: {args:?}");
         assert_eq!(container["volumeMounts"][0]["mountPath"], "/etc/mcp-hangar/gateway");
         assert_eq!(spec["volumes"][0]["secret"]["secretName"], "mcp-hangar-gateway-session-key");
         let secret = find(&objects, "Secret", "mcp-hangar-gateway-session-key");
@@ -495,6 +496,12 @@ fn the_gateway_runs_apart_from_the_operator_with_its_shared_key() {
         let monitor = find(&objects, "ServiceMonitor", "mcp-hangar-gateway");
         let service = find(&objects, "Service", "mcp-hangar-gateway");
         assert!(selects(&monitor["spec"]["selector"]["matchLabels"], &service["metadata"]["labels"]));
+
+        let open = render(&helm, "mcp-hangar", "mcp-system", &["--set", "gateway.auth.enabled=false"]);
+        let container = &find(&open, "Deployment", "mcp-hangar-gateway")["spec"]["template"]["spec"]["containers"][0];
+        assert!(container["args"].as_array().unwrap().iter().any(|a| a == "--auth=none"));
+        let rules = find(&open, "ClusterRole", "mcp-hangar-gateway")["rules"].to_string();
+        assert!(!rules.contains("tokenreviews"), "no TokenReview right without the check: {rules}");
 
         let off = render(&helm, "mcp-hangar", "mcp-system", &["--set", "gateway.enabled=false"]);
         assert!(off.iter().all(|o| !o["metadata"]["name"].as_str().unwrap_or("").contains("gateway")));

@@ -537,6 +537,7 @@ async fn the_gateway_subcommand_serves_a_routes_file_and_stops_on_sigterm() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let logs = String::from_utf8_lossy(&out.stderr);
     assert!(logs.contains("gateway request") && logs.contains("\"tool\":\"echo\""), "access logs: {logs}");
+    assert!(logs.contains("--auth none: every caller"), "an open gateway says so: {logs}");
     assert!(!logs.contains("alpha: hi") && !logs.contains("\"text\""), "no tool arguments or results in logs");
     assert!(!logs.contains(&"k".repeat(40)), "no key in logs");
     let _ = std::fs::remove_dir_all(&dir);

@@ -186,7 +186,7 @@ fn expiry(token: &str) -> Option<SystemTime> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    Some(UNIX_EPOCH + Duration::from_secs(claims.get("exp")?.as_u64()?))
+    UNIX_EPOCH.checked_add(Duration::from_secs(claims.get("exp")?.as_u64()?))
 }
 
 /// Checks tokens; the apiserver in production, a table in tests.
@@ -440,6 +440,8 @@ mod tests {
     fn jwt_expiry_bounds_the_cache() {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp": 2000000000}"#);
         assert_eq!(expiry(&format!("h.{payload}.s")), Some(UNIX_EPOCH + Duration::from_secs(2_000_000_000)));
+        let far = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(r#"{{"exp": {}}}"#, u64::MAX));
+        let _ = expiry(&format!("h.{far}.s"));
         for opaque in ["", "a.b.c", "....", "h.!!!.s"] {
             assert_eq!(expiry(opaque), None, "{opaque}");
         }

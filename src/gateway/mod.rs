@@ -1,6 +1,9 @@
 //! The MCP gateway: an MCP-aware reverse proxy in front of every MCPServer and MCPServerGroup,
 //! at `/servers/{namespace}/{name}/mcp` and `/groups/{namespace}/{name}/mcp`.
 //!
+//! Before anything is forwarded, the caller is checked ([`auth`]): a ServiceAccount token
+//! (TokenReview) whose namespace the server's permission profile admits.
+//!
 //! Both protocol eras are served: 2026-07-28 requests are routed one by one; earlier revisions
 //! keep a session, whose id the gateway signs ([`session`]) so that any replica routes it to the
 //! same member with no shared store. Tool policy is applied to the decoded JSON-RPC body
