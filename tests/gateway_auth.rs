@@ -298,3 +298,72 @@ async fn a_failing_token_review_fails_closed_with_503() {
     fake.fail_token_reviews(false);
     assert_eq!(status(&url, Some(TEAM_B)).await, StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_subcommand_checks_callers_by_default_also_with_a_routes_file() {
+    let gate = std::env::temp_dir().join(format!("mcp-hangar-auth-gate5-{}", std::process::id()));
+    let upstream = peers::python_server("alpha", &gate);
+    let fake = cluster().await;
+    let dir = std::env::temp_dir().join(format!("mcp-hangar-gateway-auth-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: '{}'}}}}]\n\
+             users: [{{name: u, user: {{}}}}]\ncontexts: [{{name: c, context: {{cluster: fake, user: u}}}}]\n\
+             current-context: c\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    // Routes, namespaces and a profile from the file; tokens reviewed by the kubeconfig's cluster.
+    let routes = dir.join("routes.yaml");
+    std::fs::write(
+        &routes,
+        format!(
+            "apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPServer\nmetadata: {{name: alpha, namespace: tools}}\n\
+             spec: {{mode: remote, endpoint: 'http://{}/mcp', permissionProfile: {{name: team-b-only}}}}\n---\n\
+             apiVersion: mcp-hangar.io/v1alpha1\nkind: MCPPermissionProfile\nmetadata: {{name: team-b-only}}\n\
+             spec: {{network: {{ingress: {{namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: team-b}}}}}}}}}}\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {{name: team-a, labels: {{mcp-hangar.io/core: 'true'}}}}\n---\n\
+             apiVersion: v1\nkind: Namespace\nmetadata: {{name: team-b}}\n",
+            upstream.addr
+        ),
+    )
+    .unwrap();
+    let (port, admin) = (peers::free_port(), peers::free_port());
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mcp-hangar"))
+        .args(["gateway", "--log-format", "json", "--shutdown-delay", "0s"])
+        .args(["--addr", &format!("127.0.0.1:{port}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
+        .arg("--routes-file")
+        .arg(&routes)
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ready = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), ready).await.expect("the gateway listens");
+    let url = format!("http://127.0.0.1:{port}/servers/tools/alpha/mcp");
+    assert_eq!(status(&url, None).await, StatusCode::UNAUTHORIZED, "no --auth flag: callers are checked");
+    assert_eq!(status(&url, Some(TEAM_B)).await, StatusCode::OK, "the file's profile admits team-b");
+    let (code, _, body) = list(&url, Some(TEAM_A)).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{}", String::from_utf8_lossy(&body));
+    assert!(fake.token_reviews() >= 2, "the tokens were reviewed by the cluster");
+
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output()).await.unwrap().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{logs}");
+    assert!(logs.contains("refused a caller") && logs.contains("team-a/client"), "refusals are logged: {logs}");
+    assert!(!logs.contains(TEAM_A) && !logs.contains(TEAM_B), "tokens are never logged: {logs}");
+    assert!(!logs.contains("--auth none"), "{logs}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
