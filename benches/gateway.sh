@@ -3,9 +3,10 @@
 #
 # Starts the upstream (benches/mcp_upstream.rs: a stateless MCP server on the gateway's own
 # serving stack) and `mcp-hangar gateway` (release build, routes from a file: one remote
-# MCPServer with an allow list and the default circuit breaker) on loopback, both pinned to one
-# core, and drives the same 1 KB `tools/call` (2026-07-28, with its MCP headers) through the
-# gateway and directly to the upstream from another core with the open-loop load generator
+# MCPServer with an allow list and the default circuit breaker; `--auth none`: no cluster to
+# review tokens) on loopback, both pinned to one core, and drives the same 1 KB `tools/call`
+# (2026-07-28, with its MCP headers) through the gateway and directly to the upstream from
+# another core with the open-loop load generator
 # (benches/loadgen.rs). What the gateway adds is the difference between the two, measured in
 # the same run, interleaved.
 #
@@ -65,7 +66,7 @@ upstream_pid=$!
 pids+=("$upstream_pid")
 RUST_LOG=$LOG taskset -c "$SERVER_CORE" target/release/mcp-hangar gateway ${GATEWAY_FLAGS:-} \
   --routes-file "$OUT/routes.yaml" --addr "127.0.0.1:$GATEWAY_PORT" --admin-addr "127.0.0.1:$ADMIN_PORT" \
-  --log-format json 2>"$OUT/gateway.log" >"$OUT/gateway.out" &
+  --log-format json --auth none 2>"$OUT/gateway.log" >"$OUT/gateway.out" &
 gateway_pid=$!
 pids+=("$gateway_pid")
 for _ in $(seq 100); do
