@@ -68,10 +68,14 @@ pub trait Catalog: Send + Sync + 'static {
     fn group(&self, namespace: &str, name: &str) -> Option<Arc<MCPServerGroup>>;
     /// The MCPServers of a namespace.
     fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>>;
-    /// The labels of a namespace, when it is known.
-    fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>>;
-    /// The permission profiles and admission policy in force.
-    fn policy(&self) -> Arc<PolicyState>;
+    /// The labels of a namespace, when it is known (none known: every caller is refused).
+    fn namespace_labels(&self, _namespace: &str) -> Option<BTreeMap<String, String>> {
+        None
+    }
+    /// The permission profiles and admission policy in force (the builtins unless told).
+    fn policy(&self) -> Arc<PolicyState> {
+        Arc::new(PolicyState::builtin())
+    }
 }
 
 /// The profiles and admission policies of a cluster, as the policy in force
