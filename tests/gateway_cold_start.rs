@@ -128,6 +128,13 @@ impl Cluster {
         self.wait(&server_path(name), &what, |o| o.is_some_and(|o| o["status"]["state"] == state)).await;
     }
 
+    /// Cold with its last pod gone, as the controller saw it.
+    async fn wait_stopped(&self, name: &str) {
+        let what = format!("{name} Cold with no ready replica");
+        let stopped = |o: &Value| o["status"]["state"] == "Cold" && o["status"]["readyReplicas"] == 0;
+        self.wait(&server_path(name), &what, |o| o.is_some_and(stopped)).await;
+    }
+
     async fn wait_replicas(&self, name: &str, replicas: i64) {
         let what = format!("{name}'s Deployment at {replicas}");
         self.wait(&deployment_path(name), &what, |d| d.is_some_and(|d| d["spec"]["replicas"] == replicas)).await;
@@ -270,7 +277,7 @@ async fn fifty_requests_wake_a_cold_server_once_are_all_answered_and_idle_time_p
     assert_eq!(status, StatusCode::OK);
     cluster.wait_replicas("cold", 0).await;
     cluster.set_ready("cold", 0);
-    cluster.wait_state("cold", "Cold").await;
+    cluster.wait_stopped("cold").await;
     assert_eq!(cluster.fake.get(&server_path("cold")).unwrap()["spec"]["replicas"], 0, "the spec is never changed");
 }
 
@@ -305,4 +312,54 @@ async fn a_demand_the_apiserver_refuses_fails_closed() {
     assert!(text.contains("MCPServer tools/denied") && text.contains("could not be woken"), "{text}");
     assert_eq!(cluster.fake.get(&deployment_path("denied")).unwrap()["spec"]["replicas"], 0, "nothing was woken");
     assert_eq!(cluster.metric("mcp_hangar_cold_starts_total", &[("server", "denied"), ("outcome", "refused")]), 1.0);
+}
+
+/// The cold-start overhead: the first answer's time minus the pod's own start-to-ready time
+/// (the time between the Deployment going to one replica and its pod reported ready), i.e.
+/// the gateway's Lease write, the controller's scale-up, and readiness travelling back through
+/// the Deployment status, the MCPServer status and the gateway's reflector. Median of 7 wakes
+/// of the same server. `cargo test --test gateway_cold_start -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: run on demand"]
+async fn cold_start_overhead() {
+    const POD_START: Duration = Duration::from_millis(500);
+    let cluster = Cluster::start(&["bench"]).await;
+    cluster.put_server("bench", "1s", "60s");
+    cluster.wait_state("bench", "Cold").await;
+    let mut overheads = Vec::new();
+    for run in 0..7 {
+        let url = cluster.url("bench");
+        let requested = Instant::now();
+        let answer = tokio::spawn(async move {
+            let answer = echo(&url, "hi").await;
+            (answer, Instant::now())
+        });
+        cluster.wait_replicas("bench", 1).await;
+        let scaled = Instant::now();
+        tokio::time::sleep(POD_START).await;
+        cluster.set_ready("bench", 1);
+        let ready = Instant::now();
+        let ((status, _, body), answered) = answer.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+        let overhead = (answered - requested) - (ready - scaled);
+        println!(
+            "run {run}: first answer {:?}, pod start-to-ready {:?}, overhead {overhead:?} (request → scaled {:?}, ready → answer {:?})",
+            answered - requested,
+            ready - scaled,
+            scaled - requested,
+            answered - ready
+        );
+        overheads.push(overhead);
+        cluster.wait_replicas("bench", 0).await;
+        cluster.set_ready("bench", 0);
+        cluster.wait_stopped("bench").await;
+    }
+    overheads.sort();
+    let median = overheads[overheads.len() / 2];
+    println!(
+        "cold-start overhead: median {median:?}, min {:?}, max {:?}",
+        overheads[0],
+        overheads[overheads.len() - 1]
+    );
+    assert!(median <= Duration::from_secs(1), "target: at most 1 s of overhead, measured {median:?}");
 }
