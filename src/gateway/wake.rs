@@ -247,6 +247,7 @@ impl Waker {
         let _waiting = Waiting { waker: self, key: key.clone() };
         let mut changes = catalog.changes();
         let deadline = arrived + startup_timeout;
+        let (mut catalog_open, mut writes_open) = (true, true);
         loop {
             match catalog.server(&key.0, &key.1) {
                 Some(server) if scales_to_zero(&server) && !has_ready_replica(&server) => {}
@@ -272,11 +273,9 @@ impl Waker {
                 )));
             }
             tokio::select! {
-                changed = changes.changed() => if changed.is_err() {
-                    // The catalog stopped: only the deadline remains.
-                    tokio::time::sleep_until(deadline).await;
-                },
-                _ = writes.changed() => {},
+                // A closed channel (the catalog or the entry gone) leaves the deadline.
+                changed = changes.changed(), if catalog_open => catalog_open = changed.is_ok(),
+                changed = writes.changed(), if writes_open => writes_open = changed.is_ok(),
                 () = tokio::time::sleep_until(deadline) => {
                     self.end_wake(&key, Outcome::Timeout);
                     return Err(cold(format!(
