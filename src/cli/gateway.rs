@@ -1,6 +1,7 @@
 //! `mcp-hangar gateway`: the MCP gateway, with its routes from the cluster (reflectors of
 //! MCPServers, MCPServerGroups, Namespaces and the policy) or from a file, who may call
-//! (`--auth`), and the admin endpoints on their own port.
+//! (`--auth`), and the admin endpoints on their own port. In a cluster it wakes scale-to-zero
+//! servers through their demand Leases.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,9 +10,11 @@ use std::sync::Arc;
 use super::serve::{bind, init_logging, termination_signal};
 use super::{CliError, GatewayArgs, GatewayAuth};
 use crate::admission;
+use crate::controller::leader::default_identity;
 use crate::crd::{MCPAdmissionPolicy, MCPPermissionProfile};
 use crate::gateway::auth::{Access, Authenticator, KubeReviewer};
 use crate::gateway::metrics::GatewayMetrics;
+use crate::gateway::wake::{DemandSignal, LeaseDemand};
 use crate::gateway::{self, Catalog, Gateway, SessionKey, StaticCatalog, StoreCatalog};
 use crate::metrics::Metrics;
 use crate::policy::Engine;
@@ -116,9 +119,17 @@ pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
             (Arc::new(StoreCatalog::watch(client.clone()).await), Some(client))
         }
     };
+    let demand = client.as_ref().map(|client| {
+        Arc::new(LeaseDemand::new(client.clone(), &args.operator_namespace, &default_identity()))
+            as Arc<dyn DemandSignal>
+    });
     let access = access(args.auth, client).await?;
     let config = super::config::gateway_config(&args);
-    let gateway = Arc::new(Gateway::new(catalog, key, config, gateway_metrics).with_access(access));
+    let mut gateway = Gateway::new(catalog, key, config, gateway_metrics).with_access(access);
+    if let Some(demand) = demand {
+        gateway = gateway.with_demand(demand);
+    }
+    let gateway = Arc::new(gateway);
     gateway.set_ready(true);
     readiness.set_met(ROUTES_CONDITION);
     let listener = bind(args.addr).await?;

@@ -40,8 +40,10 @@ use super::route::{Catalog, RouteError, RouteKey, RouteKind, Upstream, resolve};
 use super::session::{Session, SessionKey};
 use super::sse;
 use super::tools;
+use super::wake::{DemandSignal, Waker};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type UpstreamConnector = HttpsConnector<HttpConnector<crate::mcp::Resolver>>;
 
 /// Request headers passed upstream; everything else (credentials, cookies, Origin, hop-by-hop)
 /// stays at the gateway.
@@ -67,19 +69,21 @@ pub struct Gateway {
     catalog: Arc<dyn Catalog>,
     key: SessionKey,
     config: GatewayConfig,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<UpstreamConnector, Body>,
     buckets: Mutex<HashMap<String, Bucket>>,
     breakers: Mutex<HashMap<String, Breaker>>,
     next_member: AtomicUsize,
     metrics: GatewayMetrics,
     ready: AtomicBool,
+    waker: Waker,
     access: Access,
 }
 
 impl Gateway {
     /// A gateway over `catalog`, signing sessions with `key`.
     pub fn new(catalog: Arc<dyn Catalog>, key: SessionKey, config: GatewayConfig, metrics: GatewayMetrics) -> Self {
-        let mut http = HttpConnector::new();
+        let resolver = crate::mcp::Resolver::new(config.host_overrides.clone());
+        let mut http = HttpConnector::new_with_resolver(resolver);
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
@@ -102,11 +106,12 @@ impl Gateway {
         Gateway {
             catalog,
             key,
-            config,
             client,
             buckets: Mutex::default(),
             breakers: Mutex::default(),
             next_member: AtomicUsize::new(0),
+            waker: Waker::new(None, config.max_cold_start_waiters, metrics.clone()),
+            config,
             metrics,
             ready: AtomicBool::new(false),
             access: Access::Open,
@@ -116,6 +121,13 @@ impl Gateway {
     /// Who may call (the default, [`Access::Open`], lets anyone through).
     pub fn with_access(mut self, access: Access) -> Self {
         self.access = access;
+        self
+    }
+
+    /// Wakes scale-to-zero servers by recording demand through `signal` (without one, they are
+    /// forwarded to as they are).
+    pub fn with_demand(mut self, signal: Arc<dyn DemandSignal>) -> Self {
+        self.waker = Waker::new(Some(signal), self.config.max_cold_start_waiters, self.metrics.clone());
         self
     }
 
@@ -265,6 +277,11 @@ impl Gateway {
                 return (rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, UNAVAILABLE, &e.to_string(), None), true);
             }
         };
+        if request.method() == Method::POST
+            && let Err(cold) = self.waker.admit(self.catalog.as_ref(), key, &upstreams).await
+        {
+            return (rpc_error(cold.status, None, UNAVAILABLE, &cold.message, Some(cold.retry_after)), true);
+        }
         let response = match *request.method() {
             Method::POST => self.post(key, &upstreams, request, facts).await,
             Method::GET | Method::DELETE => self.session_call(key, &upstreams, request, facts).await,

@@ -12,6 +12,7 @@ use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use tokio::sync::watch;
 
 use super::breaker::BreakerConfig;
 use super::ratelimit::Rate;
@@ -68,6 +69,8 @@ pub trait Catalog: Send + Sync + 'static {
     fn group(&self, namespace: &str, name: &str) -> Option<Arc<MCPServerGroup>>;
     /// The MCPServers of a namespace.
     fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>>;
+    /// Marked changed after every change of an MCPServer (a cold start waits on it).
+    fn changes(&self) -> watch::Receiver<u64>;
     /// The labels of a namespace, when it is known (none known: every caller is refused).
     fn namespace_labels(&self, _namespace: &str) -> Option<BTreeMap<String, String>> {
         None
@@ -112,6 +115,7 @@ pub struct StoreCatalog {
     /// Namespaces, metadata only (their labels).
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     policy: Arc<LivePolicy>,
+    changed: Arc<watch::Sender<u64>>,
 }
 
 /// Logs the errors of a watch (the stream retries with backoff); `then` runs after every event.
@@ -146,8 +150,12 @@ impl StoreCatalog {
             profiles: profiles.clone(),
             policies: policies.clone(),
         });
+        let changed = Arc::new(watch::Sender::new(0u64));
+        let notify = changed.clone();
         let server_events = watcher(Api::<MCPServer>::all(client.clone()), config());
-        drive(reflector(server_writer, server_events).default_backoff(), "MCPServers", || {});
+        // The reflector has applied the event to the store before passing it on.
+        let servers_changed = move || notify.send_modify(|n| *n = n.wrapping_add(1));
+        drive(reflector(server_writer, server_events).default_backoff(), "MCPServers", servers_changed);
         let group_events = watcher(Api::<MCPServerGroup>::all(client.clone()), config());
         drive(reflector(group_writer, group_events).default_backoff(), "MCPServerGroups", || {});
         let namespace_events = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), config());
@@ -172,7 +180,7 @@ impl StoreCatalog {
         let _ = profiles.wait_until_ready().await;
         let _ = policies.wait_until_ready().await;
         policy.refresh();
-        StoreCatalog { servers, groups, namespaces, policy }
+        StoreCatalog { servers, groups, namespaces, policy, changed }
     }
 }
 
@@ -196,6 +204,10 @@ impl Catalog for StoreCatalog {
     fn policy(&self) -> Arc<PolicyState> {
         self.policy.engine.state()
     }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
 }
 
 /// A catalog filled by hand (tests, `gateway --routes-file`).
@@ -205,6 +217,7 @@ pub struct StaticCatalog {
     groups: RwLock<BTreeMap<(String, String), Arc<MCPServerGroup>>>,
     namespaces: RwLock<BTreeMap<String, BTreeMap<String, String>>>,
     policy: RwLock<Arc<PolicyState>>,
+    changed: watch::Sender<u64>,
 }
 
 impl Default for StaticCatalog {
@@ -215,6 +228,7 @@ impl Default for StaticCatalog {
             groups: RwLock::default(),
             namespaces: RwLock::default(),
             policy: RwLock::new(Arc::new(PolicyState::builtin())),
+            changed: watch::Sender::new(0),
         }
     }
 }
@@ -228,6 +242,7 @@ impl StaticCatalog {
     pub fn put_server(&self, server: MCPServer) {
         let key = key_of(&server.metadata);
         self.servers.write().expect("catalog lock").insert(key, Arc::new(server));
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Adds or replaces a group.
@@ -267,6 +282,10 @@ impl Catalog for StaticCatalog {
 
     fn policy(&self) -> Arc<PolicyState> {
         self.policy.read().expect("catalog lock").clone()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 }
 
