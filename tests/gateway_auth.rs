@@ -21,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mcp_hangar::gateway::auth::{AUDIENCE, Access, Authenticator, KubeReviewer};
 use mcp_hangar::gateway::metrics::GatewayMetrics;
+use mcp_hangar::gateway::wake::LeaseDemand;
 use mcp_hangar::gateway::{self, Gateway, GatewayConfig, SessionKey, StoreCatalog};
 use prometheus::Registry;
 use serde_json::{Value, json};
@@ -82,13 +83,16 @@ fn profile(name: &str, namespace_selector: Value) -> Value {
            "spec": {"network": {"ingress": {"namespaceSelector": namespace_selector}}}})
 }
 
-/// A gateway over the fake cluster, checking callers with its TokenReview API.
+/// A gateway over the fake cluster, checking callers with its TokenReview API and waking
+/// scale-to-zero servers with demand Leases in `mcp-system`.
 async fn gateway(fake: &FakeApi) -> String {
     let catalog = StoreCatalog::watch(fake.client()).await;
     let access = Access::ServiceAccounts(Authenticator::new(KubeReviewer::new(fake.client())));
     let metrics = GatewayMetrics::new(&Registry::new()).unwrap();
     let key = SessionKey::new(&[7; 32]).unwrap();
-    let gateway = Arc::new(Gateway::new(Arc::new(catalog), key, GatewayConfig::default(), metrics).with_access(access));
+    let demand = Arc::new(LeaseDemand::new(fake.client(), "mcp-system", "gateway-0"));
+    let gateway = Gateway::new(Arc::new(catalog), key, GatewayConfig::default(), metrics);
+    let gateway = Arc::new(gateway.with_access(access).with_demand(demand));
     gateway.set_ready(true);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -271,6 +275,27 @@ async fn a_group_admits_a_caller_only_when_every_member_does() {
     eventually(&url, TEAM_B, StatusCode::OK, "team-b is admitted by both members now").await;
     let seen = peers::python_client_with_token(&url, "legacy", "pinned", Some(TEAM_B)).await;
     assert_eq!(seen["whoami"].as_array().unwrap().len(), 6, "a whole session through the group: {seen}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_caller_never_wakes_a_scale_to_zero_server() {
+    let fake = cluster().await;
+    fake.register_kind("coordination.k8s.io/v1", "leases", "Lease");
+    let cold = json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+        "metadata": {"name": "cold", "namespace": "tools"},
+        "spec": {"mode": "container", "image": "ghcr.io/org/server:1.0.0", "replicas": 0, "startupTimeout": "1s"}});
+    fake.put(&format!("{SERVERS}/cold"), cold);
+    let base = gateway(&fake).await;
+    let url = format!("{base}/servers/tools/cold/mcp");
+    let leases = || fake.list("/apis/coordination.k8s.io/v1/namespaces/mcp-system/leases").len();
+
+    assert_eq!(status(&url, None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(status(&url, Some(TEAM_B)).await, StatusCode::FORBIDDEN);
+    assert_eq!(leases(), 0, "no demand is recorded for a caller the server does not admit");
+    let (admitted, _, body) = list(&url, Some(TEAM_A)).await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(admitted, StatusCode::SERVICE_UNAVAILABLE, "nothing makes it ready within its startupTimeout: {body}");
+    assert_eq!(leases(), 1, "an admitted caller wakes it");
 }
 
 #[tokio::test(flavor = "multi_thread")]

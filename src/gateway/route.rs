@@ -3,9 +3,10 @@
 //! It also holds what the caller check needs: namespace labels and the policy in force.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use hyper::Uri;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::core::PartialObjectMeta;
@@ -85,6 +86,8 @@ pub trait Catalog: Send + Sync + 'static {
 /// ([`LastGood::rebuild`], as the webhook builds it).
 struct LivePolicy {
     engine: Engine,
+    /// Set once every store has listed: watch events refresh the policy from then on.
+    synced: AtomicBool,
     last_good: Mutex<LastGood>,
     profiles: Store<MCPPermissionProfile>,
     policies: Store<MCPAdmissionPolicy>,
@@ -146,6 +149,7 @@ impl StoreCatalog {
         let (policies, policy_writer) = reflector::store();
         let policy = Arc::new(LivePolicy {
             engine: Engine::new().expect("generated schemas compile"),
+            synced: AtomicBool::new(false),
             last_good: Mutex::default(),
             profiles: profiles.clone(),
             policies: policies.clone(),
@@ -160,12 +164,12 @@ impl StoreCatalog {
         drive(reflector(group_writer, group_events).default_backoff(), "MCPServerGroups", || {});
         let namespace_events = watcher(Api::<PartialObjectMeta<Namespace>>::all(client.clone()), config());
         drive(reflector(namespace_writer, namespace_events).default_backoff(), "Namespaces", || {});
+        // Not `wait_until_ready().now_or_never()`: polling a store's readiness from another task
+        // takes over the one waker that `watch` waits with below.
         let refresh = |policy: &Arc<LivePolicy>| {
             let policy = policy.clone();
             move || {
-                let profiles = policy.profiles.wait_until_ready().now_or_never();
-                let policies = policy.policies.wait_until_ready().now_or_never();
-                if matches!((profiles, policies), (Some(Ok(())), Some(Ok(())))) {
+                if policy.synced.load(Ordering::Acquire) {
                     policy.refresh();
                 }
             }
@@ -179,6 +183,7 @@ impl StoreCatalog {
         let _ = namespaces.wait_until_ready().await;
         let _ = profiles.wait_until_ready().await;
         let _ = policies.wait_until_ready().await;
+        policy.synced.store(true, Ordering::Release);
         policy.refresh();
         StoreCatalog { servers, groups, namespaces, policy, changed }
     }
