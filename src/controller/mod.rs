@@ -38,11 +38,12 @@ use std::time::Duration;
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -65,6 +66,8 @@ pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 pub const DEFAULT_CONCURRENCY: u16 = 8;
 /// First retry delay after a retryable error; doubled per attempt.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest event note the API accepts is 1 kB; notes are cut below that.
+const MAX_NOTE: usize = 1000;
 
 /// Settings of the controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,8 +99,8 @@ impl Default for ControllerConfig {
 pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
-    /// Publishes events on MCPServers.
-    pub recorder: Recorder,
+    /// Publishes the controllers' events ([`Context::publish`]).
+    recorder: Recorder,
     /// The admission rules, to refuse servers that bypassed the webhook.
     pub engine: Arc<Engine>,
     /// Process metrics.
@@ -155,6 +158,39 @@ impl Context {
         self.reset_retries(server);
         forget_server_metrics(&self.metrics, server);
     }
+
+    /// Publishes an event on `regarding` (about `related`, when given), its note cut to
+    /// [`MAX_NOTE`]; a failure to publish is logged, never fatal.
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(clip(note, MAX_NOTE)),
+            action: action.into(),
+            secondary: related,
+        };
+        if let Err(error) = self.recorder.publish(&event, regarding).await {
+            let object = regarding.name.as_deref().unwrap_or_default();
+            tracing::warn!(kind = regarding.kind.as_deref().unwrap_or_default(), object, %error, "could not publish an event");
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let cut = (0..=max).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+    }
+    text
 }
 
 /// Records a server's state and tools in the metrics.
@@ -316,4 +352,17 @@ pub async fn run(ctx: Arc<Context>, elector: Option<LeaderElector>, mut shutdown
     }
     drop(leading_tx);
     tracing::info!("controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_notes_are_clipped_on_character_boundaries() {
+        let clipped = clip("é".repeat(600), MAX_NOTE);
+        assert!(clipped.len() <= MAX_NOTE && clipped.len() >= MAX_NOTE - 1);
+        assert!(clipped.chars().all(|c| c == 'é'));
+        assert_eq!(clip("short".into(), MAX_NOTE), "short");
+    }
 }

@@ -20,7 +20,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -35,9 +35,6 @@ use crate::policy::profile::{
     EffectiveProfile, ProfileError, ProfileRef, ResolvedProfile, resolve_configmap, resolve_named,
 };
 use crate::policy::{FieldError, PolicyState, demand};
-
-/// Longest event note the API accepts is 1 kB; notes are cut below that.
-const MAX_NOTE: usize = 1000;
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -333,34 +330,12 @@ async fn publish(
             let from = previous.state.map(state::state_name).unwrap_or("None");
             let note = format!("{from} → {}: {}", state::state_name(state), evaluation.message);
             let warning = matches!(state, ServerState::Degraded | ServerState::Dead);
-            publish_event(ctx, server, warning, evaluation.reason, "StateChange", note).await;
+            let type_ = if warning { EventType::Warning } else { EventType::Normal };
+            ctx.publish(&server.object_ref(&()), None, type_, evaluation.reason, "StateChange", note).await;
         }
         super::record_server_metrics(&ctx.metrics, server, state, status.tools_count.unwrap_or(0));
     }
     Ok(())
-}
-
-/// `text` cut to at most `max` bytes, on a character boundary.
-pub(super) fn clip(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let cut = (0..=max).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
-        text.truncate(cut);
-    }
-    text
-}
-
-/// Publishes an event on the server; a failure to publish is logged, never fatal.
-async fn publish_event(ctx: &Context, server: &MCPServer, warning: bool, reason: &str, action: &str, note: String) {
-    let event = Event {
-        type_: if warning { EventType::Warning } else { EventType::Normal },
-        reason: reason.into(),
-        note: Some(clip(note, MAX_NOTE)),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &server.object_ref(&())).await {
-        tracing::warn!(server = %server.name_any(), %error, "could not publish an event");
-    }
 }
 
 /// What applying returned that the status needs.
@@ -399,7 +374,8 @@ async fn apply_children(
         };
         if let Err(source) = result {
             let error = ReconcileError::Apply { kind, name: server.name_any(), source };
-            publish_event(ctx, server, true, "ApplyFailed", "Apply", error.to_string()).await;
+            let note = error.to_string();
+            ctx.publish(&server.object_ref(&()), None, EventType::Warning, "ApplyFailed", "Apply", note).await;
             return Err(error);
         }
     }
@@ -516,14 +492,6 @@ mod tests {
         privileged.spec.security_context =
             Some(k8s_openapi::api::core::v1::SecurityContext { privileged: Some(true), ..Default::default() });
         assert!(engine.review_server(&privileged).is_err());
-    }
-
-    #[test]
-    fn event_notes_are_clipped_on_character_boundaries() {
-        let clipped = clip("é".repeat(600), MAX_NOTE);
-        assert!(clipped.len() <= MAX_NOTE && clipped.len() >= MAX_NOTE - 1);
-        assert!(clipped.chars().all(|c| c == 'é'));
-        assert_eq!(clip("short".into(), MAX_NOTE), "short");
     }
 
     #[test]
