@@ -85,10 +85,21 @@ fn context(fake: &FakeApi, metrics: &Metrics, mcp: Option<&McpTestServer>, insta
 
 impl Harness {
     async fn start(mcp: Option<&McpTestServer>) -> Harness {
+        Harness::start_with(mcp, ControllerConfig::default()).await
+    }
+
+    async fn start_with(mcp: Option<&McpTestServer>, config: ControllerConfig) -> Harness {
         let fake = FakeApi::start().await;
         fake.register_operator_kinds();
         let metrics = Metrics::new();
-        let ctx = context(&fake, &metrics, mcp, "test-replica");
+        let ctx = Arc::new(Context::new(
+            fake.client(),
+            Arc::new(Engine::new().unwrap()),
+            metrics.clone(),
+            health_client(mcp),
+            config,
+            "test-replica",
+        ));
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(controller::run(ctx, None, stopped));
         Harness { fake, metrics, stop, task: Some(task) }
@@ -270,6 +281,71 @@ async fn deleted_and_hand_edited_children_are_put_back() {
         .await
         .unwrap();
     assert_eq!(repaired["spec"]["template"]["spec"]["automountServiceAccountToken"], false);
+    harness.stop().await;
+}
+
+/// Write requests (anything but GET) received so far.
+fn writes(fake: &FakeApi) -> usize {
+    fake.requests().iter().filter(|r| r.method != axum::http::Method::GET).count()
+}
+
+/// Waits until neither the write requests nor the resourceVersion have moved for `quiet`.
+async fn settled(fake: &FakeApi, quiet: Duration) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = (writes(fake), fake.resource_version());
+    let mut since = tokio::time::Instant::now();
+    while since.elapsed() < quiet {
+        assert!(tokio::time::Instant::now() < deadline, "the controller kept writing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = (writes(fake), fake.resource_version());
+        if now != last {
+            (last, since) = (now, tokio::time::Instant::now());
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unchanged_server_costs_no_writes_over_resyncs_and_drift_is_still_repaired() {
+    let resync = Duration::from_secs(1);
+    let harness = Harness::start_with(None, ControllerConfig { resync, ..ControllerConfig::default() }).await;
+    harness.create("fetch", json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0", "replicas": 0})).await;
+    for (kind, path) in child_paths("fetch") {
+        harness.wait(&path, kind, |o| o.is_some()).await;
+    }
+    harness.wait_state("fetch", "Cold").await;
+    settled(&harness.fake, Duration::from_millis(1500)).await;
+
+    let reconciles = || harness.metrics.reconcile_total.with_label_values(&["success"]).get();
+    let (before, rv, reconciled) = (writes(&harness.fake), harness.fake.resource_version(), reconciles());
+    let path = deployment_path("fetch");
+    let mut churned = harness.fake.get(&path).unwrap();
+    churned["status"] = json!({"observedGeneration": churned["metadata"]["generation"].clone(), "replicas": 0});
+    harness.fake.put(&path, churned);
+    tokio::time::sleep(resync * 4).await;
+    assert!(reconciles() >= reconciled + 3, "the resyncs ran: {} reconciles", reconciles() - reconciled);
+    assert_eq!(
+        writes(&harness.fake),
+        before,
+        "no write while nothing changed: {:#?}",
+        &harness.fake.requests()[before..]
+    );
+    assert_eq!(harness.fake.resource_version(), rv + 1, "only the Deployment's own status moved");
+
+    let role_path = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/fetch");
+    let rules = harness.fake.get(&role_path).unwrap()["rules"].clone();
+    let mut role = harness.fake.get(&role_path).unwrap();
+    role["rules"] = json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]);
+    harness.fake.put(&role_path, role);
+    harness.wait(&role_path, "the Role's rules to be put back", |o| o.is_some_and(|o| o["rules"] == rules)).await;
+
+    let mut relabelled = harness.fake.get(&path).unwrap();
+    relabelled["metadata"]["labels"].as_object_mut().unwrap().remove("app.kubernetes.io/managed-by");
+    harness.fake.put(&path, relabelled);
+    harness
+        .wait(&path, "the Deployment's label to be put back", |o| {
+            o.is_some_and(|o| o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mcp-hangar")
+        })
+        .await;
     harness.stop().await;
 }
 

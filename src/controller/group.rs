@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::reconcile::ReconcileError;
 use super::resources::{FIELD_MANAGER, Route, gateway_url};
-use super::state::{CONDITION_DEGRADED, CONDITION_READY, RESYNC};
+use super::state::{CONDITION_DEGRADED, CONDITION_READY};
 use super::{Context, watches};
 use crate::crd::{API_VERSION, GroupMemberStatus, MCPServer, MCPServerGroup, MCPServerGroupStatus, MCPServerStatus};
 use crate::policy::membership::{self, GroupHealth, MemberView, MembershipError};
@@ -100,8 +100,8 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
 }
 
 /// Retries API failures with a short delay, the rest at the resync.
-fn error_policy(_group: Arc<MCPServerGroup>, error: &ReconcileError, _ctx: Arc<GroupContext>) -> Action {
-    if error.is_retryable() { Action::requeue(Duration::from_secs(5)) } else { Action::requeue(RESYNC) }
+fn error_policy(_group: Arc<MCPServerGroup>, error: &ReconcileError, gctx: Arc<GroupContext>) -> Action {
+    if error.is_retryable() { Action::requeue(Duration::from_secs(5)) } else { Action::requeue(gctx.ctx.config.resync) }
 }
 
 async fn reconcile(group: Arc<MCPServerGroup>, gctx: Arc<GroupContext>) -> Result<Action, ReconcileError> {
@@ -130,7 +130,7 @@ async fn reconcile(group: Arc<MCPServerGroup>, gctx: Arc<GroupContext>) -> Resul
             .map_err(|source| ReconcileError::Kube { action: "writing group status", source })?;
     }
     announce(&gctx.ctx, &group, &previous, &status).await;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(gctx.ctx.config.resync))
 }
 
 /// The current time to whole seconds, the precision status timestamps are stored with.

@@ -8,6 +8,7 @@
 //!   writes status;
 //! - [`leader`] elects the one replica that reconciles;
 //! - [`watches`] keeps each watch recovering on its own (410 Gone, apiserver restarts);
+//! - [`observed`] holds the children as watched and what was last applied to them;
 //! - [`group`] reports MCPServerGroup membership and health, [`discovery`] creates and prunes
 //!   the MCPServers an MCPDiscoverySource lists; the leader runs them beside the server controller.
 //!
@@ -16,8 +17,10 @@
 //! not wake the controller), by changes to owned children, by the gateway's demand Leases
 //! (a request to a scale-to-zero server, see [`crate::policy::demand`]), and by the requeue
 //! each reconcile asks for: the next due health check, the end of the startup timeout or of
-//! the idle time, or a resync. Every reconcile re-applies the children, so a profile edited in the cluster reaches
-//! the servers using it within their health interval (the resync for cold servers). Health
+//! the idle time, or a resync. Every reconcile builds the children anew and applies those that
+//! differ from what [`observed`] shows (a changed spec or profile, a child deleted or edited),
+//! so a profile edited in the cluster reaches the servers using it within their health
+//! interval (the resync for cold servers) and an unchanged server costs no write. Health
 //! checks run inside reconcile, bounded by `healthCheck.timeout` (always
 //! shorter than the interval); the controller never reconciles one server twice at once and
 //! runs at most `concurrency` reconciles together, so a slow server delays only itself.
@@ -25,6 +28,7 @@
 pub mod discovery;
 pub mod group;
 pub mod leader;
+pub mod observed;
 pub mod reconcile;
 pub mod resources;
 pub mod state;
@@ -35,19 +39,13 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
 use crate::crd::MANAGER;
@@ -82,6 +80,8 @@ pub struct ControllerConfig {
     /// Base URL of the gateway (`http://<gateway service>.<namespace>.svc`); groups report
     /// `<base>/groups/<namespace>/<name>/mcp`. None: groups report no URL.
     pub gateway_url: Option<String>,
+    /// Longest time between two reconciles of a server or group with nothing due.
+    pub resync: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -91,6 +91,7 @@ impl Default for ControllerConfig {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             operator_namespace: resources::DEFAULT_OPERATOR_NAMESPACE.into(),
             gateway_url: None,
+            resync: state::RESYNC,
         }
     }
 }
@@ -141,7 +142,7 @@ impl Context {
         let key = server.uid().unwrap_or_default();
         let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         let attempt = attempts.entry(key).or_insert(0);
-        let delay = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(*attempt)).min(state::RESYNC);
+        let delay = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(*attempt)).min(self.config.resync);
         *attempt = attempt.saturating_add(1);
         delay
     }
@@ -224,23 +225,29 @@ fn forget_server_metrics(metrics: &Metrics, server: &MCPServer) {
 
 /// Runs the Controller until `stop` completes; in-flight reconciles finish first.
 ///
-/// Every watch (the MCPServers and each kind of child) recovers on its own through
-/// [`watches::recovering`] and passes no error on, so the Controller's shared trigger backoff
-/// never pauses the MCPServer watch because another watch failed.
+/// Every watch (the MCPServers, each kind of child, the demand Leases) recovers on its own
+/// through [`watches::recovering`] and passes no error on, so the Controller's shared trigger
+/// backoff never pauses the MCPServer watch because another watch failed. The children and
+/// Leases are reflected into [`observed::Observed`], which the reconciles read instead of the
+/// API.
 pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let metrics = ctx.metrics.clone();
     let (reader, writer) = reflector::store();
-    let deleted = ctx.clone();
+    let (observed, writers) = observed::Observed::new();
+    let sctx = Arc::new(reconcile::ServerContext { ctx: ctx.clone(), observed });
+    let deleted = sctx.clone();
     let servers = watches::recovering(
         watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default()),
         "mcpservers",
         metrics.clone(),
     )
+    .modify(observed::strip)
     .reflect(writer)
     .inspect_ok(move |event| {
         if let watcher::Event::Delete(server) = event {
-            deleted.forget(server);
+            deleted.ctx.forget(server);
+            deleted.observed.forget(&server.namespace().unwrap_or_default(), &server.name_any());
         }
     })
     .applied_objects()
@@ -248,38 +255,32 @@ pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + 
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     let leases = Api::<Lease>::namespaced(client.clone(), &ctx.config.operator_namespace);
     let demand_leases = watcher::Config::default().labels(demand::DEMAND_SELECTOR);
+    let metrics = &metrics;
+    let c = || client.clone();
+    use observed::{reflected, strip};
     Controller::for_stream(servers, reader)
-        .watches_stream(
-            watches::recovering(watcher(leases, demand_leases), "leases", metrics.clone()).touched_objects(),
-            |lease| demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)),
-        )
-        .owns_stream(children::<Deployment>(&client, &owned, "deployments", &metrics))
-        .owns_stream(children::<Service>(&client, &owned, "services", &metrics))
-        .owns_stream(children::<ServiceAccount>(&client, &owned, "serviceaccounts", &metrics))
-        .owns_stream(children::<Role>(&client, &owned, "roles", &metrics))
-        .owns_stream(children::<RoleBinding>(&client, &owned, "rolebindings", &metrics))
-        .owns_stream(children::<NetworkPolicy>(&client, &owned, "networkpolicies", &metrics))
+        .watches_stream(reflected(leases, &demand_leases, "leases", metrics, writers.leases, strip), |lease| {
+            demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+        })
+        .owns_stream(reflected(
+            Api::all(c()),
+            &owned,
+            "deployments",
+            metrics,
+            writers.deployments,
+            observed::strip_deployment,
+        ))
+        .owns_stream(reflected(Api::all(c()), &owned, "services", metrics, writers.services, strip))
+        .owns_stream(reflected(Api::all(c()), &owned, "serviceaccounts", metrics, writers.accounts, strip))
+        .owns_stream(reflected(Api::all(c()), &owned, "roles", metrics, writers.roles, strip))
+        .owns_stream(reflected(Api::all(c()), &owned, "rolebindings", metrics, writers.bindings, strip))
+        .owns_stream(reflected(Api::all(c()), &owned, "networkpolicies", metrics, writers.policies, strip))
         .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(stop)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, reconcile::error_policy, sctx)
         .for_each(|result| async move { log_outcome("MCPServer", result) })
         .await;
-    metrics.watch_up.reset();
-}
-
-/// The metadata of the children of one kind the controller manages, from a watch that
-/// recovers on its own.
-fn children<K>(
-    client: &Client,
-    config: &watcher::Config,
-    resource: &'static str,
-    metrics: &Metrics,
-) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let api = Api::<PartialObjectMeta<K>>::all(client.clone());
-    watches::recovering(watcher(api, config.clone()), resource, metrics.clone()).touched_objects()
+    ctx.metrics.watch_up.reset();
 }
 
 /// Logs what one reconcile of a controller came to: debug when it went well, a warning naming

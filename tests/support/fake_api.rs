@@ -27,7 +27,8 @@
 //!   right after its creation, as the collector deletes dependents of vanished owners.
 //! - WATCH (`?watch=true`): newline-delimited `{"type": ..., "object": ...}` events. With
 //!   `resourceVersion` unset or `"0"`, the current objects first come as `ADDED`; with a
-//!   resourceVersion, every change after it is replayed; `sendInitialEvents=true` ends the initial
+//!   resourceVersion, every change after it is replayed (an object modified into a watch's
+//!   selectors comes as `ADDED`, out of them as `DELETED`); `sendInitialEvents=true` ends the initial
 //!   events with the `k8s.io/initial-events-end` bookmark; `timeoutSeconds` closes the stream.
 //!   After [`FakeApi::compact`], open watches and watches from an older resourceVersion get an
 //!   `ERROR` event with a 410 `Expired` Status, so `kube::runtime::watcher` re-lists; so do
@@ -224,6 +225,24 @@ struct Change {
     event: EventType,
     key: ObjectKey,
     object: Arc<Value>,
+    /// The object before a modification, to tell watches with a selector that it entered or
+    /// left their selection.
+    previous: Option<Arc<Value>>,
+}
+
+impl Change {
+    /// The event type a watch with these selectors sees, if any: as on the apiserver, an
+    /// object modified into the selection is `ADDED`, one modified out of it `DELETED`.
+    fn seen_as(&self, labels: &[Requirement], fields: &[Requirement]) -> Option<&'static str> {
+        let now = matches_selectors(&self.object, labels, fields);
+        let before = self.previous.as_ref().map(|p| matches_selectors(p, labels, fields));
+        match (self.event, before, now) {
+            (EventType::Modified, Some(false), true) => Some(EventType::Added.name()),
+            (EventType::Modified, Some(true), false) => Some(EventType::Deleted.name()),
+            (event, _, true) => Some(event.name()),
+            _ => None,
+        }
+    }
 }
 
 /// The recent changes of one collection.
@@ -474,10 +493,10 @@ impl Store {
     }
 
     /// Keeps a change for watches; the oldest of a full collection history are dropped.
-    fn record(&mut self, event: EventType, key: &ObjectKey, object: Arc<Value>) {
+    fn record(&mut self, event: EventType, key: &ObjectKey, object: Arc<Value>, previous: Option<Arc<Value>>) {
         let resource_version = self.resource_version;
         let history = self.history.entry(key.collection()).or_default();
-        history.changes.push_back(Change { resource_version, event, key: key.clone(), object });
+        history.changes.push_back(Change { resource_version, event, key: key.clone(), object, previous });
         while history.changes.len() > HISTORY_PER_COLLECTION {
             if let Some(dropped) = history.changes.pop_front() {
                 history.dropped_to = dropped.resource_version;
@@ -609,7 +628,7 @@ impl Store {
         if !dry_run {
             self.learn_kind(&key, &object);
             let stored = self.insert(&key, object.clone());
-            self.record(EventType::Added, &key, stored);
+            self.record(EventType::Added, &key, stored, None);
             if self.owners_gone(&object) {
                 self.remove(&key, false);
             }
@@ -712,11 +731,12 @@ impl Store {
         self.learn_kind(key, &updated);
         if finished {
             self.take(key);
-            self.record(EventType::Deleted, key, Arc::new(updated.clone()));
+            self.record(EventType::Deleted, key, Arc::new(updated.clone()), None);
             self.collect_dependents(&updated, false);
         } else {
+            let previous = self.object(key).cloned();
             let stored = self.insert(key, updated.clone());
-            self.record(EventType::Modified, key, stored);
+            self.record(EventType::Modified, key, stored, previous);
         }
         Ok(updated)
     }
@@ -752,8 +772,9 @@ impl Store {
             metadata.insert("deletionTimestamp".into(), json!(now_timestamp()));
             metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
             metadata.insert("resourceVersion".into(), json!(resource_version.to_string()));
+            let previous = self.object(key).cloned();
             let stored = self.insert(key, object.clone());
-            self.record(EventType::Modified, key, stored);
+            self.record(EventType::Modified, key, stored, previous);
             return Ok(object);
         }
         let orphan = options.get("propagationPolicy").and_then(Value::as_str) == Some("Orphan");
@@ -765,7 +786,7 @@ impl Store {
         let mut object = Arc::unwrap_or_clone(self.take(key)?);
         let resource_version = self.next_resource_version();
         metadata_mut(&mut object).insert("resourceVersion".into(), json!(resource_version.to_string()));
-        self.record(EventType::Deleted, key, Arc::new(object.clone()));
+        self.record(EventType::Deleted, key, Arc::new(object.clone()), None);
         self.collect_dependents(&object, orphan);
         Some(object)
     }
@@ -1601,8 +1622,8 @@ fn start_watch(inner: Arc<Inner>, target: Target, params: &HashMap<String, Strin
                         history
                             .changes
                             .range(from..)
-                            .filter(|c| target.contains(&c.key) && matches_selectors(&c.object, &labels, &fields))
-                            .cloned(),
+                            .filter(|c| target.contains(&c.key))
+                            .filter_map(|c| c.seen_as(&labels, &fields).map(|event| (event, c.object.clone()))),
                     );
                     if let Some(latest) = history.changes.back() {
                         last = last.max(latest.resource_version);
@@ -1610,8 +1631,8 @@ fn start_watch(inner: Arc<Inner>, target: Target, params: &HashMap<String, Strin
                 }
                 (events, compacted)
             };
-            for change in events {
-                if tx.send(watch_line(change.event.name(), &change.object)).await.is_err() {
+            for (event, object) in events {
+                if tx.send(watch_line(event, &object)).await.is_err() {
                     return;
                 }
             }
