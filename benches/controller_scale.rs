@@ -11,6 +11,10 @@
 //! and the source has created its servers; the write requests (POST, PUT, PATCH, DELETE; events
 //! counted apart) during convergence; then the write requests and effective writes (new
 //! resourceVersions) during IDLE_SECS without any change. The parent then prints its peak RSS.
+//!
+//! The floor, measured first in the same run: how fast a plain `kube::Client` creates
+//! (server-side apply, 8 at once, as the controller writes) and lists (pages of 500) objects on
+//! this fake API.
 
 #[path = "../tests/support/fake_api.rs"]
 mod fake_api;
@@ -81,9 +85,54 @@ fn writes(fake: &FakeApi) -> (usize, usize) {
     (writes.len() - events, events)
 }
 
+/// Objects written and listed for the floor.
+const FLOOR_OBJECTS: usize = 5000;
+
+/// The fake API's own throughput: applies per second (8 in flight) and objects listed per
+/// second (pages of 500), through a real `kube::Client`.
+async fn floor(fake: &FakeApi) -> (f64, f64) {
+    use futures::StreamExt;
+    let maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(fake.client(), "floor");
+    let params = kube::api::PatchParams::apply("floor").force();
+    let start = Instant::now();
+    futures::stream::iter(0..FLOOR_OBJECTS)
+        .for_each_concurrent(8, |i| {
+            let (maps, params) = (maps.clone(), params.clone());
+            async move {
+                let name = format!("f{i:05}");
+                let body =
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}});
+                maps.patch(&name, &params, &kube::api::Patch::Apply(body)).await.expect("floor apply");
+            }
+        })
+        .await;
+    let applies = FLOOR_OBJECTS as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut listed = 0;
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = kube::api::ListParams::default().limit(500);
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let page = maps.list(&params).await.expect("floor list");
+        listed += page.items.len();
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(listed, FLOOR_OBJECTS);
+    let lists = listed as f64 / start.elapsed().as_secs_f64();
+    maps.delete_collection(&Default::default(), &Default::default()).await.expect("floor cleanup");
+    (applies, lists)
+}
+
 async fn fake(args: Args) {
     let fake = FakeApi::start().await;
     fake.register_operator_kinds();
+    let (applies, listed) = floor(&fake).await;
+    println!("FLOOR objects={FLOOR_OBJECTS} applies_per_s={applies:.0} listed_per_s={listed:.0}");
     fake.put(&format!("/api/v1/namespaces/{NS}"), json!({"metadata": {"name": NS}}));
     let spec = json!({"mode": "container", "image": "ghcr.io/example/tool:1.0.0", "replicas": 0});
     for i in 0..args.servers {

@@ -284,6 +284,37 @@ async fn watcher_sees_changes_and_recovers_from_expired_watches() {
 }
 
 #[tokio::test]
+async fn objects_modified_into_or_out_of_a_selector_are_added_or_deleted_for_that_watch() {
+    let fake = FakeApi::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(fake.client(), NS);
+    let mut events = watcher(api.clone(), watcher::Config::default().labels("team=a")).boxed();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .unwrap()
+    };
+    assert!(matches!(next().await, watcher::Event::Init));
+    assert!(matches!(next().await, watcher::Event::InitDone));
+    let labelled = |team: &str| Patch::Merge(json!({"metadata": {"labels": {"team": team}}}));
+    api.create(&PostParams::default(), &config_map("m", &[])).await.unwrap();
+    api.patch("m", &PatchParams::default(), &labelled("a")).await.unwrap();
+    assert!(matches!(next().await, watcher::Event::Apply(cm) if cm.metadata.name.as_deref() == Some("m")));
+    api.patch("m", &PatchParams::default(), &labelled("b")).await.unwrap();
+    assert!(
+        matches!(next().await, watcher::Event::Delete(cm) if cm.metadata.labels.as_ref().unwrap()["team"] == "b"),
+        "leaving the selection is a deletion for this watch"
+    );
+    api.patch("m", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "v"}}))).await.unwrap();
+    api.patch("m", &PatchParams::default(), &labelled("a")).await.unwrap();
+    assert!(
+        matches!(next().await, watcher::Event::Apply(cm) if cm.data.as_ref().unwrap()["k"] == "v"),
+        "changes outside the selection are not seen; entering it is"
+    );
+}
+
+#[tokio::test]
 async fn injected_faults_fail_the_matching_requests_only() {
     let fake = FakeApi::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), NS);
