@@ -257,7 +257,7 @@ pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + 
     let demand_leases = watcher::Config::default().labels(demand::DEMAND_SELECTOR);
     let metrics = &metrics;
     let c = || client.clone();
-    use observed::{reflected, strip};
+    use observed::{reflected, strip, strip_child};
     Controller::for_stream(servers, reader)
         .watches_stream(reflected(leases, &demand_leases, "leases", metrics, writers.leases, strip), |lease| {
             demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
@@ -270,11 +270,11 @@ pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + 
             writers.deployments,
             observed::strip_deployment,
         ))
-        .owns_stream(reflected(Api::all(c()), &owned, "services", metrics, writers.services, strip))
-        .owns_stream(reflected(Api::all(c()), &owned, "serviceaccounts", metrics, writers.accounts, strip))
-        .owns_stream(reflected(Api::all(c()), &owned, "roles", metrics, writers.roles, strip))
-        .owns_stream(reflected(Api::all(c()), &owned, "rolebindings", metrics, writers.bindings, strip))
-        .owns_stream(reflected(Api::all(c()), &owned, "networkpolicies", metrics, writers.policies, strip))
+        .owns_stream(reflected(Api::all(c()), &owned, "services", metrics, writers.services, strip_child))
+        .owns_stream(reflected(Api::all(c()), &owned, "serviceaccounts", metrics, writers.accounts, strip_child))
+        .owns_stream(reflected(Api::all(c()), &owned, "roles", metrics, writers.roles, strip_child))
+        .owns_stream(reflected(Api::all(c()), &owned, "rolebindings", metrics, writers.bindings, strip_child))
+        .owns_stream(reflected(Api::all(c()), &owned, "networkpolicies", metrics, writers.policies, strip_child))
         .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency))
         .graceful_shutdown_on(stop)
         .run(reconcile::reconcile, reconcile::error_policy, sctx)

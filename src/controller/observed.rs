@@ -2,14 +2,15 @@
 //! the reason an unchanged server costs no API write.
 //!
 //! Reflector stores hold the children as the watches show them (Deployments with their
-//! status, Services with their cluster IP, the other kinds as metadata only; `managedFields`
-//! and the Deployment's spec dropped to keep 10k servers small) and the demand Leases. Every
-//! apply is recorded: the hash of the object sent and the uid, resourceVersion and generation
-//! the API answered. An apply is skipped when the same object was applied before and the
-//! child is still as that apply left it: for a Deployment the same generation (its status moves
-//! on its own), for the other kinds the same resourceVersion (only writes move it), and the
-//! labels, annotations and owner references sent still present. A deleted or edited child, a
-//! changed spec or profile, or a restart (nothing recorded) applies again.
+//! metadata and status, Services with their spec, the other kinds as their identity and owner
+//! references only: what is not read is dropped, to keep 10k servers small) and the demand
+//! Leases. Every apply is recorded: the hash of the object sent and the uid, resourceVersion and
+//! generation the API answered. An apply is skipped when the same object was applied before and
+//! the child is still as that apply left it: for a Deployment the same generation (its status
+//! moves on its own; a spec edit bumps the generation) and the labels, annotations and owner
+//! references sent still present; for the other kinds the same resourceVersion (only writes
+//! move it). A deleted or edited child, a changed spec or profile, or a restart (nothing
+//! recorded) applies again.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -87,9 +88,17 @@ fn metadata_kept(desired: &ObjectMeta, observed: &ObjectMeta) -> bool {
         && desired.owner_references.iter().flatten().all(|r| observed.owner_references.iter().flatten().any(|o| o == r))
 }
 
-/// Drops what the stores never read.
+/// Drops the managed fields, which no store reads.
 pub fn strip<K: Resource>(object: &mut K) {
     object.managed_fields_mut().clear();
+}
+
+/// Keeps of a child what [`Observed::satisfied`] and pruning read when its resourceVersion
+/// decides: drops managed fields, labels and annotations.
+pub fn strip_child<K: Resource>(object: &mut K) {
+    strip(object);
+    object.meta_mut().labels = None;
+    object.meta_mut().annotations = None;
 }
 
 /// Drops what the store never reads of a Deployment: its spec, its managed fields.
@@ -182,10 +191,10 @@ impl Observed {
             return false;
         };
         let unmoved = match kind {
-            ChildKind::Deployment => observed.generation == record.generation,
+            ChildKind::Deployment => observed.generation == record.generation && metadata_kept(desired, &observed),
             _ => observed.resource_version == record.resource_version,
         };
-        record.hash == hash && observed.uid == record.uid && unmoved && metadata_kept(desired, &observed)
+        record.hash == hash && observed.uid == record.uid && unmoved
     }
 
     /// Records an apply of `kind` and what the API answered.
@@ -237,4 +246,93 @@ where
         .modify(modify)
         .reflect(writer)
         .touched_objects()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+    use k8s_openapi::api::rbac::v1::PolicyRule;
+
+    fn meta(uid: &str, rv: &str, generation: i64) -> ObjectMeta {
+        ObjectMeta {
+            name: Some("s".into()),
+            namespace: Some("ns".into()),
+            uid: Some(uid.into()),
+            resource_version: Some(rv.into()),
+            generation: Some(generation),
+            labels: Some([("app".to_string(), "s".to_string())].into()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn desired_deployment() -> Child {
+        Child::Deployment(Deployment {
+            metadata: ObjectMeta { uid: None, resource_version: None, generation: None, ..meta("", "", 0) },
+            ..Deployment::default()
+        })
+    }
+
+    fn desired_role(verb: &str) -> Child {
+        Child::Role(Role {
+            metadata: ObjectMeta { uid: None, resource_version: None, generation: None, ..meta("", "", 0) },
+            rules: Some(vec![PolicyRule { verbs: vec![verb.into()], ..PolicyRule::default() }]),
+        })
+    }
+
+    fn watched_deployment(observed: &mut Writers, meta: ObjectMeta, ready: i32) {
+        let mut deployment = Deployment {
+            metadata: meta,
+            status: Some(DeploymentStatus { ready_replicas: Some(ready), ..DeploymentStatus::default() }),
+            ..Deployment::default()
+        };
+        strip_deployment(&mut deployment);
+        observed.deployments.apply_watcher_event(&watcher::Event::Apply(deployment));
+    }
+
+    fn watched_role(observed: &mut Writers, meta: ObjectMeta) {
+        let mut role = PartialObjectMeta::<Role> { metadata: meta, ..Default::default() };
+        strip_child(&mut role);
+        observed.roles.apply_watcher_event(&watcher::Event::Apply(role));
+    }
+
+    #[test]
+    fn a_role_is_satisfied_only_while_nobody_wrote_it_since_the_same_apply() {
+        let (observed, mut writers) = Observed::new();
+        let role = desired_role("get");
+        let hash = hash_of(&role);
+        assert!(!observed.satisfied(&role, hash), "nothing watched nor recorded");
+        watched_role(&mut writers, meta("u1", "10", 1));
+        assert!(!observed.satisfied(&role, hash), "watched but never applied by this process");
+        observed.record(ChildKind::Role, hash, &meta("u1", "10", 1));
+        assert!(observed.satisfied(&role, hash));
+        let other = desired_role("list");
+        assert!(!observed.satisfied(&other, hash_of(&other)), "a different desired object");
+        watched_role(&mut writers, meta("u1", "11", 1));
+        assert!(!observed.satisfied(&role, hash), "someone wrote it");
+        observed.record(ChildKind::Role, hash, &meta("u1", "11", 1));
+        watched_role(&mut writers, meta("u2", "11", 1));
+        assert!(!observed.satisfied(&role, hash), "deleted and re-created");
+        observed.forget("ns", "s");
+        assert!(!observed.satisfied(&role, hash), "forgotten with its server");
+    }
+
+    #[test]
+    fn a_deployment_ignores_its_status_but_not_its_spec_or_labels() {
+        let (observed, mut writers) = Observed::new();
+        let deployment = desired_deployment();
+        let hash = hash_of(&deployment);
+        observed.record(ChildKind::Deployment, hash, &meta("u1", "10", 1));
+        watched_deployment(&mut writers, meta("u1", "10", 1), 0);
+        assert!(observed.satisfied(&deployment, hash));
+        watched_deployment(&mut writers, meta("u1", "12", 1), 1);
+        assert!(observed.satisfied(&deployment, hash), "status churn");
+        assert_eq!(observed.deployment("ns", "s").unwrap().status.as_ref().unwrap().ready_replicas, Some(1));
+        let mut relabelled = meta("u1", "13", 1);
+        relabelled.labels = None;
+        watched_deployment(&mut writers, relabelled, 1);
+        assert!(!observed.satisfied(&deployment, hash), "a label removed");
+        watched_deployment(&mut writers, meta("u1", "14", 2), 1);
+        assert!(!observed.satisfied(&deployment, hash), "a spec edit");
+    }
 }
