@@ -177,6 +177,7 @@ async fn fake(args: Args) {
 
     let total = args.servers + args.discovered;
     let mut started = None;
+    let cpu_before = cpu_seconds();
     let converged = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if started.is_none() && !fake.requests().is_empty() {
@@ -203,8 +204,10 @@ async fn fake(args: Args) {
         }
     };
     // Groups follow the last server states within their debounce: let them settle.
+    let fake_cpu = cpu_seconds() - cpu_before;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (object_writes, event_writes) = writes(&fake);
+    println!("FAKE cpu_seconds_converging={fake_cpu:.1}");
     println!(
         "CONVERGED servers={total} groups={} discovered={} seconds={:.2} write_requests={object_writes} event_writes={event_writes} by_kind={:?}",
         args.groups,
@@ -222,6 +225,15 @@ async fn fake(args: Args) {
         args.idle.as_secs(),
         fake.resource_version() - rv
     );
+}
+
+/// CPU seconds (user + system) this process has used, from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
+    ticks / 100.0
 }
 
 /// Peak resident set size of this process, from /proc.
@@ -272,16 +284,30 @@ async fn controllers() {
         config,
         "scale",
     ));
+    let metrics = ctx.metrics.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(mcp_hangar::controller::run(ctx, None, stopped));
     let report = tokio::task::spawn_blocking(move || {
         for line in lines.map_while(Result::ok) {
             println!("{line}");
+            if line.starts_with("CONVERGED") {
+                println!(
+                    "CONTROLLER cpu_seconds_at_convergence={:.1} rss_mib_at_convergence={:.1}",
+                    cpu_seconds(),
+                    peak_rss_mib()
+                );
+            }
         }
     });
     let _ = report.await;
     let _ = child.wait();
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-    println!("CONTROLLER peak_rss_mib={:.1}", peak_rss_mib());
+    let reconciles = metrics.reconcile_total.with_label_values(&["success"]).get();
+    let seconds = metrics.reconcile_duration.get_sample_sum();
+    println!(
+        "CONTROLLER peak_rss_mib={:.1} cpu_seconds={:.1} server_reconciles={reconciles} reconcile_seconds_sum={seconds:.1}",
+        peak_rss_mib(),
+        cpu_seconds()
+    );
 }
