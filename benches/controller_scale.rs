@@ -2,6 +2,7 @@
 //! measured is the controller's alone).
 //!
 //! `cargo run --release --example controller_scale -- SERVERS [DISCOVERED] [GROUPS] [IDLE_SECS]`
+//! (`CONCURRENCY=N` in the environment overrides the controllers' concurrency)
 //!
 //! The child seeds SERVERS MCPServers (container mode, `replicas: 0`, so no health check and no
 //! timer moves them after they settle), GROUPS groups splitting them by label, and one
@@ -29,6 +30,37 @@ use fake_api::FakeApi;
 use serde_json::json;
 
 const NS: &str = "scale";
+
+/// The system allocator, counting the bytes live and their peak: the heap the controllers
+/// hold, apart from what the allocator keeps and the code pages.
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+        PEAK.fetch_max(live, Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Live and peak heap of this process, MiB.
+fn heap_mib() -> (f64, f64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+    (mib(LIVE.load(Relaxed)), mib(PEAK.load(Relaxed)))
+}
 const API: &str = "/apis/mcp-hangar.io/v1alpha1";
 
 struct Args {
@@ -262,6 +294,7 @@ async fn controllers() {
                 if let Some(url) = line.strip_prefix("URL ") {
                     break url.to_string();
                 }
+                println!("{line}");
             }
             _ => panic!("the fake API process ended early"),
         }
@@ -272,9 +305,13 @@ async fn controllers() {
         .expect("tls")
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
+    let defaults = mcp_hangar::controller::ControllerConfig::default();
+    let concurrency = std::env::var("CONCURRENCY").ok().and_then(|c| c.parse().ok()).unwrap_or(defaults.concurrency);
+    println!("CONTROLLER concurrency={concurrency}");
     let config = mcp_hangar::controller::ControllerConfig {
         gateway_url: Some("http://mcp-hangar-gateway.mcp-hangar.svc".into()),
-        ..Default::default()
+        concurrency,
+        ..defaults
     };
     let ctx = Arc::new(mcp_hangar::controller::Context::new(
         client,
@@ -291,8 +328,9 @@ async fn controllers() {
         for line in lines.map_while(Result::ok) {
             println!("{line}");
             if line.starts_with("CONVERGED") {
+                let (live, peak) = heap_mib();
                 println!(
-                    "CONTROLLER cpu_seconds_at_convergence={:.1} rss_mib_at_convergence={:.1}",
+                    "CONTROLLER cpu_seconds_at_convergence={:.1} rss_mib_at_convergence={:.1} heap_live_mib={live:.1} heap_peak_mib={peak:.1}",
                     cpu_seconds(),
                     peak_rss_mib()
                 );

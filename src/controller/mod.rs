@@ -66,6 +66,9 @@ pub const DEFAULT_CONCURRENCY: u16 = 8;
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest event note the API accepts is 1 kB; notes are cut below that.
 const MAX_NOTE: usize = 1000;
+/// How long triggers of one server are gathered before it is reconciled: the events of its
+/// six children after a first apply arrive within it and make one reconcile, not six.
+const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Settings of the controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -275,7 +278,7 @@ pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + 
         .owns_stream(reflected(Api::all(c()), &owned, "roles", metrics, writers.roles, strip_child))
         .owns_stream(reflected(Api::all(c()), &owned, "rolebindings", metrics, writers.bindings, strip_child))
         .owns_stream(reflected(Api::all(c()), &owned, "networkpolicies", metrics, writers.policies, strip_child))
-        .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency))
+        .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency).debounce(DEBOUNCE))
         .graceful_shutdown_on(stop)
         .run(reconcile::reconcile, reconcile::error_policy, sctx)
         .for_each(|result| async move { log_outcome("MCPServer", result) })

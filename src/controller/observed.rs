@@ -34,17 +34,30 @@ use super::resources::{Child, ChildKind};
 use super::watches;
 use crate::metrics::Metrics;
 
-/// What one apply of a child left behind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What one apply of a child left behind; strings kept as their hashes (32 bytes a child).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Applied {
     hash: u64,
-    uid: Option<String>,
-    resource_version: Option<String>,
+    uid: u64,
+    resource_version: u64,
     generation: Option<i64>,
 }
 
-/// A child: its kind, namespace and name.
-type ChildKey = (ChildKind, String, String);
+/// A child: its kind and the hash of its namespace and name.
+type ChildKey = (ChildKind, u64);
+
+/// The hash of a string, or of its absence.
+fn fingerprint(text: Option<&str>) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn child_key(kind: ChildKind, namespace: &str, name: &str) -> ChildKey {
+    let mut hasher = std::hash::DefaultHasher::new();
+    (namespace, name).hash(&mut hasher);
+    (kind, hasher.finish())
+}
 
 /// The children's stores and the record of applies.
 pub struct Observed {
@@ -88,9 +101,15 @@ fn metadata_kept(desired: &ObjectMeta, observed: &ObjectMeta) -> bool {
         && desired.owner_references.iter().flatten().all(|r| observed.owner_references.iter().flatten().any(|o| o == r))
 }
 
-/// Drops the managed fields, which no store reads.
+/// Annotation in which client-side `kubectl apply` keeps a whole copy of the object.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops the managed fields and kubectl's copy of the object, which no store reads.
 pub fn strip<K: Resource>(object: &mut K) {
     object.managed_fields_mut().clear();
+    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 /// Keeps of a child what [`Observed::satisfied`] and pruning read when its resourceVersion
@@ -184,7 +203,7 @@ impl Observed {
         let (namespace, name) =
             (desired.namespace.clone().unwrap_or_default(), desired.name.clone().unwrap_or_default());
         let kind = child.kind();
-        let Some(record) = self.record_of(&(kind, namespace.clone(), name.clone())) else {
+        let Some(record) = self.record_of(&child_key(kind, &namespace, &name)) else {
             return false;
         };
         let Some(observed) = self.meta(kind, &namespace, &name) else {
@@ -192,18 +211,22 @@ impl Observed {
         };
         let unmoved = match kind {
             ChildKind::Deployment => observed.generation == record.generation && metadata_kept(desired, &observed),
-            _ => observed.resource_version == record.resource_version,
+            _ => fingerprint(observed.resource_version.as_deref()) == record.resource_version,
         };
-        record.hash == hash && observed.uid == record.uid && unmoved
+        record.hash == hash && fingerprint(observed.uid.as_deref()) == record.uid && unmoved
     }
 
     /// Records an apply of `kind` and what the API answered.
     pub fn record(&self, kind: ChildKind, hash: u64, answer: &ObjectMeta) {
-        let key = (kind, answer.namespace.clone().unwrap_or_default(), answer.name.clone().unwrap_or_default());
+        let key = child_key(
+            kind,
+            answer.namespace.as_deref().unwrap_or_default(),
+            answer.name.as_deref().unwrap_or_default(),
+        );
         let applied = Applied {
             hash,
-            uid: answer.uid.clone(),
-            resource_version: answer.resource_version.clone(),
+            uid: fingerprint(answer.uid.as_deref()),
+            resource_version: fingerprint(answer.resource_version.as_deref()),
             generation: answer.generation,
         };
         self.applied.lock().unwrap_or_else(|e| e.into_inner()).insert(key, applied);
@@ -213,12 +236,12 @@ impl Observed {
     pub fn forget(&self, namespace: &str, name: &str) {
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         for kind in ChildKind::ALL {
-            applied.remove(&(kind, namespace.to_string(), name.to_string()));
+            applied.remove(&child_key(kind, namespace, name));
         }
     }
 
     fn record_of(&self, key: &ChildKey) -> Option<Applied> {
-        self.applied.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.applied.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied()
     }
 }
 
