@@ -14,7 +14,9 @@
 //! breaker should do: each replica sees the failures itself.
 
 pub mod auth;
+pub mod balance;
 pub mod breaker;
+pub mod condition;
 pub mod era;
 pub mod jsonrpc;
 pub mod metrics;
