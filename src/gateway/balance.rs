@@ -326,7 +326,14 @@ mod tests {
 
     #[test]
     fn only_reads_are_retried_once_they_reached_an_upstream() {
-        for method in ["tools/list", "resources/list", "resources/templates/list", "prompts/list", "resources/read", "prompts/get"] {
+        for method in [
+            "tools/list",
+            "resources/list",
+            "resources/templates/list",
+            "prompts/list",
+            "resources/read",
+            "prompts/get",
+        ] {
             assert!(retry_safe(method), "{method}");
         }
         for method in ["tools/call", "initialize", "completion/complete", "logging/setLevel", "listx"] {

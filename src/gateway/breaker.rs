@@ -183,7 +183,10 @@ mod tests {
         let trial = b.admit(Instant::now());
         assert_eq!(trial, Admission::Trial);
         assert_eq!(b.state().gauge(), 2);
-        assert!(b.fails_fast(Instant::now()) && matches!(b.admit(Instant::now()), Admission::Reject(_)), "one trial at a time");
+        assert!(
+            b.fails_fast(Instant::now()) && matches!(b.admit(Instant::now()), Admission::Reject(_)),
+            "one trial at a time"
+        );
         b.record(trial, false, Instant::now());
         assert!(matches!(b.state(), State::Open { .. }), "a failed trial opens it again");
         tokio::time::advance(Duration::from_secs(30)).await;

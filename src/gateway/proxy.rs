@@ -635,7 +635,10 @@ impl Gateway {
             (Ok(Ok(response)), _) => Ok(response),
             (_, failure) => {
                 let status = StatusCode::BAD_GATEWAY;
-                Err(Unanswered { refused: refused(status, None, UNAVAILABLE, &failure.unwrap_or_default(), None), reached })
+                Err(Unanswered {
+                    refused: refused(status, None, UNAVAILABLE, &failure.unwrap_or_default(), None),
+                    reached,
+                })
             }
         }
     }
