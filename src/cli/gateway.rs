@@ -7,6 +7,8 @@ use std::sync::Arc;
 use super::serve::{bind, init_logging, termination_signal};
 use super::{CliError, GatewayArgs};
 use crate::admission;
+use crate::controller::leader::default_identity;
+use crate::gateway::condition::{KubeWriter, MIN_WRITE_INTERVAL, Publisher};
 use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::{self, Catalog, Gateway, SessionKey, StaticCatalog, StoreCatalog};
 use crate::metrics::Metrics;
@@ -69,14 +71,21 @@ pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
         admission::admin_router(metrics, readiness.clone()),
         shutdown.stopped(),
     ));
-    let catalog: Arc<dyn Catalog> = match &args.routes_file {
-        Some(path) => Arc::new(file_catalog(path)?),
+    // In a cluster, breaker transitions are also written on the MCPServers' conditions.
+    let (catalog, conditions): (Arc<dyn Catalog>, Option<Publisher>) = match &args.routes_file {
+        Some(path) => (Arc::new(file_catalog(path)?), None),
         None => {
             let client = kube::Client::try_default().await?;
-            Arc::new(StoreCatalog::watch(client).await)
+            let writer = Arc::new(KubeWriter::new(client.clone()));
+            let publisher = Publisher::spawn(writer, default_identity(), MIN_WRITE_INTERVAL);
+            (Arc::new(StoreCatalog::watch(client).await), Some(publisher))
         }
     };
-    let gateway = Arc::new(Gateway::new(catalog, key, super::config::gateway_config(&args), gateway_metrics));
+    let mut gateway = Gateway::new(catalog, key, super::config::gateway_config(&args), gateway_metrics);
+    if let Some(conditions) = conditions {
+        gateway = gateway.with_breaker_conditions(conditions);
+    }
+    let gateway = Arc::new(gateway);
     gateway.set_ready(true);
     readiness.set_met(ROUTES_CONDITION);
     let listener = bind(args.addr).await?;
