@@ -167,8 +167,8 @@ fn message(body: &Bytes) -> Value {
     if let Ok(value) = serde_json::from_str(text) {
         return value;
     }
-    let data = text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).filter(|d| !d.is_empty());
-    serde_json::from_str(data.last().expect("an SSE data line")).unwrap()
+    let mut data = text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).filter(|d| !d.is_empty());
+    serde_json::from_str(data.next_back().expect("an SSE data line")).unwrap()
 }
 
 /// Which member answered a `whoami` call.
