@@ -276,6 +276,30 @@ fn merge_defaults(object: &mut Value, path: &[&str], defaults: &Value) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn groups_get_round_robin_and_failover_and_read_them_back_typed() {
+        let group = json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup", "metadata": {"name": "g"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "failover": {"maxRetries": 5}}});
+        let defaulted = apply_defaults(Kind::ServerGroup, &group, "restricted");
+        assert_eq!(defaulted["spec"]["strategy"], "RoundRobin");
+        assert_eq!(defaulted["spec"]["failover"], json!({"enabled": true, "maxRetries": 5, "retryDelay": "100ms"}));
+        let spec: MCPServerGroupSpec = serde_json::from_value(defaulted["spec"].clone()).unwrap();
+        let typed = GroupSettings::of(&spec);
+        assert_eq!(typed, GroupSettings::of(&serde_json::from_value(group["spec"].clone()).unwrap()), "one default");
+        assert_eq!(typed.max_retries, 5);
+        assert_eq!(typed.retry_delay, Duration::from_millis(100));
+        assert_eq!(typed.unhealthy_threshold, None);
+        let off: MCPServerGroupSpec =
+            serde_json::from_value(json!({"failover": {"enabled": false}, "strategy": "Failover",
+            "healthPolicy": {"unhealthyThreshold": 3}}))
+            .unwrap();
+        let off = GroupSettings::of(&off);
+        assert_eq!(
+            (off.max_retries, off.strategy, off.unhealthy_threshold),
+            (0, LoadBalancingStrategy::Failover, Some(3))
+        );
+    }
+
     fn container(spec: Value) -> Value {
         let mut spec = spec;
         spec["mode"] = json!("container");
