@@ -358,3 +358,43 @@ async fn an_open_breaker_reaches_the_mcpservers_conditions() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(writes(&fake), 1, "written on the transition, not per request");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_stays_on_its_member_even_when_it_fails() {
+    let (gate_a, gate_b) = (Gate::new(), Gate::new());
+    let alpha = peers::python_server("alpha", &gate_a.0);
+    let beta = peers::python_server("beta", &gate_b.0);
+    let catalog = Arc::new(StaticCatalog::default());
+    catalog.put_server(member("alpha", endpoint(&alpha), ServerState::Ready));
+    catalog.put_server(member("beta", endpoint(&beta), ServerState::Ready));
+    catalog.put_group(group(LoadBalancingStrategy::Failover, failover(true, 2), None));
+    let url = format!("{}/groups/{NS}/pool/mcp", start_gateway(catalog, None).await);
+    let legacy = |body: Value, session: Option<&str>| {
+        let mut request = Request::post(&url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25");
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        request.body(Body::from(body.to_string())).unwrap()
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+    let response = client().request(legacy(init, None)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let session = response.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(send(legacy(note, Some(&session))).await.0, StatusCode::ACCEPTED);
+    let call =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}});
+    let (status, body) = send(legacy(call.clone(), Some(&session))).await;
+    assert_eq!((status, message(&body)["result"]["content"][0]["text"].clone()), (StatusCode::OK, json!("alpha")));
+    drop(alpha);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    let (status, _) = tokio::time::timeout(Duration::from_secs(10), send(legacy(list, Some(&session))))
+        .await
+        .expect("answered, not retried on its own member forever");
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "the session's member is gone; beta does not know the session");
+}

@@ -421,6 +421,7 @@ impl Gateway {
         };
         let retry_safe = message.method().is_some_and(balance::retry_safe);
         let mut tried: Vec<usize> = Vec::new();
+        let mut attempts = 0usize;
         let mut last: Option<Attempt<'_>> = None;
         let attempt = loop {
             let next = match &session {
@@ -448,7 +449,8 @@ impl Gateway {
             };
             if let (Some(previous), Some(group)) = (&last, &resolved.group) {
                 tracing::info!(route = %key.id(), from = %previous.upstream.member, to = %upstream.member, "retrying on another member");
-                tokio::time::sleep(group.retry_delay).await;
+                // Bounded by the upstream timeout: a retry never waits longer than an answer would.
+                tokio::time::sleep(group.retry_delay.min(self.config.upstream_timeout)).await;
             }
             facts.member = Some(upstream.member.clone());
             if let Some(name) = &tool
@@ -467,7 +469,8 @@ impl Gateway {
                 self.count_call(upstream, tool.as_deref(), "unavailable");
             }
             let attempt = Attempt { upstream, outcome, in_flight };
-            if !retryable || tried.len() > retries {
+            attempts += 1;
+            if !retryable || attempts > retries {
                 break attempt;
             }
             last = Some(attempt);
