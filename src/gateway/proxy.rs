@@ -1,7 +1,8 @@
 //! The data path: one axum router that checks, routes and forwards MCP over streamable HTTP.
 //!
 //! POST: decode the JSON-RPC body → era and header agreement → session (signed id) or a member
-//! → tool allow list → rate limit → circuit breaker → forward → rewrite the session id, filter
+//! ([`balance`]) → tool allow list → rate limit → circuit breaker → forward (a group's request
+//! tried on other members when that is safe) → rewrite the session id, filter
 //! `tools/list` answers (JSON or SSE, event by event) → stream the answer back. GET streams and
 //! DELETE reach the session's member. Bodies are streamed, never buffered, except a request
 //! body (bounded) and a JSON `tools/list` answer that must be filtered (bounded).
