@@ -348,3 +348,16 @@ async fn status_conditions_merge_by_type_and_belong_to_the_manager_that_applied_
         .collect();
     assert_eq!(managers, ["controller", "gateway"]);
 }
+
+#[tokio::test]
+async fn an_apply_that_changes_nothing_is_a_no_op_even_a_second_later() {
+    let fake = FakeApi::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(fake.client(), NS);
+    let patch = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
+    api.patch("c", &PatchParams::apply("one").force(), &Patch::Apply(&patch)).await.unwrap();
+    api.patch("c", &PatchParams::apply("two").force(), &Patch::Apply(&patch)).await.unwrap();
+    let version = fake.resource_version();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    api.patch("c", &PatchParams::apply("one").force(), &Patch::Apply(&patch)).await.unwrap();
+    assert_eq!(fake.resource_version(), version, "managedFields keep their order and time");
+}

@@ -1300,16 +1300,27 @@ fn patch(
                 None => Err(ApiError::not_found(key)),
                 Some(mut object) => {
                     entry["fieldsV1"] = apply_condition_map(&object, &mut applied, manager);
+                    let before = object.clone();
                     json_patch::merge(&mut object, &applied);
                     let mut managed: Vec<Value> = object
                         .pointer("/metadata/managedFields")
                         .and_then(Value::as_array)
                         .cloned()
                         .unwrap_or_default();
-                    managed.retain(|m| {
-                        !(m.get("manager") == entry.get("manager") && m.get("operation") == entry.get("operation"))
-                    });
-                    managed.push(entry);
+                    // The manager's entry is updated in place; an apply that changes nothing keeps
+                    // its time, so it stays a no-op as on the apiserver.
+                    let same = |m: &Value| {
+                        m.get("manager") == entry.get("manager") && m.get("operation") == entry.get("operation")
+                    };
+                    match managed.iter_mut().find(|m| same(m)) {
+                        Some(old) => {
+                            if object == before && old.get("fieldsV1") == entry.get("fieldsV1") {
+                                entry["time"] = old["time"].clone();
+                            }
+                            *old = entry;
+                        }
+                        None => managed.push(entry),
+                    }
                     metadata_mut(&mut object).insert("managedFields".into(), json!(managed));
                     store.update(key, object, mode, dry_run).map(|o| (StatusCode::OK, o))
                 }
