@@ -1,5 +1,6 @@
 //! `mcp-hangar gateway`: the MCP gateway, with its routes from the cluster (reflectors of
 //! MCPServers and MCPServerGroups) or from a file, and the admin endpoints on their own port.
+//! In a cluster it wakes scale-to-zero servers through their demand Leases.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use crate::admission;
 use crate::controller::leader::default_identity;
 use crate::gateway::condition::{KubeWriter, MIN_WRITE_INTERVAL, Publisher};
 use crate::gateway::metrics::GatewayMetrics;
+use crate::gateway::wake::{DemandSignal, LeaseDemand};
 use crate::gateway::{self, Catalog, Gateway, SessionKey, StaticCatalog, StoreCatalog};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -71,17 +73,23 @@ pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
         admission::admin_router(metrics, readiness.clone()),
         shutdown.stopped(),
     ));
-    // In a cluster, breaker transitions are also written on the MCPServers' conditions.
-    let (catalog, conditions): (Arc<dyn Catalog>, Option<Publisher>) = match &args.routes_file {
-        Some(path) => (Arc::new(file_catalog(path)?), None),
+    // In a cluster, demand Leases wake scale-to-zero servers, and breaker transitions are
+    // written on the MCPServers' conditions.
+    type ClusterParts = (Option<Arc<dyn DemandSignal>>, Option<Publisher>);
+    let (catalog, (demand, conditions)): (Arc<dyn Catalog>, ClusterParts) = match &args.routes_file {
+        Some(path) => (Arc::new(file_catalog(path)?), (None, None)),
         None => {
             let client = kube::Client::try_default().await?;
-            let writer = Arc::new(KubeWriter::new(client.clone()));
-            let publisher = Publisher::spawn(writer, default_identity(), MIN_WRITE_INTERVAL);
-            (Arc::new(StoreCatalog::watch(client).await), Some(publisher))
+            let identity = default_identity();
+            let demand = LeaseDemand::new(client.clone(), &args.operator_namespace, &identity);
+            let publisher = Publisher::spawn(Arc::new(KubeWriter::new(client.clone())), identity, MIN_WRITE_INTERVAL);
+            (Arc::new(StoreCatalog::watch(client).await), (Some(Arc::new(demand)), Some(publisher)))
         }
     };
     let mut gateway = Gateway::new(catalog, key, super::config::gateway_config(&args), gateway_metrics);
+    if let Some(demand) = demand {
+        gateway = gateway.with_demand(demand);
+    }
     if let Some(conditions) = conditions {
         gateway = gateway.with_breaker_conditions(conditions);
     }

@@ -375,7 +375,10 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
     let mut startup_deadline = None;
     let generation_changed = generation.is_some() && generation != previous.observed_generation;
     let verdict = match workload {
-        Workload::Container { desired: 0, .. } => {
+        Workload::Container { desired: 0, replicas, ready, .. } => {
+            // What is left of the pods while they stop: the gateway waits for 0 before waking it.
+            status.replicas = Some(replicas);
+            status.ready_replicas = Some(ready);
             status.consecutive_failures = Some(0);
             Verdict {
                 state: ServerState::Cold,
@@ -688,6 +691,17 @@ mod tests {
         assert_eq!((s.failure_threshold, s.breaker_threshold), (3, 5));
         assert_eq!(s.reset_timeout, Duration::from_secs(30));
         assert_eq!(s.startup_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_cold_server_reports_the_replicas_still_stopping() {
+        let s = settings();
+        let ready = step(&s, &MCPServerStatus::default(), container(1, 1), true, at(0)).status;
+        let stopping = Workload::Container { desired: 0, replicas: 1, ready: 1, updated: 1 };
+        let cold = step(&s, &ready, stopping, true, at(10)).status;
+        assert_eq!((cold.state, cold.replicas, cold.ready_replicas), (Some(ServerState::Cold), Some(1), Some(1)));
+        let stopped = step(&s, &cold, container(0, 0), true, at(20)).status;
+        assert_eq!((stopped.replicas, stopped.ready_replicas), (Some(0), Some(0)), "the gateway sees the pods gone");
     }
 
     #[test]

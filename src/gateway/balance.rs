@@ -10,8 +10,10 @@
 //! - `Random`: uniformly.
 //! - `Failover`: the first in name order; the next one only while it is out.
 //!
-//! When no warm member is left, the first [`Standing::Cold`] member (scaled to zero) not yet
-//! tried is woken ([`Pick::WakeCold`]). Members Initializing, Degraded or Dead get nothing.
+//! When no warm member is left, a member on its way up gets the request ([`Pick::WakeCold`]; the
+//! cold-start waker holds it until the member is ready): the first [`Standing::Starting`] one
+//! (Initializing: starting or already being woken), else the first [`Standing::Cold`] one (scaled
+//! to zero), not yet tried. Degraded and Dead members get nothing.
 //!
 //! `healthPolicy.unhealthyThreshold` consecutive failed requests (connect error, timeout, HTTP
 //! 5xx) take a member out of rotation. It answers again through a probe: [`PROBE_INTERVAL`]
@@ -35,9 +37,11 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 pub enum Standing {
     /// Ready and healthy (or not reported at all): takes requests.
     Warm,
-    /// Scaled to zero: woken when no warm member is left.
+    /// Initializing: takes requests only when no warm member is left.
+    Starting,
+    /// Scaled to zero: woken when no warm or starting member is left.
     Cold,
-    /// Initializing, Degraded, Dead or unhealthy: takes nothing.
+    /// Degraded, Dead or unhealthy: takes nothing.
     Down,
 }
 
@@ -47,6 +51,7 @@ impl Standing {
         match state {
             None => Standing::Warm,
             Some(ServerState::Ready) if healthy => Standing::Warm,
+            Some(ServerState::Initializing) => Standing::Starting,
             Some(ServerState::Cold) => Standing::Cold,
             Some(_) => Standing::Down,
         }
@@ -88,8 +93,8 @@ pub fn choose(strategy: LoadBalancingStrategy, members: &[Candidate], turn: usiz
     let warm: Vec<usize> =
         (0..members.len()).filter(|&i| members[i].available && members[i].standing == Standing::Warm).collect();
     if warm.is_empty() {
-        let cold = (0..members.len()).find(|&i| members[i].available && members[i].standing == Standing::Cold);
-        return cold.map(Pick::WakeCold);
+        let first = |standing| (0..members.len()).find(|&i| members[i].available && members[i].standing == standing);
+        return first(Standing::Starting).or_else(|| first(Standing::Cold)).map(Pick::WakeCold);
     }
     let index = match strategy {
         LoadBalancingStrategy::RoundRobin => warm[turn % warm.len()],
@@ -272,6 +277,8 @@ mod tests {
         assert_eq!(choose(RoundRobin, &[cold, WARM], 0, 0), Some(Pick::Warm(1)));
         let tried = Candidate { available: false, ..WARM };
         assert_eq!(choose(RoundRobin, &[down, tried, cold, cold], 1, 0), Some(Pick::WakeCold(2)));
+        let starting = Candidate { standing: Standing::Starting, ..WARM };
+        assert_eq!(choose(Random, &[cold, starting], 1, 0), Some(Pick::WakeCold(1)), "one already on its way first");
         assert_eq!(choose(Failover, &[down, tried], 0, 0), None);
     }
 
@@ -282,6 +289,7 @@ mod tests {
         assert_eq!(Standing::of(None, false), Standing::Warm, "nothing reports it: try it");
         assert_eq!(Standing::of(Some(ServerState::Cold), false), Standing::Cold);
         assert_eq!(Standing::of(Some(ServerState::Degraded), false), Standing::Down);
+        assert_eq!(Standing::of(Some(ServerState::Initializing), false), Standing::Starting);
     }
 
     #[tokio::test(start_paused = true)]

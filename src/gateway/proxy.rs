@@ -42,8 +42,10 @@ use super::route::{Catalog, Resolved, RouteError, RouteKey, RouteKind, Upstream,
 use super::session::{Session, SessionKey};
 use super::sse;
 use super::tools;
+use super::wake::{DemandSignal, Waker};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type UpstreamConnector = HttpsConnector<HttpConnector<crate::mcp::Resolver>>;
 
 /// Request headers passed upstream; everything else (credentials, cookies, Origin, hop-by-hop)
 /// stays at the gateway.
@@ -69,19 +71,21 @@ pub struct Gateway {
     catalog: Arc<dyn Catalog>,
     key: SessionKey,
     config: GatewayConfig,
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    client: Client<UpstreamConnector, Body>,
     buckets: Mutex<HashMap<String, Bucket>>,
     breakers: Mutex<HashMap<String, Breaker>>,
     balancer: Balancer,
     conditions: Option<Publisher>,
     metrics: GatewayMetrics,
     ready: AtomicBool,
+    waker: Waker,
 }
 
 impl Gateway {
     /// A gateway over `catalog`, signing sessions with `key`.
     pub fn new(catalog: Arc<dyn Catalog>, key: SessionKey, config: GatewayConfig, metrics: GatewayMetrics) -> Self {
-        let mut http = HttpConnector::new();
+        let resolver = crate::mcp::Resolver::new(config.host_overrides.clone());
+        let mut http = HttpConnector::new_with_resolver(resolver);
         http.enforce_http(false);
         http.set_connect_timeout(Some(config.connect_timeout));
         http.set_nodelay(true);
@@ -104,12 +108,13 @@ impl Gateway {
         Gateway {
             catalog,
             key,
-            config,
             client,
             buckets: Mutex::default(),
             breakers: Mutex::default(),
             balancer: Balancer::new(),
             conditions: None,
+            waker: Waker::new(None, config.max_cold_start_waiters, metrics.clone()),
+            config,
             metrics,
             ready: AtomicBool::new(false),
         }
@@ -118,6 +123,13 @@ impl Gateway {
     /// Writes breaker transitions on the MCPServers through `publisher`.
     pub fn with_breaker_conditions(mut self, publisher: Publisher) -> Self {
         self.conditions = Some(publisher);
+        self
+    }
+
+    /// Wakes scale-to-zero servers by recording demand through `signal` (without one, they are
+    /// forwarded to as they are).
+    pub fn with_demand(mut self, signal: Arc<dyn DemandSignal>) -> Self {
+        self.waker = Waker::new(Some(signal), self.config.max_cold_start_waiters, self.metrics.clone());
         self
     }
 
@@ -284,6 +296,13 @@ impl Gateway {
                 return (rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, UNAVAILABLE, &e.to_string(), None), true);
             }
         };
+        // A server route wakes its server here; a group wakes the member it picks (`post`).
+        if request.method() == Method::POST
+            && key.kind == RouteKind::Server
+            && let Err(cold) = self.waker.admit(self.catalog.as_ref(), key, &resolved.upstreams).await
+        {
+            return (rpc_error(cold.status, None, UNAVAILABLE, &cold.message, Some(cold.retry_after)), true);
+        }
         let response = match *request.method() {
             Method::POST => self.post(key, &resolved, request, facts).await,
             Method::GET | Method::DELETE => self.session_call(key, &resolved.upstreams, request, facts).await,
@@ -428,8 +447,6 @@ impl Gateway {
             let next = match &session {
                 Some((_, upstream)) => Some(*upstream),
                 None => self.choose(key, resolved, &tried).map(|pick| {
-                    // `Pick::WakeCold`: no warm member is left; the request goes to the cold one,
-                    // which the server route's cold-start handling wakes.
                     tried.push(pick.index());
                     &upstreams[pick.index()]
                 }),
@@ -454,6 +471,20 @@ impl Gateway {
                 tokio::time::sleep(group.retry_delay.min(self.config.upstream_timeout)).await;
             }
             facts.member = Some(upstream.member.clone());
+            // The member's demand (a scale-to-zero one): renewed when warm, and a cold one, which
+            // is picked only when no warm member is left (`Pick::WakeCold`), is woken and awaited.
+            if key.kind == RouteKind::Group {
+                let member = RouteKey {
+                    kind: RouteKind::Server,
+                    namespace: upstream.namespace.clone(),
+                    name: upstream.name.clone(),
+                };
+                if let Err(cold) =
+                    self.waker.admit(self.catalog.as_ref(), &member, std::slice::from_ref(upstream)).await
+                {
+                    return rpc_error(cold.status, id.as_ref(), UNAVAILABLE, &cold.message, Some(cold.retry_after));
+                }
+            }
             if let Some(name) = &tool
                 && let Some(refused) = self.check_tool_call(upstream, name, id.as_ref())
             {

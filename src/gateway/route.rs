@@ -9,6 +9,7 @@ use hyper::Uri;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use tokio::sync::watch;
 
 use super::balance::Standing;
 use super::breaker::BreakerConfig;
@@ -65,6 +66,8 @@ pub trait Catalog: Send + Sync + 'static {
     fn group(&self, namespace: &str, name: &str) -> Option<Arc<MCPServerGroup>>;
     /// The MCPServers of a namespace.
     fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>>;
+    /// Marked changed after every change of an MCPServer (a cold start waits on it).
+    fn changes(&self) -> watch::Receiver<u64>;
 }
 
 /// The reflector stores of a cluster.
@@ -74,6 +77,7 @@ pub struct StoreCatalog {
     pub servers: Store<MCPServer>,
     /// MCPServerGroups.
     pub groups: Store<MCPServerGroup>,
+    changed: Arc<watch::Sender<u64>>,
 }
 
 impl StoreCatalog {
@@ -86,10 +90,15 @@ impl StoreCatalog {
             reflector(server_writer, watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default()));
         let group_events =
             reflector(group_writer, watcher(Api::<MCPServerGroup>::all(client), watcher::Config::default()));
-        tokio::spawn(server_events.default_backoff().for_each(|event| async move {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "watching MCPServers");
+        let changed = Arc::new(watch::Sender::new(0u64));
+        let notify = changed.clone();
+        tokio::spawn(server_events.default_backoff().for_each(move |event| {
+            // The reflector has applied the event to the store before passing it on.
+            match event {
+                Ok(_) => notify.send_modify(|n| *n = n.wrapping_add(1)),
+                Err(e) => tracing::warn!(error = %e, "watching MCPServers"),
             }
+            futures::future::ready(())
         }));
         tokio::spawn(group_events.default_backoff().for_each(|event| async move {
             if let Err(e) = event {
@@ -98,7 +107,7 @@ impl StoreCatalog {
         }));
         let _ = servers.wait_until_ready().await;
         let _ = groups.wait_until_ready().await;
-        StoreCatalog { servers, groups }
+        StoreCatalog { servers, groups, changed }
     }
 }
 
@@ -114,13 +123,24 @@ impl Catalog for StoreCatalog {
     fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>> {
         self.servers.state().into_iter().filter(|s| s.namespace().as_deref() == Some(namespace)).collect()
     }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
 }
 
 /// A catalog filled by hand (tests, `gateway --routes-file`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StaticCatalog {
     servers: RwLock<BTreeMap<(String, String), Arc<MCPServer>>>,
     groups: RwLock<BTreeMap<(String, String), Arc<MCPServerGroup>>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for StaticCatalog {
+    fn default() -> Self {
+        StaticCatalog { servers: RwLock::default(), groups: RwLock::default(), changed: watch::Sender::new(0) }
+    }
 }
 
 fn key_of(meta: &kube::api::ObjectMeta) -> (String, String) {
@@ -132,6 +152,7 @@ impl StaticCatalog {
     pub fn put_server(&self, server: MCPServer) {
         let key = key_of(&server.metadata);
         self.servers.write().expect("catalog lock").insert(key, Arc::new(server));
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Adds or replaces a group.
@@ -153,6 +174,10 @@ impl Catalog for StaticCatalog {
     fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>> {
         let servers = self.servers.read().expect("catalog lock");
         servers.iter().filter(|((ns, _), _)| ns == namespace).map(|(_, s)| s.clone()).collect()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 }
 
