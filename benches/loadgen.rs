@@ -16,6 +16,10 @@
 //! on a shared machine the server does not always get its whole core, and this figure, unlike
 //! the measured rate, does not depend on how much of it it got.
 //!
+//! Plain HTTP (`--plain`, the gateway) or HTTPS (the webhook); a target may name its own path
+//! (`NAME=ADDR=PID=PATH`) and every request carries the `--header`s, so the gateway and the
+//! server behind it are driven with the same request.
+//!
 //! HTTP/1.1 only. The server certificate is not verified: verifying costs the client, not the
 //! server, and the load generator must not become the bottleneck on its single core.
 
@@ -49,9 +53,18 @@ struct Args {
     /// The AdmissionReview to send (JSON; sent compacted).
     #[arg(long)]
     body: PathBuf,
-    /// The path to POST to.
+    /// The path to POST to (a target may override it).
     #[arg(long, default_value = "/validate")]
     path: String,
+    /// Speak plain HTTP instead of HTTPS.
+    #[arg(long)]
+    plain: bool,
+    /// A header every request carries, as `NAME: VALUE` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Also run the maximum rate with a new connection per request.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    new_connections: bool,
     /// Fixed rates to hold, in requests per second.
     #[arg(long, value_delimiter = ',', default_value = "1000,2000,5000")]
     rates: Vec<u32>,
@@ -78,6 +91,8 @@ struct Target {
     name: String,
     addr: SocketAddr,
     pid: u32,
+    /// Its own path, instead of `--path`.
+    path: Option<String>,
 }
 
 impl FromStr for Target {
@@ -85,13 +100,16 @@ impl FromStr for Target {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.split('=');
-        let (Some(name), Some(addr), Some(pid), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(format!("{s:?}: expected NAME=ADDR=PID"));
+        let (Some(name), Some(addr), Some(pid), path, None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("{s:?}: expected NAME=ADDR=PID[=PATH]"));
         };
         Ok(Target {
             name: name.to_string(),
             addr: addr.parse().map_err(|e| format!("{addr:?}: {e}"))?,
             pid: pid.parse().map_err(|e| format!("{pid:?}: {e}"))?,
+            path: path.map(str::to_string),
         })
     }
 }
@@ -207,11 +225,13 @@ fn client_config() -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
-/// What every request needs.
+/// What every request to one target needs.
 #[derive(Clone)]
 struct Client {
-    tls: Arc<rustls::ClientConfig>,
+    /// `None`: plain HTTP.
+    tls: Option<Arc<rustls::ClientConfig>>,
     path: String,
+    headers: Vec<(String, String)>,
     body: Bytes,
 }
 
@@ -221,8 +241,13 @@ impl Client {
     async fn connect(&self, addr: SocketAddr) -> Result<Sender, String> {
         let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.tls else {
+            let (sender, connection) = http1::handshake(TokioIo::new(tcp)).await.map_err(|e| format!("http: {e}"))?;
+            tokio::spawn(connection);
+            return Ok(sender);
+        };
         let name = ServerName::try_from("localhost").expect("a valid name");
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+        let tls = tokio_rustls::TlsConnector::from(tls.clone())
             .connect(name, tcp)
             .await
             .map_err(|e| format!("handshake: {e}"))?;
@@ -252,6 +277,9 @@ impl Client {
         let mut request = hyper::Request::post(self.path.as_str())
             .header("host", "localhost")
             .header("content-type", "application/json");
+        for (name, value) in &self.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
         if close {
             request = request.header("connection", "close");
         }
@@ -506,9 +534,7 @@ fn median_of(runs: &[Run], target: &str, scenario: &str, figure: impl Fn(&Run) -
 }
 
 fn print_summary(args: &Args, runs: &[Run], memory: &BTreeMap<String, (u64, u64, u64)>) {
-    let mut scenarios: Vec<String> = args.rates.iter().map(|r| format!("fixed {r}/s")).collect();
-    scenarios.push("max keep-alive".into());
-    scenarios.push("max new connection".into());
+    let scenarios: Vec<String> = scenarios(args).into_iter().map(|(name, _)| name).collect();
     let names: Vec<&str> = args.targets.iter().map(|t| t.name.as_str()).collect();
     println!(
         "\nMedians of {} runs of {} s; latency in µs; CPU in µs per request; ratio = {} / {}",
@@ -539,19 +565,26 @@ fn print_summary(args: &Args, runs: &[Run], memory: &BTreeMap<String, (u64, u64,
         }
     }
     if let [ours, floor, ..] = names.as_slice() {
-        println!("\n| scenario | {ours} / {floor}: p50 | p99 | req/s | req/s per core | CPU/req |");
-        println!("|---|---:|---:|---:|---:|---:|");
+        println!(
+            "\n| scenario | {ours} / {floor}: p50 | p99 | req/s | req/s per core | CPU/req | added p50 µs | added p99 µs |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
         for scenario in &scenarios {
             let ratio = |figure: &dyn Fn(&Run) -> Option<f64>| {
                 median_of(runs, ours, scenario, figure) / median_of(runs, floor, scenario, figure)
             };
+            let added = |figure: &dyn Fn(&Run) -> Option<f64>| {
+                median_of(runs, ours, scenario, figure) - median_of(runs, floor, scenario, figure)
+            };
             println!(
-                "| {scenario} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                "| {scenario} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |",
                 ratio(&|r| Some(r.p50_us)),
                 ratio(&|r| Some(r.p99_us)),
                 ratio(&|r| Some(r.rate)),
                 ratio(&Run::per_core),
                 ratio(&|r| r.cpu_us_per_request),
+                added(&|r| Some(r.p50_us)),
+                added(&|r| Some(r.p99_us)),
             );
         }
     }
@@ -567,11 +600,32 @@ fn print_summary(args: &Args, runs: &[Run], memory: &BTreeMap<String, (u64, u64,
     }
 }
 
+/// The scenarios of every repetition: the fixed rates, then the maximum rates.
+fn scenarios(args: &Args) -> Vec<(String, Option<u32>)> {
+    let mut scenarios: Vec<(String, Option<u32>)> =
+        args.rates.iter().map(|r| (format!("fixed {r}/s"), Some(*r))).collect();
+    scenarios.push(("max keep-alive".into(), None));
+    if args.new_connections {
+        scenarios.push(("max new connection".into(), None));
+    }
+    scenarios
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let body: serde_json::Value = serde_json::from_slice(&std::fs::read(&args.body)?)?;
-    let client =
-        Client { tls: client_config(), path: args.path.clone(), body: Bytes::from(serde_json::to_vec(&body)?) };
+    let mut headers = Vec::new();
+    for header in &args.headers {
+        let (name, value) =
+            header.split_once(':').ok_or_else(|| format!("--header {header:?}: expected NAME: VALUE"))?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+    let base = Client {
+        tls: (!args.plain).then(client_config),
+        path: args.path.clone(),
+        headers,
+        body: Bytes::from(serde_json::to_vec(&body)?),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let duration = Duration::from_secs(args.seconds);
     let mut memory: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
@@ -582,12 +636,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut runs = Vec::new();
     runtime.block_on(async {
         for repetition in 0..args.repeat {
-            let mut scenarios: Vec<(String, Option<u32>)> =
-                args.rates.iter().map(|r| (format!("fixed {r}/s"), Some(*r))).collect();
-            scenarios.push(("max keep-alive".into(), None));
-            scenarios.push(("max new connection".into(), None));
-            for (scenario, rate) in scenarios {
+            for (scenario, rate) in scenarios(&args) {
                 for target in &args.targets {
+                    let client = Client { path: target.path.clone().unwrap_or_else(|| args.path.clone()), ..base.clone() };
                     let work = async {
                         match (rate, scenario.as_str()) {
                             (Some(rate), _) => fixed_rate(&client, target.addr, rate, duration, args.connections).await,

@@ -9,5 +9,6 @@ pub mod mcp;
 pub mod metrics;
 pub mod policy;
 pub mod readiness;
+pub mod serving;
 pub mod shutdown;
 pub mod tls;

@@ -500,3 +500,42 @@ fn the_gateway_runs_apart_from_the_operator_with_its_shared_key() {
         assert!(off.iter().all(|o| !o["metadata"]["name"].as_str().unwrap_or("").contains("gateway")));
     }
 }
+
+#[test]
+#[ignore = "needs helm: .ci/tools.sh, then cargo test --test chart -- --ignored"]
+fn the_gateway_may_write_demand_leases_in_the_release_namespace_and_nothing_on_deployments() {
+    for helm in helms() {
+        let objects = render(&helm, "mcp-hangar", "tenant-ops", &[]);
+        let gateway_rows: Vec<_> =
+            rendered_rbac(&objects).into_iter().filter(|row| row.0.ends_with("mcp-hangar-gateway")).collect();
+        assert!(gateway_rows.iter().all(|row| row.2 != "deployments"), "the gateway never scales: {gateway_rows:?}");
+        let writes: Vec<_> =
+            gateway_rows.iter().filter(|row| row.3.contains("create") || row.3.contains("patch")).collect();
+        let writes: Vec<(&str, &str, &str, &str)> =
+            writes.iter().map(|row| (row.0.as_str(), row.1.as_str(), row.2.as_str(), row.3.as_str())).collect();
+        assert_eq!(
+            writes,
+            [
+                ("ClusterRole mcp-hangar-gateway", "mcp-hangar.io", "mcpservers/status", "patch"),
+                ("Role mcp-hangar-gateway", "coordination.k8s.io", "leases", "create, patch"),
+            ],
+            "demand Leases, and the breaker condition on MCPServer status: nothing else"
+        );
+        let role = find(&objects, "Role", "mcp-hangar-gateway");
+        assert_eq!(role["metadata"]["namespace"], "tenant-ops", "Leases of the operator's namespace only");
+        let binding = find(&objects, "RoleBinding", "mcp-hangar-gateway");
+        assert_eq!(binding["roleRef"]["name"], "mcp-hangar-gateway");
+        assert_eq!(binding["subjects"][0]["name"], "mcp-hangar-gateway");
+        let gateway = find(&objects, "Deployment", "mcp-hangar-gateway");
+        let env = gateway["spec"]["template"]["spec"]["containers"][0]["env"].as_array().unwrap();
+        let field = |name: &str| {
+            env.iter().find(|e| e["name"] == name).map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone())
+        };
+        assert_eq!(
+            field("POD_NAMESPACE"),
+            Some(json!("metadata.namespace")),
+            "Leases go where the controller reads them"
+        );
+        assert_eq!(field("POD_NAME"), Some(json!("metadata.name")), "each replica writes as itself");
+    }
+}

@@ -518,6 +518,56 @@ async fn a_failing_remote_degrades_dies_and_recovers() {
 }
 
 #[tokio::test]
+async fn the_gateways_breaker_condition_survives_the_controllers_status_writes() {
+    use mcp_hangar::gateway::condition::{BreakerCondition, ConditionWriter, KubeWriter};
+    let mcp = McpTestServer::start(&["lookup"]).await;
+    let harness = Harness::start(Some(&mcp)).await;
+    let endpoint = format!("http://{REMOTE_HOST}:{}/mcp", mcp.addr().port());
+    let spec = json!({"mode": "remote", "endpoint": endpoint, "healthCheck": {"interval": "1s", "timeout": "500ms", "failureThreshold": 1}});
+    harness.create("remote", spec).await;
+    harness.wait_state("remote", "Ready").await;
+    let gateway = KubeWriter::new(harness.fake.client());
+    let at = k8s_openapi::jiff::Timestamp::now();
+    gateway.write(NS, "remote", &BreakerCondition::opened("gw-0", Duration::from_secs(30), at)).await.unwrap();
+    let stored = harness.fake.get(&server_path("remote")).unwrap();
+    assert_eq!(condition(&stored, "CircuitBreakerOpen")["status"], "True");
+    assert_eq!(condition(&stored, "Ready")["status"], "True", "the gateway's write keeps the controller's");
+
+    // A server whose status is settled: the gateway's write is no reason for the controller to
+    // write status again (its own part did not change).
+    let quiet = json!({"mode": "remote", "endpoint": endpoint, "healthCheck": {"interval": "1h"}});
+    harness.create("quiet", quiet).await;
+    harness.wait_state("quiet", "Ready").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    harness.fake.clear_requests();
+    gateway.write(NS, "quiet", &BreakerCondition::opened("gw-0", Duration::from_secs(30), at)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status_writes = harness.fake.requests().iter().filter(|r| r.path.ends_with("/mcpservers/quiet/status")).count();
+    assert_eq!(status_writes, 1, "only the gateway's own write");
+
+    mcp.set_answer(Answer::Status(503));
+    let degraded = harness.wait_state("remote", "Degraded").await;
+    assert_eq!(condition(&degraded, "Ready")["status"], "False");
+    let breaker = condition(&degraded, "CircuitBreakerOpen");
+    assert_eq!(breaker["status"], "True", "the controller's write keeps the gateway's: {degraded:#}");
+    assert!(breaker["message"].as_str().unwrap().contains("gw-0"));
+    let managers: Vec<&str> = degraded["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(managers.contains(&"mcp-hangar-gateway") && managers.contains(&"mcp-hangar"), "{managers:?}");
+    let controller =
+        degraded["metadata"]["managedFields"].as_array().unwrap().iter().find(|m| m["manager"] == "mcp-hangar");
+    let owned = controller.unwrap()["fieldsV1"]["f:status"]["f:conditions"].as_object().unwrap();
+    assert_eq!(owned.len(), 4, "the controller applies its four conditions: {owned:?}");
+    assert!(!owned.keys().any(|k| k.contains("CircuitBreakerOpen")), "and never the gateway's back as its own");
+
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn a_named_service_account_replaces_the_owned_one() {
     let harness = Harness::start(None).await;
     harness.create("fetch", json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0"})).await;

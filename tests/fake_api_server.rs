@@ -428,3 +428,60 @@ async fn a_server_side_apply_that_changes_nothing_writes_nothing() {
         "no event for the no-op"
     );
 }
+
+#[tokio::test]
+async fn status_conditions_merge_by_type_and_belong_to_the_manager_that_applied_them() {
+    let fake = FakeApi::start().await;
+    fake.register_operator_kinds();
+    let path = format!("/apis/mcp-hangar.io/v1alpha1/namespaces/{NS}/mcpservers/s");
+    fake.put(&path, json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": "s", "namespace": NS}, "spec": {"mode": "remote"}}));
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("mcp-hangar.io", "v1alpha1", "MCPServer"));
+    let api: Api<DynamicObject> = Api::namespaced_with(fake.client(), NS, &resource);
+    let apply = |manager: &'static str, conditions: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            let patch = json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "status": {"conditions": conditions}});
+            api.patch_status("s", &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await.unwrap();
+        }
+    };
+    let types = |fake: &FakeApi| -> Vec<(String, String)> {
+        fake.get(&path).unwrap()["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["type"].as_str().unwrap().to_string(), c["status"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let pair = |t: &str, s: &str| (t.to_string(), s.to_string());
+    apply("controller", json!([{"type": "Ready", "status": "True"}, {"type": "Degraded", "status": "False"}])).await;
+    apply("gateway", json!([{"type": "CircuitBreakerOpen", "status": "True"}])).await;
+    assert_eq!(types(&fake), [pair("Ready", "True"), pair("Degraded", "False"), pair("CircuitBreakerOpen", "True")]);
+    apply("controller", json!([{"type": "Ready", "status": "False"}])).await;
+    assert_eq!(
+        types(&fake),
+        [pair("Ready", "False"), pair("CircuitBreakerOpen", "True")],
+        "the controller's own Degraded it left out is gone; the gateway's entry stays"
+    );
+    apply("gateway", json!([{"type": "CircuitBreakerOpen", "status": "False"}])).await;
+    assert_eq!(types(&fake), [pair("Ready", "False"), pair("CircuitBreakerOpen", "False")]);
+    let managers: Vec<String> = fake.get(&path).unwrap()["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["manager"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(managers, ["controller", "gateway"]);
+}
+
+#[tokio::test]
+async fn an_apply_that_changes_nothing_is_a_no_op_even_a_second_later() {
+    let fake = FakeApi::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(fake.client(), NS);
+    let patch = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
+    api.patch("c", &PatchParams::apply("one").force(), &Patch::Apply(&patch)).await.unwrap();
+    api.patch("c", &PatchParams::apply("two").force(), &Patch::Apply(&patch)).await.unwrap();
+    let version = fake.resource_version();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    api.patch("c", &PatchParams::apply("one").force(), &Patch::Apply(&patch)).await.unwrap();
+    assert_eq!(fake.resource_version(), version, "managedFields keep their order and time");
+}

@@ -1008,3 +1008,40 @@ async fn a_thousand_idle_connections_cost_bounded_memory() {
     let mut fresh = connect().await;
     assert_eq!(post(&mut fresh).await.0, 200);
 }
+
+/// The gateway's plain-HTTP listener runs on the same accept loop: a client that connects and
+/// says nothing is cut off after the first-request deadline, and others are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_plain_http_clients_are_cut_off_too() {
+    use mcp_hangar::serving::{self, Plain};
+    let limits = ConnectionLimits {
+        first_request_timeout: Duration::from_secs(1),
+        header_read_timeout: Duration::from_secs(1),
+        ..ConnectionLimits::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serving::serve(
+        listener,
+        Plain,
+        router,
+        async {
+            let _ = stop_rx.await;
+        },
+        Duration::from_secs(2),
+        limits,
+    ));
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(5)).await;
+    let held = started.elapsed();
+    assert!(closed && held < Duration::from_secs(3), "a silent plain client held its connection {held:?}");
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let (answer, _) = read_until_closed(&mut client, Duration::from_secs(5)).await;
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+    let _ = stop_tx.send(());
+    server.await.unwrap();
+}

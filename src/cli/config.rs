@@ -174,5 +174,7 @@ pub fn gateway_config(args: &GatewayArgs) -> crate::gateway::GatewayConfig {
         stream_idle_timeout: args.stream_idle_timeout,
         header_read_timeout: args.header_read_timeout,
         allowed_origins: args.allowed_origins.iter().map(|o| o.trim().to_string()).filter(|o| !o.is_empty()).collect(),
+        max_cold_start_waiters: args.max_cold_start_waiters,
+        host_overrides: Default::default(),
     }
 }

@@ -1,5 +1,6 @@
 //! `mcp-hangar gateway`: the MCP gateway, with its routes from the cluster (reflectors of
 //! MCPServers and MCPServerGroups) or from a file, and the admin endpoints on their own port.
+//! In a cluster it wakes scale-to-zero servers through their demand Leases.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,7 +8,10 @@ use std::sync::Arc;
 use super::serve::{bind, init_logging, termination_signal};
 use super::{CliError, GatewayArgs};
 use crate::admission;
+use crate::controller::leader::default_identity;
+use crate::gateway::condition::{KubeWriter, MIN_WRITE_INTERVAL, Publisher};
 use crate::gateway::metrics::GatewayMetrics;
+use crate::gateway::wake::{DemandSignal, LeaseDemand};
 use crate::gateway::{self, Catalog, Gateway, SessionKey, StaticCatalog, StoreCatalog};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -69,14 +73,27 @@ pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
         admission::admin_router(metrics, readiness.clone()),
         shutdown.stopped(),
     ));
-    let catalog: Arc<dyn Catalog> = match &args.routes_file {
-        Some(path) => Arc::new(file_catalog(path)?),
+    // In a cluster, demand Leases wake scale-to-zero servers, and breaker transitions are
+    // written on the MCPServers' conditions.
+    type ClusterParts = (Option<Arc<dyn DemandSignal>>, Option<Publisher>);
+    let (catalog, (demand, conditions)): (Arc<dyn Catalog>, ClusterParts) = match &args.routes_file {
+        Some(path) => (Arc::new(file_catalog(path)?), (None, None)),
         None => {
             let client = kube::Client::try_default().await?;
-            Arc::new(StoreCatalog::watch(client).await)
+            let identity = default_identity();
+            let demand = LeaseDemand::new(client.clone(), &args.operator_namespace, &identity);
+            let publisher = Publisher::spawn(Arc::new(KubeWriter::new(client.clone())), identity, MIN_WRITE_INTERVAL);
+            (Arc::new(StoreCatalog::watch(client).await), (Some(Arc::new(demand)), Some(publisher)))
         }
     };
-    let gateway = Arc::new(Gateway::new(catalog, key, super::config::gateway_config(&args), gateway_metrics));
+    let mut gateway = Gateway::new(catalog, key, super::config::gateway_config(&args), gateway_metrics);
+    if let Some(demand) = demand {
+        gateway = gateway.with_demand(demand);
+    }
+    if let Some(conditions) = conditions {
+        gateway = gateway.with_breaker_conditions(conditions);
+    }
+    let gateway = Arc::new(gateway);
     gateway.set_ready(true);
     readiness.set_met(ROUTES_CONDITION);
     let listener = bind(args.addr).await?;

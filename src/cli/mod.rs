@@ -94,6 +94,14 @@ pub struct GatewayArgs {
     /// Longest silence on a streamed answer before it is cut.
     #[arg(long, env = "MCP_HANGAR_GATEWAY_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub stream_idle_timeout: std::time::Duration,
+    /// Namespace of the demand Leases that wake scale-to-zero servers (the operator's; the
+    /// chart passes the release namespace through `POD_NAMESPACE`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = crate::controller::resources::DEFAULT_OPERATOR_NAMESPACE)]
+    pub operator_namespace: String,
+    /// Most requests per server that wait for it to start from zero; more get 503 at once.
+    #[arg(long, env = "MCP_HANGAR_GATEWAY_MAX_COLD_START_WAITERS",
+          default_value_t = crate::gateway::DEFAULT_MAX_COLD_START_WAITERS)]
+    pub max_cold_start_waiters: usize,
     /// Logging and graceful shutdown.
     #[command(flatten)]
     pub process: ProcessArgs,

@@ -148,7 +148,7 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context, observed: &Observed
     }
     let namespace = server.metadata.namespace.clone().ok_or(ReconcileError::Incomplete("namespace"))?;
     let now = now();
-    let previous = server.status.clone().unwrap_or_default();
+    let previous = state::owned(server.status.as_ref());
 
     let defaulted = match ctx.engine.review_server(server) {
         Ok(defaulted) => defaulted,

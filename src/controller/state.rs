@@ -40,6 +40,18 @@ pub const CONDITION_AVAILABLE: &str = "Available";
 pub const CONDITION_PROGRESSING: &str = "Progressing";
 /// Condition type: the server is unhealthy.
 pub const CONDITION_DEGRADED: &str = "Degraded";
+/// The condition types the controller writes. `status.conditions` is a map by type: the others
+/// (the gateway's `CircuitBreakerOpen`) belong to other field managers and are left alone.
+pub const CONDITION_TYPES: [&str; 4] =
+    [CONDITION_READY, CONDITION_AVAILABLE, CONDITION_PROGRESSING, CONDITION_DEGRADED];
+
+/// A stored status as the controller owns it: without other writers' conditions, so that they
+/// neither count as a change nor are applied back.
+pub fn owned(status: Option<&MCPServerStatus>) -> MCPServerStatus {
+    let mut status = status.cloned().unwrap_or_default();
+    status.conditions.retain(|c| CONDITION_TYPES.contains(&c.type_.as_str()));
+    status
+}
 
 /// Why the server is in its state; used as condition and event reasons.
 pub mod reason {
@@ -363,7 +375,10 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
     let mut startup_deadline = None;
     let generation_changed = generation.is_some() && generation != previous.observed_generation;
     let verdict = match workload {
-        Workload::Container { desired: 0, .. } => {
+        Workload::Container { desired: 0, replicas, ready, .. } => {
+            // What is left of the pods while they stop: the gateway waits for 0 before waking it.
+            status.replicas = Some(replicas);
+            status.ready_replicas = Some(ready);
             status.consecutive_failures = Some(0);
             Verdict {
                 state: ServerState::Cold,
@@ -679,6 +694,17 @@ mod tests {
     }
 
     #[test]
+    fn a_cold_server_reports_the_replicas_still_stopping() {
+        let s = settings();
+        let ready = step(&s, &MCPServerStatus::default(), container(1, 1), true, at(0)).status;
+        let stopping = Workload::Container { desired: 0, replicas: 1, ready: 1, updated: 1 };
+        let cold = step(&s, &ready, stopping, true, at(10)).status;
+        assert_eq!((cold.state, cold.replicas, cold.ready_replicas), (Some(ServerState::Cold), Some(1), Some(1)));
+        let stopped = step(&s, &cold, container(0, 0), true, at(20)).status;
+        assert_eq!((stopped.replicas, stopped.ready_replicas), (Some(0), Some(0)), "the gateway sees the pods gone");
+    }
+
+    #[test]
     fn container_lifecycle_table() {
         let s = settings();
         // (seconds, desired, ready, healthy, expected state, expected reason)
@@ -831,6 +857,18 @@ mod tests {
             Some("http://gw/servers/ns/u/mcp"),
             "status names the gateway URL"
         );
+    }
+
+    #[test]
+    fn other_writers_conditions_are_not_the_controllers() {
+        let s = settings();
+        let mut stored = step(&s, &MCPServerStatus::default(), container(1, 1), true, at(0)).status;
+        let ours = stored.clone();
+        let mut breaker = stored.conditions[0].clone();
+        breaker.type_ = "CircuitBreakerOpen".into();
+        stored.conditions.push(breaker);
+        assert_eq!(owned(Some(&stored)), ours, "the gateway's condition is neither a change nor applied back");
+        assert_eq!(owned(None), MCPServerStatus::default());
     }
 
     #[test]

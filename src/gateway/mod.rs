@@ -4,7 +4,9 @@
 //! Both protocol eras are served: 2026-07-28 requests are routed one by one; earlier revisions
 //! keep a session, whose id the gateway signs ([`session`]) so that any replica routes it to the
 //! same member with no shared store. Tool policy is applied to the decoded JSON-RPC body
-//! ([`tools`]), then the rate limit ([`ratelimit`]) and the circuit breaker ([`breaker`]).
+//! ([`tools`]), then the rate limit ([`ratelimit`]) and the circuit breaker ([`breaker`]), whose
+//! transitions reach the MCPServer's conditions ([`condition`]). A group's request goes to a
+//! member its strategy picks, and to another when that is safe ([`balance`]).
 //!
 //! Rate limits and breakers are kept per gateway replica, in memory. A shared counter would put
 //! a network round trip (and a store that can fail) on every tool call, for a limit whose purpose
@@ -12,9 +14,14 @@
 //! R × `requestsPerMinute` (R × `burstSize` at once). Size the limit for the replica count, or
 //! run one replica per limit domain. A breaker opening on each replica on its own is what a
 //! breaker should do: each replica sees the failures itself.
+//!
+//! A request to a scale-to-zero server wakes it ([`wake`]): the gateway renews the server's
+//! demand Lease and holds the request until the MCPServer reflector shows a ready replica.
 
 pub mod auth;
+pub mod balance;
 pub mod breaker;
+pub mod condition;
 pub mod era;
 pub mod jsonrpc;
 pub mod metrics;
@@ -25,7 +32,10 @@ pub mod server;
 pub mod session;
 pub mod sse;
 pub mod tools;
+pub mod wake;
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 pub use proxy::{Gateway, router};
@@ -52,7 +62,15 @@ pub struct GatewayConfig {
     /// Browser Origins allowed to call (exact, case-insensitive; `*` for any). Requests without
     /// Origin are not from a browser and are always allowed.
     pub allowed_origins: Vec<String>,
+    /// Most requests per server waiting for it to start from zero; more are refused at once.
+    pub max_cold_start_waiters: usize,
+    /// Upstream host names connected to fixed addresses instead of DNS (as `curl --resolve`);
+    /// tests point the `*.svc` names of container servers at 127.0.0.1.
+    pub host_overrides: BTreeMap<String, IpAddr>,
 }
+
+/// Default of [`GatewayConfig::max_cold_start_waiters`].
+pub const DEFAULT_MAX_COLD_START_WAITERS: usize = 256;
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -65,6 +83,8 @@ impl Default for GatewayConfig {
             stream_idle_timeout: Duration::from_secs(300),
             header_read_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
+            max_cold_start_waiters: DEFAULT_MAX_COLD_START_WAITERS,
+            host_overrides: BTreeMap::new(),
         }
     }
 }

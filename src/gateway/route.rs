@@ -9,12 +9,14 @@ use hyper::Uri;
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
+use tokio::sync::watch;
 
+use super::balance::Standing;
 use super::breaker::BreakerConfig;
 use super::ratelimit::Rate;
 use super::tools::ToolPolicy;
 use crate::crd::{MCPServer, MCPServerGroup, ServerMode, Transport};
-use crate::policy::defaults::{self, DEFAULT_PORT, Settings};
+use crate::policy::defaults::{self, DEFAULT_PORT, GroupSettings, Settings};
 use crate::policy::membership;
 
 /// Which kind a route names.
@@ -64,6 +66,8 @@ pub trait Catalog: Send + Sync + 'static {
     fn group(&self, namespace: &str, name: &str) -> Option<Arc<MCPServerGroup>>;
     /// The MCPServers of a namespace.
     fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>>;
+    /// Marked changed after every change of an MCPServer (a cold start waits on it).
+    fn changes(&self) -> watch::Receiver<u64>;
 }
 
 /// The reflector stores of a cluster.
@@ -73,6 +77,7 @@ pub struct StoreCatalog {
     pub servers: Store<MCPServer>,
     /// MCPServerGroups.
     pub groups: Store<MCPServerGroup>,
+    changed: Arc<watch::Sender<u64>>,
 }
 
 impl StoreCatalog {
@@ -85,10 +90,15 @@ impl StoreCatalog {
             reflector(server_writer, watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default()));
         let group_events =
             reflector(group_writer, watcher(Api::<MCPServerGroup>::all(client), watcher::Config::default()));
-        tokio::spawn(server_events.default_backoff().for_each(|event| async move {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "watching MCPServers");
+        let changed = Arc::new(watch::Sender::new(0u64));
+        let notify = changed.clone();
+        tokio::spawn(server_events.default_backoff().for_each(move |event| {
+            // The reflector has applied the event to the store before passing it on.
+            match event {
+                Ok(_) => notify.send_modify(|n| *n = n.wrapping_add(1)),
+                Err(e) => tracing::warn!(error = %e, "watching MCPServers"),
             }
+            futures::future::ready(())
         }));
         tokio::spawn(group_events.default_backoff().for_each(|event| async move {
             if let Err(e) = event {
@@ -97,7 +107,7 @@ impl StoreCatalog {
         }));
         let _ = servers.wait_until_ready().await;
         let _ = groups.wait_until_ready().await;
-        StoreCatalog { servers, groups }
+        StoreCatalog { servers, groups, changed }
     }
 }
 
@@ -113,13 +123,24 @@ impl Catalog for StoreCatalog {
     fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>> {
         self.servers.state().into_iter().filter(|s| s.namespace().as_deref() == Some(namespace)).collect()
     }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
 }
 
 /// A catalog filled by hand (tests, `gateway --routes-file`).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StaticCatalog {
     servers: RwLock<BTreeMap<(String, String), Arc<MCPServer>>>,
     groups: RwLock<BTreeMap<(String, String), Arc<MCPServerGroup>>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Default for StaticCatalog {
+    fn default() -> Self {
+        StaticCatalog { servers: RwLock::default(), groups: RwLock::default(), changed: watch::Sender::new(0) }
+    }
 }
 
 fn key_of(meta: &kube::api::ObjectMeta) -> (String, String) {
@@ -131,6 +152,7 @@ impl StaticCatalog {
     pub fn put_server(&self, server: MCPServer) {
         let key = key_of(&server.metadata);
         self.servers.write().expect("catalog lock").insert(key, Arc::new(server));
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Adds or replaces a group.
@@ -152,6 +174,10 @@ impl Catalog for StaticCatalog {
     fn servers_in(&self, namespace: &str) -> Vec<Arc<MCPServer>> {
         let servers = self.servers.read().expect("catalog lock");
         servers.iter().filter(|((ns, _), _)| ns == namespace).map(|(_, s)| s.clone()).collect()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 }
 
@@ -198,6 +224,17 @@ pub struct Upstream {
     pub rate: Option<Rate>,
     /// `spec.circuitBreaker`, unless disabled.
     pub breaker: Option<BreakerConfig>,
+    /// Whether it takes a group's requests (a server's own route ignores it).
+    pub standing: Standing,
+}
+
+/// What a route reaches: its upstreams and, for a group, how to balance over them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The server, or the group's members in membership order.
+    pub upstreams: Vec<Upstream>,
+    /// A group's strategy, failover and health policy.
+    pub group: Option<GroupSettings>,
 }
 
 /// The upstream of one MCPServer: container mode `http://<name>.<ns>.svc:<port><path>`, remote
@@ -233,16 +270,18 @@ pub fn upstream(server: &MCPServer) -> Result<Upstream, RouteError> {
         failure_threshold: u32::try_from(settings.breaker_threshold).unwrap_or(1).max(1),
         reset_timeout: settings.reset_timeout,
     });
-    Ok(Upstream { member, namespace, name, url, tools: ToolPolicy { allow }, rate, breaker })
+    let standing = Standing::Warm;
+    Ok(Upstream { member, namespace, name, url, tools: ToolPolicy { allow }, rate, breaker, standing })
 }
 
-/// The upstreams a route reaches: the server itself, or the group's members by name.
-pub fn resolve(catalog: &dyn Catalog, key: &RouteKey) -> Result<Vec<Upstream>, RouteError> {
+/// The upstreams a route reaches: the server itself, or the group's members by name with
+/// their standing.
+pub fn resolve(catalog: &dyn Catalog, key: &RouteKey) -> Result<Resolved, RouteError> {
     let not_found = |kind| RouteError::NotFound { kind, namespace: key.namespace.clone(), name: key.name.clone() };
     match key.kind {
         RouteKind::Server => {
             let server = catalog.server(&key.namespace, &key.name).ok_or_else(|| not_found("MCPServer"))?;
-            Ok(vec![upstream(&server)?])
+            Ok(Resolved { upstreams: vec![upstream(&server)?], group: None })
         }
         RouteKind::Group => {
             let group = catalog.group(&key.namespace, &key.name).ok_or_else(|| not_found("MCPServerGroup"))?;
@@ -253,13 +292,16 @@ pub fn resolve(catalog: &dyn Catalog, key: &RouteKey) -> Result<Vec<Upstream>, R
             let members: Vec<_> = view
                 .members
                 .iter()
-                .filter_map(|member| servers.iter().find(|s| s.metadata.name.as_deref() == Some(&member.name)))
-                .filter_map(|server| upstream(server).ok())
+                .filter_map(|member| {
+                    let server = servers.iter().find(|s| s.metadata.name.as_deref() == Some(&member.name))?;
+                    let upstream = upstream(server).ok()?;
+                    Some(Upstream { standing: Standing::of(member.state, member.healthy), ..upstream })
+                })
                 .collect();
             if members.is_empty() {
                 return Err(no_member());
             }
-            Ok(members)
+            Ok(Resolved { upstreams: members, group: Some(GroupSettings::of(&group.spec)) })
         }
     }
 }
@@ -350,7 +392,7 @@ mod tests {
         group.metadata.namespace = Some("ns".into());
         catalog.put_group(group);
         let key = RouteKey { kind: RouteKind::Group, namespace: "ns".into(), name: "g".into() };
-        let members: Vec<_> = resolve(&catalog, &key).unwrap().into_iter().map(|u| u.member).collect();
+        let members: Vec<_> = resolve(&catalog, &key).unwrap().upstreams.into_iter().map(|u| u.member).collect();
         assert_eq!(members, ["ns/a", "ns/b"]);
         let missing = RouteKey { kind: RouteKind::Server, namespace: "ns".into(), name: "zz".into() };
         assert!(matches!(resolve(&catalog, &missing), Err(RouteError::NotFound { .. })));

@@ -30,7 +30,7 @@ use rmcp::model::Implementation;
 use serde_json::{Value, json};
 
 use super::jsonrpc::{self, Revision};
-use super::transport::{Http, Legacy, Streamable, to_uri};
+use super::transport::{Http, Legacy, Resolver, Streamable, to_uri};
 use super::{MAX_TOOL_NAME_LEN, MAX_TOOL_PAGES, MAX_TOOLS, McpError, Transport, quote};
 
 /// Most endpoints remembered; past it the memory starts over.
@@ -115,8 +115,7 @@ impl McpClient {
         tls: rustls::ClientConfig,
         overrides: impl IntoIterator<Item = (String, IpAddr)>,
     ) -> Self {
-        let overrides = overrides.into_iter().map(|(host, ip)| (host.to_ascii_lowercase(), ip)).collect();
-        McpClient { http: Http::new(tls, overrides), known: Arc::default() }
+        McpClient { http: Http::new(tls, Resolver::new(overrides)), known: Arc::default() }
     }
 
     /// The revision remembered for `url`, if a check passed there.

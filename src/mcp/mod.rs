@@ -25,6 +25,7 @@ use std::time::Duration;
 pub use client::{HealthReport, McpClient, ServerInfo};
 pub use jsonrpc::Revision;
 pub use rmcp::model::{ClientCapabilities, ErrorData, Implementation, ProtocolVersion, ServerCapabilities};
+pub use transport::Resolver;
 
 /// Largest answer read from a server, in bytes.
 pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;

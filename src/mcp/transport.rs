@@ -32,11 +32,20 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>;
 
-/// Resolves host names through the system, except for fixed overrides (as `curl --resolve`).
+/// Resolves host names through the system, except for fixed overrides (as `curl --resolve`);
+/// the gateway's upstream client uses it too.
 #[derive(Clone)]
-struct Resolver {
+pub struct Resolver {
     overrides: Arc<HashMap<String, IpAddr>>,
     system: GaiResolver,
+}
+
+impl Resolver {
+    /// A resolver connecting these host names (any case) to fixed addresses.
+    pub fn new(overrides: impl IntoIterator<Item = (String, IpAddr)>) -> Self {
+        let overrides = overrides.into_iter().map(|(host, ip)| (host.to_ascii_lowercase(), ip)).collect();
+        Resolver { overrides: Arc::new(overrides), system: GaiResolver::new() }
+    }
 }
 
 type Resolved = std::vec::IntoIter<SocketAddr>;
@@ -70,9 +79,8 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    /// A client with `tls` for https and fixed addresses for some host names.
-    pub(crate) fn new(tls: rustls::ClientConfig, overrides: HashMap<String, IpAddr>) -> Self {
-        let resolver = Resolver { overrides: Arc::new(overrides), system: GaiResolver::new() };
+    /// A client with `tls` for https, resolving names with `resolver`.
+    pub(crate) fn new(tls: rustls::ClientConfig, resolver: Resolver) -> Self {
         let mut http = HttpConnector::new_with_resolver(resolver);
         http.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()

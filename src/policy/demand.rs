@@ -23,6 +23,16 @@ pub const SERVER_NAME_LABEL: &str = "mcp-hangar.io/server-name";
 /// The label selector of demand Leases.
 pub const DEMAND_SELECTOR: &str = "app.kubernetes.io/component=demand";
 
+/// Longest time a gateway replica goes without renewing the Lease of a server it serves.
+pub const MAX_RENEW_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How often a gateway replica renews the Lease of a server that keeps getting requests: a
+/// quarter of `idleTTL`, at most [`MAX_RENEW_INTERVAL`], so a busy server never reaches its
+/// idle time while one write per interval is all the apiserver sees.
+pub fn renew_interval(idle_ttl: Duration) -> Duration {
+    (idle_ttl / 4).min(MAX_RENEW_INTERVAL)
+}
+
 /// The name of a server's demand Lease. Namespaces and server names are DNS labels (no
 /// dots), so the dotted name is unambiguous.
 pub fn lease_name(namespace: &str, name: &str) -> String {
@@ -79,5 +89,12 @@ mod tests {
         assert_eq!(awake_until(None, Duration::from_secs(300)), None);
         assert_eq!(awake_until(Some(&Lease::default()), Duration::from_secs(300)), None);
         assert_ne!(lease_name("a-b", "c"), lease_name("a", "b-c"));
+    }
+
+    #[test]
+    fn a_lease_is_renewed_four_times_per_idle_ttl_at_most_every_30s() {
+        assert_eq!(renew_interval(Duration::from_secs(8)), Duration::from_secs(2));
+        assert_eq!(renew_interval(Duration::from_secs(300)), Duration::from_secs(30));
+        assert_eq!(renew_interval(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -1,6 +1,8 @@
 """A real upstream for tests/gateway.rs: an MCP server on the official Python SDK (both eras).
 
-usage: py_server.py PORT NAME GATE_FILE
+usage: py_server.py PORT NAME GATE_FILE [HOST,...]
+HOST: more Host headers to accept besides 127.0.0.1 and localhost (the SDK's DNS-rebinding
+protection), e.g. `cold.tools.svc:*` for a container server's Service name.
 Tools: echo, add, whoami (names the server), fail (a tool error: isError), delete_everything
 (kept out by allow lists), wait_for_gate (reports progress, then waits until GATE_FILE exists).
 """
@@ -11,6 +13,7 @@ import sys
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 
 port, name, gate = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 server = MCPServer(name)
@@ -55,4 +58,11 @@ async def wait_for_gate(ctx: Context) -> str:
     return "gate opened"
 
 
-server.run(transport="streamable-http", host="127.0.0.1", port=port)
+extra_hosts = [h for h in sys.argv[4].split(",") if h] if len(sys.argv) > 4 else []
+security = None
+if extra_hosts:
+    security = TransportSecuritySettings(
+        allowed_hosts=["127.0.0.1:*", "localhost:*", *extra_hosts],
+        allowed_origins=["http://127.0.0.1:*", "http://localhost:*"],
+    )
+server.run(transport="streamable-http", host="127.0.0.1", port=port, transport_security=security)

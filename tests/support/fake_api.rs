@@ -37,7 +37,8 @@
 //! - Errors are `Status` objects (`kind: Status`, `status: Failure`, `reason`, `code`, `message`).
 //!
 //! Not implemented: discovery, field ownership and conflicts of server-side apply (an apply is a
-//! merge patch), strategic-merge list semantics, admission, authentication.
+//! merge patch, except `status.conditions`, merged as a list-map by `type` whose entries belong
+//! to the manager that applied them), strategic-merge list semantics, admission, authentication.
 //!
 //! For drills: [`FakeApi::fail_next`] makes the next requests matching a method and a path
 //! substring fail with a status; [`FakeApi::delay_next`] holds them back for a while;
@@ -681,6 +682,16 @@ impl Store {
                     None => {
                         updated.as_object_mut().map(|m| m.remove("status"));
                     }
+                }
+                // An apply records who owns what; a write that changes neither is a no-op.
+                let owners = |o: &Value| -> Vec<(Value, Value)> {
+                    let entries = o.pointer("/metadata/managedFields").and_then(Value::as_array);
+                    entries.into_iter().flatten().map(|m| (m["manager"].clone(), m["fieldsV1"].clone())).collect()
+                };
+                if let Some(managed) = incoming.pointer("/metadata/managedFields")
+                    && (updated != old || owners(&incoming) != owners(&old))
+                {
+                    metadata_mut(&mut updated).insert("managedFields".into(), managed.clone());
                 }
                 updated
             }
@@ -1455,7 +1466,7 @@ fn patch(
                     return Err(ApiError::bad_request(format!("{field} must be set in an apply patch")));
                 }
             }
-            let entry = json!({
+            let mut entry = json!({
                 "manager": manager,
                 "operation": "Apply",
                 "apiVersion": applied["apiVersion"],
@@ -1465,6 +1476,7 @@ fn patch(
             });
             match existing {
                 None if mode == WriteMode::Main => {
+                    entry["fieldsV1"] = apply_condition_map(&json!({}), &mut applied, manager);
                     let metadata = metadata_mut(&mut applied);
                     metadata.insert("managedFields".into(), json!([entry]));
                     metadata.entry("name").or_insert_with(|| json!(key.name));
@@ -1473,19 +1485,28 @@ fn patch(
                 }
                 None => Err(ApiError::not_found(key)),
                 Some(mut object) => {
+                    entry["fieldsV1"] = apply_condition_map(&object, &mut applied, manager);
+                    let before = object.clone();
                     json_patch::merge(&mut object, &applied);
-                    if let Some(unchanged) = no_op_apply(store, key, &object, &entry, mode) {
-                        return Ok((StatusCode::OK, unchanged));
-                    }
                     let mut managed: Vec<Value> = object
                         .pointer("/metadata/managedFields")
                         .and_then(Value::as_array)
                         .cloned()
                         .unwrap_or_default();
-                    managed.retain(|m| {
-                        !(m.get("manager") == entry.get("manager") && m.get("operation") == entry.get("operation"))
-                    });
-                    managed.push(entry);
+                    // The manager's entry is updated in place; an apply that changes nothing keeps
+                    // its time, so it stays a no-op as on the apiserver.
+                    let same = |m: &Value| {
+                        m.get("manager") == entry.get("manager") && m.get("operation") == entry.get("operation")
+                    };
+                    match managed.iter_mut().find(|m| same(m)) {
+                        Some(old) => {
+                            if object == before && old.get("fieldsV1") == entry.get("fieldsV1") {
+                                entry["time"] = old["time"].clone();
+                            }
+                            *old = entry;
+                        }
+                        None => managed.push(entry),
+                    }
                     metadata_mut(&mut object).insert("managedFields".into(), json!(managed));
                     store.update(key, object, mode, dry_run).map(|o| (StatusCode::OK, o))
                 }
@@ -1515,23 +1536,53 @@ fn patch(
     }
 }
 
-/// The stored object when an apply changes nothing (its manager already recorded, the merged
-/// object equal to the stored one): as on the apiserver, nothing is written, neither a new
-/// resourceVersion nor a new `managedFields` time, and no watch event goes out.
-fn no_op_apply(store: &mut Store, key: &ObjectKey, merged: &Value, entry: &Value, mode: WriteMode) -> Option<Value> {
-    let stored = store.object(key)?.clone();
-    let recorded = stored.pointer("/metadata/managedFields").and_then(Value::as_array).is_some_and(|managed| {
-        managed.iter().any(|m| m.get("manager") == entry.get("manager") && m.get("operation") == entry.get("operation"))
-    });
-    if !recorded {
-        return None;
+/// Server-side apply of `status.conditions` as the list-map keyed by `type` that the operator's
+/// CRDs (and the built-in kinds) declare: an applied entry replaces the stored one of its type in
+/// place or is appended; an entry this manager applied before and now leaves out is removed
+/// unless another manager applied it too; other managers' entries stay. Rewrites the applied
+/// list to the result and returns the manager's `fieldsV1` (`k:{"type":…}` per owned entry).
+fn apply_condition_map(stored: &Value, applied: &mut Value, manager: &str) -> Value {
+    if !applied.get("status").is_some_and(Value::is_object) {
+        return json!({});
     }
-    let mut candidate = merged.clone();
-    if let Some(managed) = stored.pointer("/metadata/managedFields") {
-        metadata_mut(&mut candidate).insert("managedFields".into(), managed.clone());
+    let type_of = |c: &Value| c.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+    let owned_by = |entry: &Value| -> Vec<String> {
+        let fields = entry.pointer("/fieldsV1/f:status/f:conditions").and_then(Value::as_object);
+        fields.map_or_else(Vec::new, |keys| {
+            keys.keys()
+                .filter_map(|k| serde_json::from_str::<Value>(k.strip_prefix("k:")?).ok())
+                .map(|k| type_of(&k))
+                .collect()
+        })
+    };
+    let managers = stored.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
+    let (mine, others): (Vec<&Value>, Vec<&Value>) =
+        managers.iter().partition(|m| m.get("manager").and_then(Value::as_str) == Some(manager));
+    let mine: Vec<String> = mine.into_iter().flat_map(owned_by).collect();
+    let others: Vec<String> = others.into_iter().flat_map(owned_by).collect();
+    let entries = applied.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    if entries.is_empty() && mine.is_empty() {
+        return json!({});
     }
-    let result = store.update(key, candidate, mode, true).ok()?;
-    (result == *stored).then(|| Value::clone(&stored))
+    let applied_types: Vec<String> = entries.iter().map(type_of).collect();
+    let stored_list = stored.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut merged: Vec<Value> = stored_list
+        .into_iter()
+        .filter_map(|c| match applied_types.iter().position(|t| *t == type_of(&c)) {
+            Some(i) => Some(entries[i].clone()),
+            None if mine.contains(&type_of(&c)) && !others.contains(&type_of(&c)) => None,
+            None => Some(c),
+        })
+        .collect();
+    for entry in &entries {
+        if !merged.iter().any(|c| type_of(c) == type_of(entry)) {
+            merged.push(entry.clone());
+        }
+    }
+    applied["status"]["conditions"] = json!(merged);
+    let keys: Map<String, Value> =
+        applied_types.iter().map(|t| (format!("k:{}", json!({"type": t})), json!({}))).collect();
+    json!({"f:status": {"f:conditions": keys}})
 }
 
 fn watch_line(event_type: &str, object: &Value) -> Bytes {

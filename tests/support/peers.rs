@@ -68,12 +68,19 @@ fn wait_for_port(addr: SocketAddr, child: &mut Child) {
 /// `tests/peers/py_server.py`: a Python SDK server named `name`, whose `wait_for_gate` tool
 /// waits for the file `gate`.
 pub fn python_server(name: &str, gate: &Path) -> Peer {
+    python_server_for(name, gate, &[])
+}
+
+/// [`python_server`] that also accepts the Host headers `hosts` (`name:*` patterns), as a
+/// server behind a Service name would.
+pub fn python_server_for(name: &str, gate: &Path, hosts: &[String]) -> Peer {
     let port = free_port();
     let mut child = Command::new(python())
         .arg(repo().join("tests/peers/py_server.py"))
         .arg(port.to_string())
         .arg(name)
         .arg(gate)
+        .arg(hosts.join(","))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
