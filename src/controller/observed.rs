@@ -72,14 +72,20 @@ pub struct Observed {
 }
 
 /// The writers that fill [`Observed`], each given to its watch ([`reflected`]).
-#[allow(missing_docs)]
 pub struct Writers {
+    /// Deployments (metadata and status).
     pub deployments: Writer<Deployment>,
+    /// Services.
     pub services: Writer<Service>,
+    /// ServiceAccounts (identity and owners).
     pub accounts: Writer<PartialObjectMeta<ServiceAccount>>,
+    /// Roles (identity and owners).
     pub roles: Writer<PartialObjectMeta<Role>>,
+    /// RoleBindings (identity and owners).
     pub bindings: Writer<PartialObjectMeta<RoleBinding>>,
+    /// NetworkPolicies (identity and owners).
     pub policies: Writer<PartialObjectMeta<NetworkPolicy>>,
+    /// The demand Leases.
     pub leases: Writer<Lease>,
 }
 
