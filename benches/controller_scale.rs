@@ -2,6 +2,7 @@
 //! measured is the controller's alone).
 //!
 //! `cargo run --release --example controller_scale -- SERVERS [DISCOVERED] [GROUPS] [IDLE_SECS]`
+//! (`CONCURRENCY=N` in the environment overrides the controllers' concurrency)
 //!
 //! The child seeds SERVERS MCPServers (container mode, `replicas: 0`, so no health check and no
 //! timer moves them after they settle), GROUPS groups splitting them by label, and one
@@ -11,6 +12,10 @@
 //! and the source has created its servers; the write requests (POST, PUT, PATCH, DELETE; events
 //! counted apart) during convergence; then the write requests and effective writes (new
 //! resourceVersions) during IDLE_SECS without any change. The parent then prints its peak RSS.
+//!
+//! The floor, measured first in the same run: how fast a plain `kube::Client` creates
+//! (server-side apply, 8 at once, as the controller writes) and lists (pages of 500) objects on
+//! this fake API.
 
 #[path = "../tests/support/fake_api.rs"]
 mod fake_api;
@@ -25,6 +30,37 @@ use fake_api::FakeApi;
 use serde_json::json;
 
 const NS: &str = "scale";
+
+/// The system allocator, counting the bytes live and their peak: the heap the controllers
+/// hold, apart from what the allocator keeps and the code pages.
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+        PEAK.fetch_max(live, Relaxed);
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Live and peak heap of this process, MiB.
+fn heap_mib() -> (f64, f64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+    (mib(LIVE.load(Relaxed)), mib(PEAK.load(Relaxed)))
+}
 const API: &str = "/apis/mcp-hangar.io/v1alpha1";
 
 struct Args {
@@ -81,9 +117,54 @@ fn writes(fake: &FakeApi) -> (usize, usize) {
     (writes.len() - events, events)
 }
 
+/// Objects written and listed for the floor.
+const FLOOR_OBJECTS: usize = 5000;
+
+/// The fake API's own throughput: applies per second (8 in flight) and objects listed per
+/// second (pages of 500), through a real `kube::Client`.
+async fn floor(fake: &FakeApi) -> (f64, f64) {
+    use futures::StreamExt;
+    let maps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(fake.client(), "floor");
+    let params = kube::api::PatchParams::apply("floor").force();
+    let start = Instant::now();
+    futures::stream::iter(0..FLOOR_OBJECTS)
+        .for_each_concurrent(8, |i| {
+            let (maps, params) = (maps.clone(), params.clone());
+            async move {
+                let name = format!("f{i:05}");
+                let body =
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}});
+                maps.patch(&name, &params, &kube::api::Patch::Apply(body)).await.expect("floor apply");
+            }
+        })
+        .await;
+    let applies = FLOOR_OBJECTS as f64 / start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut listed = 0;
+    let mut token: Option<String> = None;
+    loop {
+        let mut params = kube::api::ListParams::default().limit(500);
+        if let Some(token) = &token {
+            params = params.continue_token(token);
+        }
+        let page = maps.list(&params).await.expect("floor list");
+        listed += page.items.len();
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    assert_eq!(listed, FLOOR_OBJECTS);
+    let lists = listed as f64 / start.elapsed().as_secs_f64();
+    maps.delete_collection(&Default::default(), &Default::default()).await.expect("floor cleanup");
+    (applies, lists)
+}
+
 async fn fake(args: Args) {
     let fake = FakeApi::start().await;
     fake.register_operator_kinds();
+    let (applies, listed) = floor(&fake).await;
+    println!("FLOOR objects={FLOOR_OBJECTS} applies_per_s={applies:.0} listed_per_s={listed:.0}");
     fake.put(&format!("/api/v1/namespaces/{NS}"), json!({"metadata": {"name": NS}}));
     let spec = json!({"mode": "container", "image": "ghcr.io/example/tool:1.0.0", "replicas": 0});
     for i in 0..args.servers {
@@ -128,6 +209,7 @@ async fn fake(args: Args) {
 
     let total = args.servers + args.discovered;
     let mut started = None;
+    let cpu_before = cpu_seconds();
     let converged = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if started.is_none() && !fake.requests().is_empty() {
@@ -154,8 +236,10 @@ async fn fake(args: Args) {
         }
     };
     // Groups follow the last server states within their debounce: let them settle.
+    let fake_cpu = cpu_seconds() - cpu_before;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (object_writes, event_writes) = writes(&fake);
+    println!("FAKE cpu_seconds_converging={fake_cpu:.1}");
     println!(
         "CONVERGED servers={total} groups={} discovered={} seconds={:.2} write_requests={object_writes} event_writes={event_writes} by_kind={:?}",
         args.groups,
@@ -173,6 +257,15 @@ async fn fake(args: Args) {
         args.idle.as_secs(),
         fake.resource_version() - rv
     );
+}
+
+/// CPU seconds (user + system) this process has used, from /proc.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = [11, 12].iter().filter_map(|i| fields.get(*i)?.parse::<f64>().ok()).sum();
+    ticks / 100.0
 }
 
 /// Peak resident set size of this process, from /proc.
@@ -201,6 +294,7 @@ async fn controllers() {
                 if let Some(url) = line.strip_prefix("URL ") {
                     break url.to_string();
                 }
+                println!("{line}");
             }
             _ => panic!("the fake API process ended early"),
         }
@@ -211,9 +305,13 @@ async fn controllers() {
         .expect("tls")
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
+    let defaults = mcp_hangar::controller::ControllerConfig::default();
+    let concurrency = std::env::var("CONCURRENCY").ok().and_then(|c| c.parse().ok()).unwrap_or(defaults.concurrency);
+    println!("CONTROLLER concurrency={concurrency}");
     let config = mcp_hangar::controller::ControllerConfig {
         gateway_url: Some("http://mcp-hangar-gateway.mcp-hangar.svc".into()),
-        ..Default::default()
+        concurrency,
+        ..defaults
     };
     let ctx = Arc::new(mcp_hangar::controller::Context::new(
         client,
@@ -223,16 +321,31 @@ async fn controllers() {
         config,
         "scale",
     ));
+    let metrics = ctx.metrics.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(mcp_hangar::controller::run(ctx, None, stopped));
     let report = tokio::task::spawn_blocking(move || {
         for line in lines.map_while(Result::ok) {
             println!("{line}");
+            if line.starts_with("CONVERGED") {
+                let (live, peak) = heap_mib();
+                println!(
+                    "CONTROLLER cpu_seconds_at_convergence={:.1} rss_mib_at_convergence={:.1} heap_live_mib={live:.1} heap_peak_mib={peak:.1}",
+                    cpu_seconds(),
+                    peak_rss_mib()
+                );
+            }
         }
     });
     let _ = report.await;
     let _ = child.wait();
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
-    println!("CONTROLLER peak_rss_mib={:.1}", peak_rss_mib());
+    let reconciles = metrics.reconcile_total.with_label_values(&["success"]).get();
+    let seconds = metrics.reconcile_duration.get_sample_sum();
+    println!(
+        "CONTROLLER peak_rss_mib={:.1} cpu_seconds={:.1} server_reconciles={reconciles} reconcile_seconds_sum={seconds:.1}",
+        peak_rss_mib(),
+        cpu_seconds()
+    );
 }

@@ -85,10 +85,21 @@ fn context(fake: &FakeApi, metrics: &Metrics, mcp: Option<&McpTestServer>, insta
 
 impl Harness {
     async fn start(mcp: Option<&McpTestServer>) -> Harness {
+        Harness::start_with(mcp, ControllerConfig::default()).await
+    }
+
+    async fn start_with(mcp: Option<&McpTestServer>, config: ControllerConfig) -> Harness {
         let fake = FakeApi::start().await;
         fake.register_operator_kinds();
         let metrics = Metrics::new();
-        let ctx = context(&fake, &metrics, mcp, "test-replica");
+        let ctx = Arc::new(Context::new(
+            fake.client(),
+            Arc::new(Engine::new().unwrap()),
+            metrics.clone(),
+            health_client(mcp),
+            config,
+            "test-replica",
+        ));
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(controller::run(ctx, None, stopped));
         Harness { fake, metrics, stop, task: Some(task) }
@@ -273,6 +284,71 @@ async fn deleted_and_hand_edited_children_are_put_back() {
     harness.stop().await;
 }
 
+/// Write requests (anything but GET) received so far.
+fn writes(fake: &FakeApi) -> usize {
+    fake.requests().iter().filter(|r| r.method != axum::http::Method::GET).count()
+}
+
+/// Waits until neither the write requests nor the resourceVersion have moved for `quiet`.
+async fn settled(fake: &FakeApi, quiet: Duration) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = (writes(fake), fake.resource_version());
+    let mut since = tokio::time::Instant::now();
+    while since.elapsed() < quiet {
+        assert!(tokio::time::Instant::now() < deadline, "the controller kept writing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = (writes(fake), fake.resource_version());
+        if now != last {
+            (last, since) = (now, tokio::time::Instant::now());
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unchanged_server_costs_no_writes_over_resyncs_and_drift_is_still_repaired() {
+    let resync = Duration::from_secs(1);
+    let harness = Harness::start_with(None, ControllerConfig { resync, ..ControllerConfig::default() }).await;
+    harness.create("fetch", json!({"mode": "container", "image": "ghcr.io/example/fetch:1.0.0", "replicas": 0})).await;
+    for (kind, path) in child_paths("fetch") {
+        harness.wait(&path, kind, |o| o.is_some()).await;
+    }
+    harness.wait_state("fetch", "Cold").await;
+    settled(&harness.fake, Duration::from_millis(1500)).await;
+
+    let reconciles = || harness.metrics.reconcile_total.with_label_values(&["success"]).get();
+    let (before, rv, reconciled) = (writes(&harness.fake), harness.fake.resource_version(), reconciles());
+    let path = deployment_path("fetch");
+    let mut churned = harness.fake.get(&path).unwrap();
+    churned["status"] = json!({"observedGeneration": churned["metadata"]["generation"].clone(), "replicas": 0});
+    harness.fake.put(&path, churned);
+    tokio::time::sleep(resync * 4).await;
+    assert!(reconciles() >= reconciled + 3, "the resyncs ran: {} reconciles", reconciles() - reconciled);
+    assert_eq!(
+        writes(&harness.fake),
+        before,
+        "no write while nothing changed: {:#?}",
+        &harness.fake.requests()[before..]
+    );
+    assert_eq!(harness.fake.resource_version(), rv + 1, "only the Deployment's own status moved");
+
+    let role_path = format!("/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/fetch");
+    let rules = harness.fake.get(&role_path).unwrap()["rules"].clone();
+    let mut role = harness.fake.get(&role_path).unwrap();
+    role["rules"] = json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]);
+    harness.fake.put(&role_path, role);
+    harness.wait(&role_path, "the Role's rules to be put back", |o| o.is_some_and(|o| o["rules"] == rules)).await;
+
+    let mut relabelled = harness.fake.get(&path).unwrap();
+    relabelled["metadata"]["labels"].as_object_mut().unwrap().remove("app.kubernetes.io/managed-by");
+    harness.fake.put(&path, relabelled);
+    harness
+        .wait(&path, "the Deployment's label to be put back", |o| {
+            o.is_some_and(|o| o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mcp-hangar")
+        })
+        .await;
+    harness.stop().await;
+}
+
 #[tokio::test]
 async fn spec_changes_reach_the_deployment() {
     let harness = Harness::start(None).await;
@@ -438,6 +514,56 @@ async fn a_failing_remote_degrades_dies_and_recovers() {
     let warnings =
         harness.events().iter().filter(|e| e["regarding"]["name"] == "remote" && e["type"] == "Warning").count();
     assert!(warnings >= 2, "Degraded and Dead are warnings");
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn the_gateways_breaker_condition_survives_the_controllers_status_writes() {
+    use mcp_hangar::gateway::condition::{BreakerCondition, ConditionWriter, KubeWriter};
+    let mcp = McpTestServer::start(&["lookup"]).await;
+    let harness = Harness::start(Some(&mcp)).await;
+    let endpoint = format!("http://{REMOTE_HOST}:{}/mcp", mcp.addr().port());
+    let spec = json!({"mode": "remote", "endpoint": endpoint, "healthCheck": {"interval": "1s", "timeout": "500ms", "failureThreshold": 1}});
+    harness.create("remote", spec).await;
+    harness.wait_state("remote", "Ready").await;
+    let gateway = KubeWriter::new(harness.fake.client());
+    let at = k8s_openapi::jiff::Timestamp::now();
+    gateway.write(NS, "remote", &BreakerCondition::opened("gw-0", Duration::from_secs(30), at)).await.unwrap();
+    let stored = harness.fake.get(&server_path("remote")).unwrap();
+    assert_eq!(condition(&stored, "CircuitBreakerOpen")["status"], "True");
+    assert_eq!(condition(&stored, "Ready")["status"], "True", "the gateway's write keeps the controller's");
+
+    // A server whose status is settled: the gateway's write is no reason for the controller to
+    // write status again (its own part did not change).
+    let quiet = json!({"mode": "remote", "endpoint": endpoint, "healthCheck": {"interval": "1h"}});
+    harness.create("quiet", quiet).await;
+    harness.wait_state("quiet", "Ready").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    harness.fake.clear_requests();
+    gateway.write(NS, "quiet", &BreakerCondition::opened("gw-0", Duration::from_secs(30), at)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status_writes = harness.fake.requests().iter().filter(|r| r.path.ends_with("/mcpservers/quiet/status")).count();
+    assert_eq!(status_writes, 1, "only the gateway's own write");
+
+    mcp.set_answer(Answer::Status(503));
+    let degraded = harness.wait_state("remote", "Degraded").await;
+    assert_eq!(condition(&degraded, "Ready")["status"], "False");
+    let breaker = condition(&degraded, "CircuitBreakerOpen");
+    assert_eq!(breaker["status"], "True", "the controller's write keeps the gateway's: {degraded:#}");
+    assert!(breaker["message"].as_str().unwrap().contains("gw-0"));
+    let managers: Vec<&str> = degraded["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(managers.contains(&"mcp-hangar-gateway") && managers.contains(&"mcp-hangar"), "{managers:?}");
+    let controller =
+        degraded["metadata"]["managedFields"].as_array().unwrap().iter().find(|m| m["manager"] == "mcp-hangar");
+    let owned = controller.unwrap()["fieldsV1"]["f:status"]["f:conditions"].as_object().unwrap();
+    assert_eq!(owned.len(), 4, "the controller applies its four conditions: {owned:?}");
+    assert!(!owned.keys().any(|k| k.contains("CircuitBreakerOpen")), "and never the gateway's back as its own");
+
     harness.stop().await;
 }
 

@@ -284,6 +284,37 @@ async fn watcher_sees_changes_and_recovers_from_expired_watches() {
 }
 
 #[tokio::test]
+async fn objects_modified_into_or_out_of_a_selector_are_added_or_deleted_for_that_watch() {
+    let fake = FakeApi::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(fake.client(), NS);
+    let mut events = watcher(api.clone(), watcher::Config::default().labels("team=a")).boxed();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .unwrap()
+    };
+    assert!(matches!(next().await, watcher::Event::Init));
+    assert!(matches!(next().await, watcher::Event::InitDone));
+    let labelled = |team: &str| Patch::Merge(json!({"metadata": {"labels": {"team": team}}}));
+    api.create(&PostParams::default(), &config_map("m", &[])).await.unwrap();
+    api.patch("m", &PatchParams::default(), &labelled("a")).await.unwrap();
+    assert!(matches!(next().await, watcher::Event::Apply(cm) if cm.metadata.name.as_deref() == Some("m")));
+    api.patch("m", &PatchParams::default(), &labelled("b")).await.unwrap();
+    assert!(
+        matches!(next().await, watcher::Event::Delete(cm) if cm.metadata.labels.as_ref().unwrap()["team"] == "b"),
+        "leaving the selection is a deletion for this watch"
+    );
+    api.patch("m", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "v"}}))).await.unwrap();
+    api.patch("m", &PatchParams::default(), &labelled("a")).await.unwrap();
+    assert!(
+        matches!(next().await, watcher::Event::Apply(cm) if cm.data.as_ref().unwrap()["k"] == "v"),
+        "changes outside the selection are not seen; entering it is"
+    );
+}
+
+#[tokio::test]
 async fn injected_faults_fail_the_matching_requests_only() {
     let fake = FakeApi::start().await;
     let api: Api<ConfigMap> = Api::namespaced(fake.client(), NS);
@@ -303,4 +334,154 @@ async fn injected_faults_fail_the_matching_requests_only() {
     assert!(fake.get(&format!("/api/v1/namespaces/{NS}/configmaps/c")).is_some());
     fake.delete(&format!("/api/v1/namespaces/{NS}/configmaps/c"));
     assert_eq!(api_error(api.get("c").await.unwrap_err()).0, 404);
+}
+
+#[tokio::test]
+async fn lists_are_paginated_with_limit_and_continue() {
+    let fake = FakeApi::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(fake.client(), NS);
+    for i in 0..7 {
+        api.create(&PostParams::default(), &config_map(&format!("m{i}"), &[])).await.unwrap();
+    }
+    fake.put("/api/v1/namespaces/elsewhere/configmaps/x", json!({"metadata": {"name": "x"}}));
+
+    let first = api.list(&ListParams::default().limit(3)).await.unwrap();
+    let names = |list: &kube::core::ObjectList<ConfigMap>| {
+        list.items.iter().map(|m| m.metadata.name.clone().unwrap()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&first), ["m0", "m1", "m2"]);
+    assert_eq!(first.metadata.remaining_item_count, Some(4));
+    let token = first.metadata.continue_.clone().expect("a continue token");
+    let list_rv = first.metadata.resource_version.clone();
+
+    api.create(&PostParams::default(), &config_map("m9", &[])).await.unwrap();
+    let second = api.list(&ListParams::default().limit(3).continue_token(&token)).await.unwrap();
+    assert_eq!(names(&second), ["m3", "m4", "m5"]);
+    assert_eq!(second.metadata.resource_version, list_rv, "every page reports the first page's resourceVersion");
+    let last = api
+        .list(&ListParams::default().limit(3).continue_token(second.metadata.continue_.as_deref().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(names(&last), ["m6", "m9"]);
+    assert_eq!(last.metadata.continue_, None, "the last page has no token");
+
+    let everything = Api::<ConfigMap>::all(fake.client()).list(&ListParams::default()).await.unwrap();
+    assert_eq!(everything.items.len(), 9, "without a limit the list is whole, across namespaces");
+    let selected = Api::<ConfigMap>::all(fake.client())
+        .list(&ListParams::default().fields("metadata.namespace=elsewhere").limit(1))
+        .await
+        .unwrap();
+    assert_eq!((names(&selected), selected.metadata.continue_), (vec!["x".to_string()], None));
+
+    fake.compact();
+    let expired = api.list(&ListParams::default().limit(3).continue_token(&token)).await.unwrap_err();
+    assert_eq!(api_error(expired), (410, "Expired".into()));
+    let bad = api.list(&ListParams::default().limit(3).continue_token("not-a-token")).await.unwrap_err();
+    assert_eq!(api_error(bad).0, 400);
+}
+
+#[tokio::test]
+async fn a_server_side_apply_that_changes_nothing_writes_nothing() {
+    let fake = FakeApi::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(fake.client(), NS);
+    let params = PatchParams::apply("tester").force();
+    let mut desired = config_map("applied", &[("a", "1")]);
+    desired.metadata.namespace = None;
+    let body = |map: &ConfigMap| {
+        let mut value = serde_json::to_value(map).unwrap();
+        value["apiVersion"] = json!("v1");
+        value["kind"] = json!("ConfigMap");
+        value
+    };
+    let created = api.patch("applied", &params, &Patch::Apply(body(&desired))).await.unwrap();
+    let time = |map: &ConfigMap| map.metadata.managed_fields.as_ref().unwrap()[0].time.clone();
+    let (rv, stamped) = (created.metadata.resource_version.clone(), time(&created));
+    let (writer, events) = futures::channel::mpsc::unbounded();
+    let watched = watcher(api.clone(), watcher::Config::default()).for_each(move |event| {
+        if let Ok(watcher::Event::Apply(map) | watcher::Event::InitApply(map)) = event {
+            let _ = writer.unbounded_send(map.metadata.resource_version.clone());
+        }
+        async {}
+    });
+    let watching = tokio::spawn(watched);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let again = api.patch("applied", &params, &Patch::Apply(body(&desired))).await.unwrap();
+    assert_eq!(again.metadata.resource_version, rv, "no new resourceVersion");
+    assert_eq!(time(&again), stamped, "managedFields time kept");
+    assert_eq!(fake.resource_version().to_string(), rv.clone().unwrap());
+
+    desired.data = Some(BTreeMap::from([("a".into(), "2".into())]));
+    let changed = api.patch("applied", &params, &Patch::Apply(body(&desired))).await.unwrap();
+    assert_ne!(changed.metadata.resource_version, rv);
+    assert_ne!(time(&changed), stamped, "a real change stamps the manager's time anew");
+    let another =
+        api.patch("applied", &PatchParams::apply("someone-else"), &Patch::Apply(body(&desired))).await.unwrap();
+    assert_ne!(another.metadata.resource_version, changed.metadata.resource_version, "a new manager is recorded");
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    watching.abort();
+    let seen: Vec<_> = events.collect::<Vec<_>>().await;
+    assert_eq!(
+        seen,
+        [rv, changed.metadata.resource_version, another.metadata.resource_version],
+        "no event for the no-op"
+    );
+}
+
+#[tokio::test]
+async fn status_conditions_merge_by_type_and_belong_to_the_manager_that_applied_them() {
+    let fake = FakeApi::start().await;
+    fake.register_operator_kinds();
+    let path = format!("/apis/mcp-hangar.io/v1alpha1/namespaces/{NS}/mcpservers/s");
+    fake.put(&path, json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "metadata": {"name": "s", "namespace": NS}, "spec": {"mode": "remote"}}));
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("mcp-hangar.io", "v1alpha1", "MCPServer"));
+    let api: Api<DynamicObject> = Api::namespaced_with(fake.client(), NS, &resource);
+    let apply = |manager: &'static str, conditions: serde_json::Value| {
+        let api = api.clone();
+        async move {
+            let patch = json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer", "status": {"conditions": conditions}});
+            api.patch_status("s", &PatchParams::apply(manager).force(), &Patch::Apply(&patch)).await.unwrap();
+        }
+    };
+    let types = |fake: &FakeApi| -> Vec<(String, String)> {
+        fake.get(&path).unwrap()["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["type"].as_str().unwrap().to_string(), c["status"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let pair = |t: &str, s: &str| (t.to_string(), s.to_string());
+    apply("controller", json!([{"type": "Ready", "status": "True"}, {"type": "Degraded", "status": "False"}])).await;
+    apply("gateway", json!([{"type": "CircuitBreakerOpen", "status": "True"}])).await;
+    assert_eq!(types(&fake), [pair("Ready", "True"), pair("Degraded", "False"), pair("CircuitBreakerOpen", "True")]);
+    apply("controller", json!([{"type": "Ready", "status": "False"}])).await;
+    assert_eq!(
+        types(&fake),
+        [pair("Ready", "False"), pair("CircuitBreakerOpen", "True")],
+        "the controller's own Degraded it left out is gone; the gateway's entry stays"
+    );
+    apply("gateway", json!([{"type": "CircuitBreakerOpen", "status": "False"}])).await;
+    assert_eq!(types(&fake), [pair("Ready", "False"), pair("CircuitBreakerOpen", "False")]);
+    let managers: Vec<String> = fake.get(&path).unwrap()["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["manager"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(managers, ["controller", "gateway"]);
+}
+
+#[tokio::test]
+async fn an_apply_that_changes_nothing_is_a_no_op_even_a_second_later() {
+    let fake = FakeApi::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(fake.client(), NS);
+    let patch = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}});
+    api.patch("c", &PatchParams::apply("one").force(), &Patch::Apply(&patch)).await.unwrap();
+    api.patch("c", &PatchParams::apply("two").force(), &Patch::Apply(&patch)).await.unwrap();
+    let version = fake.resource_version();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    api.patch("c", &PatchParams::apply("one").force(), &Patch::Apply(&patch)).await.unwrap();
+    assert_eq!(fake.resource_version(), version, "managedFields keep their order and time");
 }

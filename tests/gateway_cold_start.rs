@@ -363,3 +363,47 @@ async fn cold_start_overhead() {
     );
     assert!(median <= Duration::from_secs(1), "target: at most 1 s of overhead, measured {median:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_wakes_one_cold_member_only_when_no_warm_member_is_left() {
+    let cluster = Cluster::start(&["a", "b"]).await;
+    for name in ["a", "b"] {
+        cluster.put_server(name, "5m", "30s");
+        let mut server = cluster.fake.get(&server_path(name)).unwrap();
+        server["metadata"]["labels"] = json!({"pool": "cold"});
+        cluster.fake.put(&server_path(name), server);
+        cluster.wait_state(name, "Cold").await;
+    }
+    cluster.fake.put(
+        &format!("/apis/mcp-hangar.io/v1alpha1/namespaces/{NS}/mcpservergroups/pool"),
+        json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup",
+               "metadata": {"name": "pool", "namespace": NS},
+               "spec": {"selector": {"matchLabels": {"pool": "cold"}}, "strategy": "RoundRobin"}}),
+    );
+    let url = format!("{}/groups/{NS}/pool/mcp", cluster.gateway);
+    let deadline = Instant::now() + WAIT;
+    let request = async {
+        // The gateway's group reflector may not have it yet: 404 until it does.
+        loop {
+            let (status, _, body) = echo(&url, "hi").await;
+            if status != StatusCode::NOT_FOUND || Instant::now() > deadline {
+                return (status, body);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let wake = async {
+        cluster.wait_replicas("a", 1).await;
+        cluster.set_ready("a", 1);
+    };
+    let ((status, body), ()) = tokio::join!(request, wake);
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(message(&body)["result"]["content"][0]["text"], "cold: hi");
+    assert_eq!((cluster.lease_writes("a"), cluster.lease_writes("b")), (1, 0), "the first cold member by name only");
+    cluster.wait_state("a", "Ready").await;
+    for _ in 0..4 {
+        assert_eq!(echo(&url, "again").await.0, StatusCode::OK);
+    }
+    assert_eq!(cluster.lease_writes("b"), 0, "a warm member is left: b stays cold");
+    assert_eq!(cluster.fake.get(&deployment_path("b")).unwrap()["spec"]["replicas"], 0);
+}

@@ -108,6 +108,7 @@ pub fn controller_settings(args: &ControllerArgs) -> ControllerSettings {
             cluster_domain: args.cluster_domain.clone(),
             operator_namespace: args.operator_namespace.clone(),
             gateway_url: args.gateway_url.clone().filter(|u| !u.is_empty()),
+            ..ControllerConfig::default()
         },
         leader_election: args.leader_election.then(|| LeaseSettings {
             namespace: args

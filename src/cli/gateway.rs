@@ -13,6 +13,7 @@ use crate::admission;
 use crate::controller::leader::default_identity;
 use crate::crd::{MCPAdmissionPolicy, MCPPermissionProfile};
 use crate::gateway::auth::{Access, Authenticator, KubeReviewer};
+use crate::gateway::condition::{KubeWriter, MIN_WRITE_INTERVAL, Publisher};
 use crate::gateway::metrics::GatewayMetrics;
 use crate::gateway::wake::{DemandSignal, LeaseDemand};
 use crate::gateway::{self, Catalog, Gateway, SessionKey, StaticCatalog, StoreCatalog};
@@ -112,22 +113,28 @@ pub(super) async fn run(args: GatewayArgs) -> Result<(), CliError> {
         admission::admin_router(metrics, readiness.clone()),
         shutdown.stopped(),
     ));
-    let (catalog, client): (Arc<dyn Catalog>, _) = match &args.routes_file {
-        Some(path) => (Arc::new(file_catalog(path)?), None),
+    // In a cluster, demand Leases wake scale-to-zero servers, breaker transitions are written on
+    // the MCPServers' conditions and callers' tokens are reviewed.
+    type ClusterParts = (Option<Arc<dyn DemandSignal>>, Option<Publisher>, Option<kube::Client>);
+    let (catalog, (demand, conditions, client)): (Arc<dyn Catalog>, ClusterParts) = match &args.routes_file {
+        Some(path) => (Arc::new(file_catalog(path)?), (None, None, None)),
         None => {
             let client = kube::Client::try_default().await?;
-            (Arc::new(StoreCatalog::watch(client.clone()).await), Some(client))
+            let identity = default_identity();
+            let demand = LeaseDemand::new(client.clone(), &args.operator_namespace, &identity);
+            let publisher = Publisher::spawn(Arc::new(KubeWriter::new(client.clone())), identity, MIN_WRITE_INTERVAL);
+            let catalog = StoreCatalog::watch(client.clone()).await;
+            (Arc::new(catalog), (Some(Arc::new(demand)), Some(publisher), Some(client)))
         }
     };
-    let demand = client.as_ref().map(|client| {
-        Arc::new(LeaseDemand::new(client.clone(), &args.operator_namespace, &default_identity()))
-            as Arc<dyn DemandSignal>
-    });
     let access = access(args.auth, client).await?;
     let config = super::config::gateway_config(&args);
     let mut gateway = Gateway::new(catalog, key, config, gateway_metrics).with_access(access);
     if let Some(demand) = demand {
         gateway = gateway.with_demand(demand);
+    }
+    if let Some(conditions) = conditions {
+        gateway = gateway.with_breaker_conditions(conditions);
     }
     let gateway = Arc::new(gateway);
     gateway.set_ready(true);

@@ -34,13 +34,13 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::{ApiResource, DynamicObject, PartialObjectMeta, Selector};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::reconcile::{ReconcileError, clip, is_retryable};
+use super::reconcile::{ReconcileError, is_retryable};
 use super::resources::LABEL_MANAGED_BY;
 use super::state::CONDITION_READY;
 use super::{Context, watches};
@@ -65,8 +65,6 @@ pub const CONDITION_TEMPLATE_FIELDS_IGNORED: &str = "TemplateFieldsIgnored";
 const WRITE_CONCURRENCY: usize = 16;
 /// How long changes are gathered before a source is synced.
 const DEBOUNCE: Duration = Duration::from_millis(500);
-/// Longest event note the API accepts is 1 kB; notes are cut below that.
-const MAX_NOTE: usize = 1000;
 
 /// Condition reasons of a source.
 pub mod reason {
@@ -613,7 +611,7 @@ fn source_status(
 }
 
 /// Publishes an event on the source, about `server` when given (so events about different
-/// servers are not merged into one series); a failure to publish is logged, never fatal.
+/// servers are not merged into one series).
 async fn announce(
     ctx: &Context,
     source: &MCPDiscoverySource,
@@ -622,16 +620,8 @@ async fn announce(
     reason: &str,
     note: String,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(clip(note, MAX_NOTE)),
-        action: "Sync".into(),
-        secondary: server.map(|s| s.object_ref(&())),
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &source.object_ref(&())).await {
-        tracing::warn!(source = %source.name_any(), %error, "could not publish an event");
-    }
+    let related = server.map(|s| s.object_ref(&()));
+    ctx.publish(&source.object_ref(&()), related, type_, reason, "Sync", note).await;
 }
 
 /// An event when the source's readiness or its reason changed.

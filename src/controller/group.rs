@@ -15,15 +15,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::reconcile::{ReconcileError, clip};
+use super::reconcile::ReconcileError;
 use super::resources::{FIELD_MANAGER, Route, gateway_url};
-use super::state::{CONDITION_DEGRADED, CONDITION_READY, RESYNC};
+use super::state::{CONDITION_DEGRADED, CONDITION_READY};
 use super::{Context, watches};
 use crate::crd::{API_VERSION, GroupMemberStatus, MCPServer, MCPServerGroup, MCPServerGroupStatus, MCPServerStatus};
 use crate::policy::membership::{self, GroupHealth, MemberView, MembershipError};
@@ -32,8 +32,6 @@ use crate::policy::membership::{self, GroupHealth, MemberView, MembershipError};
 pub const MAX_LISTED_MEMBERS: usize = 100;
 /// How long server changes are gathered before a group is reconciled.
 const DEBOUNCE: Duration = Duration::from_millis(100);
-/// Longest event note the API accepts is 1 kB; notes are cut below that.
-const MAX_NOTE: usize = 1000;
 
 /// Condition reasons of a group.
 pub mod reason {
@@ -102,8 +100,8 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
 }
 
 /// Retries API failures with a short delay, the rest at the resync.
-fn error_policy(_group: Arc<MCPServerGroup>, error: &ReconcileError, _ctx: Arc<GroupContext>) -> Action {
-    if error.is_retryable() { Action::requeue(Duration::from_secs(5)) } else { Action::requeue(RESYNC) }
+fn error_policy(_group: Arc<MCPServerGroup>, error: &ReconcileError, gctx: Arc<GroupContext>) -> Action {
+    if error.is_retryable() { Action::requeue(Duration::from_secs(5)) } else { Action::requeue(gctx.ctx.config.resync) }
 }
 
 async fn reconcile(group: Arc<MCPServerGroup>, gctx: Arc<GroupContext>) -> Result<Action, ReconcileError> {
@@ -132,7 +130,7 @@ async fn reconcile(group: Arc<MCPServerGroup>, gctx: Arc<GroupContext>) -> Resul
             .map_err(|source| ReconcileError::Kube { action: "writing group status", source })?;
     }
     announce(&gctx.ctx, &group, &previous, &status).await;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(gctx.ctx.config.resync))
 }
 
 /// The current time to whole seconds, the precision status timestamps are stored with.
@@ -226,16 +224,9 @@ async fn announce(
     if before.is_some_and(|b| b.status == now.status && b.reason == now.reason) {
         return;
     }
-    let event = Event {
-        type_: if now.status == "True" { EventType::Normal } else { EventType::Warning },
-        reason: now.reason.clone(),
-        note: Some(clip(format!("Ready={}: {}", now.status, now.message), MAX_NOTE)),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &group.object_ref(&())).await {
-        tracing::warn!(group = %group.name_any(), %error, "could not publish an event");
-    }
+    let type_ = if now.status == "True" { EventType::Normal } else { EventType::Warning };
+    let note = format!("Ready={}: {}", now.status, now.message);
+    ctx.publish(&group.object_ref(&()), None, type_, &now.reason, "Reconcile", note).await;
 }
 
 #[cfg(test)]

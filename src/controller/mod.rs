@@ -8,6 +8,7 @@
 //!   writes status;
 //! - [`leader`] elects the one replica that reconciles;
 //! - [`watches`] keeps each watch recovering on its own (410 Gone, apiserver restarts);
+//! - [`observed`] holds the children as watched and what was last applied to them;
 //! - [`group`] reports MCPServerGroup membership and health, [`discovery`] creates and prunes
 //!   the MCPServers an MCPDiscoverySource lists; the leader runs them beside the server controller.
 //!
@@ -16,8 +17,10 @@
 //! not wake the controller), by changes to owned children, by the gateway's demand Leases
 //! (a request to a scale-to-zero server, see [`crate::policy::demand`]), and by the requeue
 //! each reconcile asks for: the next due health check, the end of the startup timeout or of
-//! the idle time, or a resync. Every reconcile re-applies the children, so a profile edited in the cluster reaches
-//! the servers using it within their health interval (the resync for cold servers). Health
+//! the idle time, or a resync. Every reconcile builds the children anew and applies those that
+//! differ from what [`observed`] shows (a changed spec or profile, a child deleted or edited),
+//! so a profile edited in the cluster reaches the servers using it within their health
+//! interval (the resync for cold servers) and an unchanged server costs no write. Health
 //! checks run inside reconcile, bounded by `healthCheck.timeout` (always
 //! shorter than the interval); the controller never reconciles one server twice at once and
 //! runs at most `concurrency` reconciles together, so a slow server delays only itself.
@@ -25,6 +28,7 @@
 pub mod discovery;
 pub mod group;
 pub mod leader;
+pub mod observed;
 pub mod reconcile;
 pub mod resources;
 pub mod state;
@@ -35,18 +39,13 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::Deployment;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Recorder, Reporter};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
 use crate::crd::MANAGER;
@@ -65,6 +64,11 @@ pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
 pub const DEFAULT_CONCURRENCY: u16 = 8;
 /// First retry delay after a retryable error; doubled per attempt.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Longest event note the API accepts is 1 kB; notes are cut below that.
+const MAX_NOTE: usize = 1000;
+/// How long triggers of one server are gathered before it is reconciled: the events of its
+/// six children after a first apply arrive within it and make one reconcile, not six.
+const DEBOUNCE: Duration = Duration::from_millis(250);
 
 /// Settings of the controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +83,8 @@ pub struct ControllerConfig {
     /// Base URL of the gateway (`http://<gateway service>.<namespace>.svc`); groups report
     /// `<base>/groups/<namespace>/<name>/mcp`. None: groups report no URL.
     pub gateway_url: Option<String>,
+    /// Longest time between two reconciles of a server or group with nothing due.
+    pub resync: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -88,6 +94,7 @@ impl Default for ControllerConfig {
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             operator_namespace: resources::DEFAULT_OPERATOR_NAMESPACE.into(),
             gateway_url: None,
+            resync: state::RESYNC,
         }
     }
 }
@@ -96,8 +103,8 @@ impl Default for ControllerConfig {
 pub struct Context {
     /// The Kubernetes client.
     pub client: Client,
-    /// Publishes events on MCPServers.
-    pub recorder: Recorder,
+    /// Publishes the controllers' events ([`Context::publish`]).
+    recorder: Recorder,
     /// The admission rules, to refuse servers that bypassed the webhook.
     pub engine: Arc<Engine>,
     /// Process metrics.
@@ -138,7 +145,7 @@ impl Context {
         let key = server.uid().unwrap_or_default();
         let mut attempts = self.attempts.lock().unwrap_or_else(|e| e.into_inner());
         let attempt = attempts.entry(key).or_insert(0);
-        let delay = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(*attempt)).min(state::RESYNC);
+        let delay = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(*attempt)).min(self.config.resync);
         *attempt = attempt.saturating_add(1);
         delay
     }
@@ -155,6 +162,39 @@ impl Context {
         self.reset_retries(server);
         forget_server_metrics(&self.metrics, server);
     }
+
+    /// Publishes an event on `regarding` (about `related`, when given), its note cut to
+    /// [`MAX_NOTE`]; a failure to publish is logged, never fatal.
+    pub async fn publish(
+        &self,
+        regarding: &ObjectReference,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(clip(note, MAX_NOTE)),
+            action: action.into(),
+            secondary: related,
+        };
+        if let Err(error) = self.recorder.publish(&event, regarding).await {
+            let object = regarding.name.as_deref().unwrap_or_default();
+            tracing::warn!(kind = regarding.kind.as_deref().unwrap_or_default(), object, %error, "could not publish an event");
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let cut = (0..=max).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+    }
+    text
 }
 
 /// Records a server's state and tools in the metrics.
@@ -188,23 +228,29 @@ fn forget_server_metrics(metrics: &Metrics, server: &MCPServer) {
 
 /// Runs the Controller until `stop` completes; in-flight reconciles finish first.
 ///
-/// Every watch (the MCPServers and each kind of child) recovers on its own through
-/// [`watches::recovering`] and passes no error on, so the Controller's shared trigger backoff
-/// never pauses the MCPServer watch because another watch failed.
+/// Every watch (the MCPServers, each kind of child, the demand Leases) recovers on its own
+/// through [`watches::recovering`] and passes no error on, so the Controller's shared trigger
+/// backoff never pauses the MCPServer watch because another watch failed. The children and
+/// Leases are reflected into [`observed::Observed`], which the reconciles read instead of the
+/// API.
 pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let metrics = ctx.metrics.clone();
     let (reader, writer) = reflector::store();
-    let deleted = ctx.clone();
+    let (observed, writers) = observed::Observed::new();
+    let sctx = Arc::new(reconcile::ServerContext { ctx: ctx.clone(), observed });
+    let deleted = sctx.clone();
     let servers = watches::recovering(
         watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default()),
         "mcpservers",
         metrics.clone(),
     )
+    .modify(observed::strip)
     .reflect(writer)
     .inspect_ok(move |event| {
         if let watcher::Event::Delete(server) = event {
-            deleted.forget(server);
+            deleted.ctx.forget(server);
+            deleted.observed.forget(&server.namespace().unwrap_or_default(), &server.name_any());
         }
     })
     .applied_objects()
@@ -212,38 +258,32 @@ pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + 
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     let leases = Api::<Lease>::namespaced(client.clone(), &ctx.config.operator_namespace);
     let demand_leases = watcher::Config::default().labels(demand::DEMAND_SELECTOR);
+    let metrics = &metrics;
+    let c = || client.clone();
+    use observed::{reflected, strip, strip_child};
     Controller::for_stream(servers, reader)
-        .watches_stream(
-            watches::recovering(watcher(leases, demand_leases), "leases", metrics.clone()).touched_objects(),
-            |lease| demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace)),
-        )
-        .owns_stream(children::<Deployment>(&client, &owned, "deployments", &metrics))
-        .owns_stream(children::<Service>(&client, &owned, "services", &metrics))
-        .owns_stream(children::<ServiceAccount>(&client, &owned, "serviceaccounts", &metrics))
-        .owns_stream(children::<Role>(&client, &owned, "roles", &metrics))
-        .owns_stream(children::<RoleBinding>(&client, &owned, "rolebindings", &metrics))
-        .owns_stream(children::<NetworkPolicy>(&client, &owned, "networkpolicies", &metrics))
-        .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency))
+        .watches_stream(reflected(leases, &demand_leases, "leases", metrics, writers.leases, strip), |lease| {
+            demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+        })
+        .owns_stream(reflected(
+            Api::all(c()),
+            &owned,
+            "deployments",
+            metrics,
+            writers.deployments,
+            observed::strip_deployment,
+        ))
+        .owns_stream(reflected(Api::all(c()), &owned, "services", metrics, writers.services, strip_child))
+        .owns_stream(reflected(Api::all(c()), &owned, "serviceaccounts", metrics, writers.accounts, strip_child))
+        .owns_stream(reflected(Api::all(c()), &owned, "roles", metrics, writers.roles, strip_child))
+        .owns_stream(reflected(Api::all(c()), &owned, "rolebindings", metrics, writers.bindings, strip_child))
+        .owns_stream(reflected(Api::all(c()), &owned, "networkpolicies", metrics, writers.policies, strip_child))
+        .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency).debounce(DEBOUNCE))
         .graceful_shutdown_on(stop)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile, reconcile::error_policy, sctx)
         .for_each(|result| async move { log_outcome("MCPServer", result) })
         .await;
-    metrics.watch_up.reset();
-}
-
-/// The metadata of the children of one kind the controller manages, from a watch that
-/// recovers on its own.
-fn children<K>(
-    client: &Client,
-    config: &watcher::Config,
-    resource: &'static str,
-    metrics: &Metrics,
-) -> impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let api = Api::<PartialObjectMeta<K>>::all(client.clone());
-    watches::recovering(watcher(api, config.clone()), resource, metrics.clone()).touched_objects()
+    ctx.metrics.watch_up.reset();
 }
 
 /// Logs what one reconcile of a controller came to: debug when it went well, a warning naming
@@ -316,4 +356,17 @@ pub async fn run(ctx: Arc<Context>, elector: Option<LeaderElector>, mut shutdown
     }
     drop(leading_tx);
     tracing::info!("controller stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_notes_are_clipped_on_character_boundaries() {
+        let clipped = clip("é".repeat(600), MAX_NOTE);
+        assert!(clipped.len() <= MAX_NOTE && clipped.len() >= MAX_NOTE - 1);
+        assert!(clipped.chars().all(|c| c == 'é'));
+        assert_eq!(clip("short".into(), MAX_NOTE), "short");
+    }
 }

@@ -13,20 +13,21 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::Context;
+use super::observed::{self, Observed};
 use super::resources::{self, Child, ChildKind, ChildSet, FIELD_MANAGER, Owner, ResourceError};
 use super::state::{self, Check, Evaluation, Observation, Settings, Workload, reason};
 use crate::crd::{API_VERSION, MCPServer, MCPServerStatus, ServerMode, ServerState, Transport};
@@ -35,9 +36,6 @@ use crate::policy::profile::{
     EffectiveProfile, ProfileError, ProfileRef, ResolvedProfile, resolve_configmap, resolve_named,
 };
 use crate::policy::{FieldError, PolicyState, demand};
-
-/// Longest event note the API accepts is 1 kB; notes are cut below that.
-const MAX_NOTE: usize = 1000;
 
 /// Why a reconcile failed.
 #[derive(Debug, thiserror::Error)]
@@ -107,10 +105,20 @@ pub fn is_retryable(error: &kube::Error) -> bool {
     }
 }
 
+/// What the MCPServer reconciles share: the controllers' context and what the watches show
+/// of the children.
+pub struct ServerContext {
+    /// The controllers' context.
+    pub ctx: Arc<Context>,
+    /// The children's stores and the record of applies.
+    pub observed: Observed,
+}
+
 /// The reconciler given to `kube::runtime::Controller`.
-pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+pub async fn reconcile(server: Arc<MCPServer>, sctx: Arc<ServerContext>) -> Result<Action, ReconcileError> {
+    let ctx = &sctx.ctx;
     let timer = ctx.metrics.reconcile_duration.start_timer();
-    let result = reconcile_server(&server, &ctx).await;
+    let result = reconcile_server(&server, ctx, &sctx.observed).await;
     timer.observe_duration();
     let outcome = if result.is_ok() { "success" } else { "error" };
     ctx.metrics.reconcile_total.with_label_values(&[outcome]).inc();
@@ -122,9 +130,10 @@ pub async fn reconcile(server: Arc<MCPServer>, ctx: Arc<Context>) -> Result<Acti
 
 /// The error policy given to `kube::runtime::Controller`: backoff for retryable errors,
 /// the resync period for the rest.
-pub fn error_policy(server: Arc<MCPServer>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(server: Arc<MCPServer>, error: &ReconcileError, sctx: Arc<ServerContext>) -> Action {
+    let ctx = &sctx.ctx;
     ctx.metrics.reconcile_errors.with_label_values(&[error.reason()]).inc();
-    if error.is_retryable() { Action::requeue(ctx.next_retry(&server)) } else { Action::requeue(state::RESYNC) }
+    if error.is_retryable() { Action::requeue(ctx.next_retry(&server)) } else { Action::requeue(ctx.config.resync) }
 }
 
 /// The current time to whole seconds, the precision status timestamps are stored with.
@@ -133,13 +142,13 @@ fn now() -> Timestamp {
     Timestamp::from_second(now.as_second()).unwrap_or(now)
 }
 
-async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, ReconcileError> {
-    if server.metadata.deletion_timestamp.is_some() {
+async fn reconcile_server(server: &MCPServer, ctx: &Context, observed: &Observed) -> Result<Action, ReconcileError> {
+    if server.metadata.deletion_timestamp.is_some() || observed.ready().await.is_err() {
         return Ok(Action::await_change());
     }
     let namespace = server.metadata.namespace.clone().ok_or(ReconcileError::Incomplete("namespace"))?;
     let now = now();
-    let previous = server.status.clone().unwrap_or_default();
+    let previous = state::owned(server.status.as_ref());
 
     let defaulted = match ctx.engine.review_server(server) {
         Ok(defaulted) => defaulted,
@@ -157,7 +166,7 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, R
         Some(ServerMode::Container) => {
             let owner = Owner::of(&defaulted)?;
             if defaulted.spec.replicas == Some(0) {
-                awake_until = demand_until(ctx, &owner, settings.idle_ttl).await?.filter(|until| now < *until);
+                awake_until = demand_until(ctx, observed, &owner, settings.idle_ttl).filter(|until| now < *until);
             }
             let awake = awake_until.is_some();
             let refused = |why: &'static str, message: String| refuse(ctx, server, &previous, why, message, now);
@@ -179,7 +188,7 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, R
             if let Some(message) = pod_security_violations(ctx, &children, &profile) {
                 return refused(reason::INVALID_SPEC, message).await;
             }
-            let applied = match apply_children(ctx, server, &namespace, children).await {
+            let applied = match apply_children(ctx, observed, server, &namespace, children).await {
                 Ok(applied) => applied,
                 Err(e) if !e.is_retryable() => {
                     return refused(reason::APPLY_REJECTED, e.to_string()).await;
@@ -221,18 +230,15 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context) -> Result<Action, R
     publish(ctx, server, &previous, &evaluation).await?;
     // An awake scale-to-zero server is looked at again when its idle time runs out.
     let idle_ends = awake_until.map(|until| now.duration_until(until).unsigned_abs() + state::MIN_REQUEUE);
-    Ok(Action::requeue(idle_ends.map_or(evaluation.requeue_after, |d| d.min(evaluation.requeue_after))))
+    let next = idle_ends.map_or(evaluation.requeue_after, |d| d.min(evaluation.requeue_after));
+    Ok(Action::requeue(next.min(ctx.config.resync)))
 }
 
 /// Until when requests keep a scale-to-zero server awake, from its demand Lease
-/// ([`crate::policy::demand`]); `None` when no request was ever recorded.
-async fn demand_until(ctx: &Context, owner: &Owner, idle_ttl: Duration) -> Result<Option<Timestamp>, ReconcileError> {
-    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ctx.config.operator_namespace);
-    let lease = leases
-        .get_opt(&demand::lease_name(&owner.namespace, &owner.name))
-        .await
-        .map_err(|source| ReconcileError::Kube { action: "reading the demand Lease", source })?;
-    Ok(demand::awake_until(lease.as_ref(), idle_ttl))
+/// ([`crate::policy::demand`]) as watched; `None` when no request was ever recorded.
+fn demand_until(ctx: &Context, observed: &Observed, owner: &Owner, idle_ttl: Duration) -> Option<Timestamp> {
+    let lease = observed.lease(&ctx.config.operator_namespace, &demand::lease_name(&owner.namespace, &owner.name));
+    demand::awake_until(lease.as_deref(), idle_ttl)
 }
 
 /// The server's permission profile: from the policy in force, or read from its ConfigMap.
@@ -287,7 +293,7 @@ async fn refuse(
     tracing::warn!(server = %server.name_any(), reason = why, %message, "not running the server");
     let evaluation = state::refused(previous, server.metadata.generation, why, message, now);
     publish(ctx, server, previous, &evaluation).await?;
-    Ok(Action::requeue(evaluation.requeue_after))
+    Ok(Action::requeue(evaluation.requeue_after.min(ctx.config.resync)))
 }
 
 async fn run_check(
@@ -333,34 +339,12 @@ async fn publish(
             let from = previous.state.map(state::state_name).unwrap_or("None");
             let note = format!("{from} → {}: {}", state::state_name(state), evaluation.message);
             let warning = matches!(state, ServerState::Degraded | ServerState::Dead);
-            publish_event(ctx, server, warning, evaluation.reason, "StateChange", note).await;
+            let type_ = if warning { EventType::Warning } else { EventType::Normal };
+            ctx.publish(&server.object_ref(&()), None, type_, evaluation.reason, "StateChange", note).await;
         }
         super::record_server_metrics(&ctx.metrics, server, state, status.tools_count.unwrap_or(0));
     }
     Ok(())
-}
-
-/// `text` cut to at most `max` bytes, on a character boundary.
-pub(super) fn clip(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let cut = (0..=max).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
-        text.truncate(cut);
-    }
-    text
-}
-
-/// Publishes an event on the server; a failure to publish is logged, never fatal.
-async fn publish_event(ctx: &Context, server: &MCPServer, warning: bool, reason: &str, action: &str, note: String) {
-    let event = Event {
-        type_: if warning { EventType::Warning } else { EventType::Normal },
-        reason: reason.into(),
-        note: Some(clip(note, MAX_NOTE)),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &server.object_ref(&())).await {
-        tracing::warn!(server = %server.name_any(), %error, "could not publish an event");
-    }
 }
 
 /// What applying returned that the status needs.
@@ -377,10 +361,12 @@ where
     api.patch(&object.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(object)).await
 }
 
-/// Applies every wanted child in order and prunes the owned ones no longer wanted; an
-/// event names every child that could not be applied.
+/// Applies every wanted child in order, skipping those already as wanted ([`Observed`]),
+/// and prunes the owned ones no longer wanted; an event names every child that could not be
+/// applied.
 async fn apply_children(
     ctx: &Context,
+    observed: &Observed,
     server: &MCPServer,
     namespace: &str,
     children: ChildSet,
@@ -389,62 +375,89 @@ async fn apply_children(
     let mut applied = Applied { deployment: None, service: None };
     for child in children.into_children() {
         let kind = child.kind();
+        let hash = observed::hash_of(&child);
+        if observed.satisfied(&child, hash) {
+            continue;
+        }
         let result = match &child {
-            Child::ServiceAccount(o) => apply(ctx, namespace, o).await.map(|_| ()),
-            Child::Role(o) => apply(ctx, namespace, o).await.map(|_| ()),
-            Child::RoleBinding(o) => apply(ctx, namespace, o).await.map(|_| ()),
-            Child::NetworkPolicy(o) => apply(ctx, namespace, o).await.map(|_| ()),
-            Child::Service(o) => apply(ctx, namespace, o).await.map(|s| applied.service = Some(s)),
-            Child::Deployment(o) => apply(ctx, namespace, o).await.map(|d| applied.deployment = Some(d)),
+            Child::ServiceAccount(o) => apply(ctx, namespace, o).await.map(|o| o.metadata),
+            Child::Role(o) => apply(ctx, namespace, o).await.map(|o| o.metadata),
+            Child::RoleBinding(o) => apply(ctx, namespace, o).await.map(|o| o.metadata),
+            Child::NetworkPolicy(o) => apply(ctx, namespace, o).await.map(|o| o.metadata),
+            Child::Service(o) => apply(ctx, namespace, o).await.map(|s| applied.service.insert(s).metadata.clone()),
+            Child::Deployment(o) => {
+                apply(ctx, namespace, o).await.map(|d| applied.deployment.insert(d).metadata.clone())
+            }
         };
-        if let Err(source) = result {
-            let error = ReconcileError::Apply { kind, name: server.name_any(), source };
-            publish_event(ctx, server, true, "ApplyFailed", "Apply", error.to_string()).await;
-            return Err(error);
+        match result {
+            Ok(answer) => observed.record(kind, hash, &answer),
+            Err(source) => {
+                let error = ReconcileError::Apply { kind, name: server.name_any(), source };
+                let note = error.to_string();
+                ctx.publish(&server.object_ref(&()), None, EventType::Warning, "ApplyFailed", "Apply", note).await;
+                return Err(error);
+            }
         }
     }
+    let name = server.name_any();
+    if wanted.contains(&ChildKind::Deployment) && applied.deployment.is_none() {
+        applied.deployment = observed.deployment(namespace, &name).map(Arc::unwrap_or_clone);
+    }
+    if wanted.contains(&ChildKind::Service) && applied.service.is_none() {
+        applied.service = observed.service(namespace, &name).map(Arc::unwrap_or_clone);
+    }
     for kind in ChildKind::ALL.into_iter().filter(|k| !wanted.contains(k)) {
-        prune(ctx, server, namespace, kind).await?;
+        prune(ctx, observed, server, namespace, kind).await?;
     }
     Ok(applied)
 }
 
 /// Deletes the child of that kind if this server controls it. A ServiceAccount the spec
 /// names is never deleted, even one this server created earlier.
-async fn prune(ctx: &Context, server: &MCPServer, namespace: &str, kind: ChildKind) -> Result<(), ReconcileError> {
+async fn prune(
+    ctx: &Context,
+    observed: &Observed,
+    server: &MCPServer,
+    namespace: &str,
+    kind: ChildKind,
+) -> Result<(), ReconcileError> {
     if kind == ChildKind::ServiceAccount
         && server.spec.service_account_name.as_deref() == server.metadata.name.as_deref()
     {
         return Ok(());
     }
+    let Some(existing) = observed.meta(kind, namespace, &server.name_any()) else {
+        return Ok(());
+    };
+    let server_uid = server.uid();
+    let controlled = existing
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && Some(&r.uid) == server_uid.as_ref());
+    if !controlled {
+        return Ok(());
+    }
     let result = match kind {
-        ChildKind::ServiceAccount => delete_owned::<ServiceAccount>(ctx, server, namespace).await,
-        ChildKind::Role => delete_owned::<Role>(ctx, server, namespace).await,
-        ChildKind::RoleBinding => delete_owned::<RoleBinding>(ctx, server, namespace).await,
-        ChildKind::NetworkPolicy => delete_owned::<NetworkPolicy>(ctx, server, namespace).await,
-        ChildKind::Service => delete_owned::<Service>(ctx, server, namespace).await,
-        ChildKind::Deployment => delete_owned::<Deployment>(ctx, server, namespace).await,
+        ChildKind::ServiceAccount => delete_owned::<ServiceAccount>(ctx, namespace, &existing).await,
+        ChildKind::Role => delete_owned::<Role>(ctx, namespace, &existing).await,
+        ChildKind::RoleBinding => delete_owned::<RoleBinding>(ctx, namespace, &existing).await,
+        ChildKind::NetworkPolicy => delete_owned::<NetworkPolicy>(ctx, namespace, &existing).await,
+        ChildKind::Service => delete_owned::<Service>(ctx, namespace, &existing).await,
+        ChildKind::Deployment => delete_owned::<Deployment>(ctx, namespace, &existing).await,
     };
     result.map_err(|source| ReconcileError::Kube { action: "pruning a child", source })
 }
 
-async fn delete_owned<K>(ctx: &Context, server: &MCPServer, namespace: &str) -> Result<(), kube::Error>
+/// Deletes that very object (uid precondition); gone already is fine.
+async fn delete_owned<K>(ctx: &Context, namespace: &str, existing: &ObjectMeta) -> Result<(), kube::Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = server.name_any();
-    let Some(existing) = api.get_opt(&name).await? else {
-        return Ok(());
-    };
-    let server_uid = server.uid();
-    let controlled =
-        existing.owner_references().iter().any(|r| r.controller == Some(true) && Some(&r.uid) == server_uid.as_ref());
-    if !controlled {
-        return Ok(());
-    }
+    let name = existing.name.clone().unwrap_or_default();
     let params = DeleteParams {
-        preconditions: Some(Preconditions { uid: existing.uid(), resource_version: None }),
+        preconditions: Some(Preconditions { uid: existing.uid.clone(), resource_version: None }),
         ..DeleteParams::default()
     };
     match api.delete(&name, &params).await {
@@ -452,7 +465,7 @@ where
             tracing::info!(server = %name, kind = K::kind(&()).as_ref(), "pruned a child no longer wanted");
             Ok(())
         }
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 409 => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -516,14 +529,6 @@ mod tests {
         privileged.spec.security_context =
             Some(k8s_openapi::api::core::v1::SecurityContext { privileged: Some(true), ..Default::default() });
         assert!(engine.review_server(&privileged).is_err());
-    }
-
-    #[test]
-    fn event_notes_are_clipped_on_character_boundaries() {
-        let clipped = clip("é".repeat(600), MAX_NOTE);
-        assert!(clipped.len() <= MAX_NOTE && clipped.len() >= MAX_NOTE - 1);
-        assert!(clipped.chars().all(|c| c == 'é'));
-        assert_eq!(clip("short".into(), MAX_NOTE), "short");
     }
 
     #[test]

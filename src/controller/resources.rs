@@ -208,6 +208,18 @@ impl Child {
         }
     }
 
+    /// Its metadata.
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
+            Child::ServiceAccount(o) => &o.metadata,
+            Child::Role(o) => &o.metadata,
+            Child::RoleBinding(o) => &o.metadata,
+            Child::NetworkPolicy(o) => &o.metadata,
+            Child::Service(o) => &o.metadata,
+            Child::Deployment(o) => &o.metadata,
+        }
+    }
+
     /// The object as JSON, with apiVersion and kind.
     pub fn to_value(&self) -> Value {
         let value = match self {

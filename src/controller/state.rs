@@ -40,6 +40,18 @@ pub const CONDITION_AVAILABLE: &str = "Available";
 pub const CONDITION_PROGRESSING: &str = "Progressing";
 /// Condition type: the server is unhealthy.
 pub const CONDITION_DEGRADED: &str = "Degraded";
+/// The condition types the controller writes. `status.conditions` is a map by type: the others
+/// (the gateway's `CircuitBreakerOpen`) belong to other field managers and are left alone.
+pub const CONDITION_TYPES: [&str; 4] =
+    [CONDITION_READY, CONDITION_AVAILABLE, CONDITION_PROGRESSING, CONDITION_DEGRADED];
+
+/// A stored status as the controller owns it: without other writers' conditions, so that they
+/// neither count as a change nor are applied back.
+pub fn owned(status: Option<&MCPServerStatus>) -> MCPServerStatus {
+    let mut status = status.cloned().unwrap_or_default();
+    status.conditions.retain(|c| CONDITION_TYPES.contains(&c.type_.as_str()));
+    status
+}
 
 /// Why the server is in its state; used as condition and event reasons.
 pub mod reason {
@@ -845,6 +857,18 @@ mod tests {
             Some("http://gw/servers/ns/u/mcp"),
             "status names the gateway URL"
         );
+    }
+
+    #[test]
+    fn other_writers_conditions_are_not_the_controllers() {
+        let s = settings();
+        let mut stored = step(&s, &MCPServerStatus::default(), container(1, 1), true, at(0)).status;
+        let ours = stored.clone();
+        let mut breaker = stored.conditions[0].clone();
+        breaker.type_ = "CircuitBreakerOpen".into();
+        stored.conditions.push(breaker);
+        assert_eq!(owned(Some(&stored)), ours, "the gateway's condition is neither a change nor applied back");
+        assert_eq!(owned(None), MCPServerStatus::default());
     }
 
     #[test]

@@ -107,6 +107,7 @@ pub struct MCPDiscoverySourceStatus {
     pub observed_generation: Option<i64>,
     /// Standard conditions (Ready, Synced).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

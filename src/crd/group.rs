@@ -28,7 +28,8 @@ pub struct MCPServerGroupSpec {
     /// Label selector choosing the member MCPServers (in the group's namespace). Required and non-empty.
     #[schemars(required)]
     pub selector: Option<LabelSelector>,
-    /// Load-balancing strategy: RoundRobin, LeastConnections, Random or Failover.
+    /// Load-balancing strategy: RoundRobin (default), LeastConnections, Random or Failover (the
+    /// first member by name that is in rotation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strategy: Option<LoadBalancingStrategy>,
     /// Retry of a failed call on another member.
@@ -56,14 +57,15 @@ pub enum LoadBalancingStrategy {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverConfig {
-    /// Whether a failed call is retried on another member.
+    /// Whether a failed call is retried on another member (default true): only when it never
+    /// reached its member, or only reads (`*/list`, `resources/read`, `prompts/get`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// How many other members are tried, 0 to 10.
+    /// How many other members are tried, 0 to 10 (default 2).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10))]
     pub max_retries: Option<i32>,
-    /// Pause before a retry, as a Go duration (`500ms`).
+    /// Pause before a retry, as a Go duration (default `100ms`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_delay: Option<String>,
 }
@@ -77,8 +79,9 @@ pub struct HealthPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub min_healthy_percentage: Option<i32>,
-    /// Consecutive failed health checks after which a Ready member counts as unhealthy, at least 1.
-    /// Unset: a member is healthy exactly while its state is Ready.
+    /// Consecutive failures after which a Ready member counts as unhealthy, at least 1: failed
+    /// health checks (the status), and on each gateway replica failed requests (out of rotation
+    /// until a probe request is answered). Unset: a member is healthy exactly while its state is Ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub unhealthy_threshold: Option<i32>,
@@ -105,6 +108,7 @@ pub struct MCPServerGroupStatus {
     pub observed_generation: Option<i64>,
     /// Standard conditions: Ready, Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

@@ -296,8 +296,10 @@ pub struct MCPServerStatus {
     /// operator runs without a gateway.
     #[serde(rename = "gatewayURL", skip_serializing_if = "Option::is_none")]
     pub gateway_url: Option<String>,
-    /// Standard conditions: Ready, Available, Progressing, Degraded.
+    /// Standard conditions: Ready, Available, Progressing, Degraded (the controller's) and
+    /// CircuitBreakerOpen (the gateway's); a map by type, so each writer owns its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

@@ -77,6 +77,16 @@ impl Breaker {
         self.state
     }
 
+    /// Whether a request now would be refused without trying (open, or half-open with every
+    /// trial slot taken).
+    pub fn fails_fast(&self, now: Instant) -> bool {
+        match self.state {
+            State::Closed => false,
+            State::Open { until } => now < until,
+            State::HalfOpen { trials } => trials >= HALF_OPEN_TRIALS,
+        }
+    }
+
     /// Takes new settings, keeping the state.
     pub fn reconfigure(&mut self, config: BreakerConfig) {
         self.config = config;
@@ -150,6 +160,7 @@ mod tests {
         let a = b.admit(Instant::now());
         b.record(a, false, Instant::now());
         assert!(matches!(b.state(), State::Open { .. }));
+        assert!(b.fails_fast(Instant::now()));
         assert_eq!(b.admit(Instant::now()), Admission::Reject(Duration::from_secs(30)));
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(b.admit(Instant::now()), Admission::Reject(Duration::from_secs(20)));
@@ -172,7 +183,10 @@ mod tests {
         let trial = b.admit(Instant::now());
         assert_eq!(trial, Admission::Trial);
         assert_eq!(b.state().gauge(), 2);
-        assert!(matches!(b.admit(Instant::now()), Admission::Reject(_)), "one trial at a time");
+        assert!(
+            b.fails_fast(Instant::now()) && matches!(b.admit(Instant::now()), Admission::Reject(_)),
+            "one trial at a time"
+        );
         b.record(trial, false, Instant::now());
         assert!(matches!(b.state(), State::Open { .. }), "a failed trial opens it again");
         tokio::time::advance(Duration::from_secs(30)).await;

@@ -7,7 +7,9 @@
 //! Both protocol eras are served: 2026-07-28 requests are routed one by one; earlier revisions
 //! keep a session, whose id the gateway signs ([`session`]) so that any replica routes it to the
 //! same member with no shared store. Tool policy is applied to the decoded JSON-RPC body
-//! ([`tools`]), then the rate limit ([`ratelimit`]) and the circuit breaker ([`breaker`]).
+//! ([`tools`]), then the rate limit ([`ratelimit`]) and the circuit breaker ([`breaker`]), whose
+//! transitions reach the MCPServer's conditions ([`condition`]). A group's request goes to a
+//! member its strategy picks, and to another when that is safe ([`balance`]).
 //!
 //! Rate limits and breakers are kept per gateway replica, in memory. A shared counter would put
 //! a network round trip (and a store that can fail) on every tool call, for a limit whose purpose
@@ -20,7 +22,9 @@
 //! demand Lease and holds the request until the MCPServer reflector shows a ready replica.
 
 pub mod auth;
+pub mod balance;
 pub mod breaker;
+pub mod condition;
 pub mod era;
 pub mod jsonrpc;
 pub mod metrics;

@@ -1,13 +1,14 @@
 //! The data path: one axum router that checks, routes and forwards MCP over streamable HTTP.
 //!
 //! POST: decode the JSON-RPC body → era and header agreement → session (signed id) or a member
-//! → tool allow list → rate limit → circuit breaker → forward → rewrite the session id, filter
+//! ([`balance`]) → tool allow list → rate limit → circuit breaker → forward (a group's request
+//! tried on other members when that is safe) → rewrite the session id, filter
 //! `tools/list` answers (JSON or SSE, event by event) → stream the answer back. GET streams and
 //! DELETE reach the session's member. Bodies are streamed, never buffered, except a request
 //! body (bounded) and a JSON `tools/list` answer that must be filtered (bounded).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,12 +32,14 @@ use tokio::time::Instant;
 
 use super::GatewayConfig;
 use super::auth::Access;
+use super::balance::{self, Balancer, InFlight, Pick};
 use super::breaker::{Admission, Breaker};
+use super::condition::Publisher;
 use super::era::{self, Era, McpHeaders, SESSION_HEADER};
 use super::jsonrpc::{self, INVALID_PARAMS, Message, RATE_LIMITED, SESSION_NOT_FOUND, UNAVAILABLE};
 use super::metrics::{GatewayMetrics, tool_label};
 use super::ratelimit::Bucket;
-use super::route::{Catalog, RouteError, RouteKey, RouteKind, Upstream, resolve};
+use super::route::{Catalog, Resolved, RouteError, RouteKey, RouteKind, Upstream, resolve};
 use super::session::{Session, SessionKey};
 use super::sse;
 use super::tools;
@@ -72,7 +75,8 @@ pub struct Gateway {
     client: Client<UpstreamConnector, Body>,
     buckets: Mutex<HashMap<String, Bucket>>,
     breakers: Mutex<HashMap<String, Breaker>>,
-    next_member: AtomicUsize,
+    balancer: Balancer,
+    conditions: Option<Publisher>,
     metrics: GatewayMetrics,
     ready: AtomicBool,
     waker: Waker,
@@ -109,7 +113,8 @@ impl Gateway {
             client,
             buckets: Mutex::default(),
             breakers: Mutex::default(),
-            next_member: AtomicUsize::new(0),
+            balancer: Balancer::new(),
+            conditions: None,
             waker: Waker::new(None, config.max_cold_start_waiters, metrics.clone()),
             config,
             metrics,
@@ -121,6 +126,12 @@ impl Gateway {
     /// Who may call (the default, [`Access::Open`], lets anyone through).
     pub fn with_access(mut self, access: Access) -> Self {
         self.access = access;
+        self
+    }
+
+    /// Writes breaker transitions on the MCPServers through `publisher`.
+    pub fn with_breaker_conditions(mut self, publisher: Publisher) -> Self {
+        self.conditions = Some(publisher);
         self
     }
 
@@ -224,6 +235,29 @@ impl Drop for Pending<'_> {
 /// A request the gateway answers itself (boxed: a response is large).
 struct Refused(Box<Response>);
 
+/// An exchange that got no answer from its upstream.
+struct Unanswered {
+    /// The gateway's answer.
+    refused: Refused,
+    /// Whether the request may have reached the upstream (false: breaker open, connect error).
+    reached: bool,
+}
+
+/// One try of a request on one member.
+struct Attempt<'a> {
+    upstream: &'a Upstream,
+    outcome: Result<hyper::Response<Incoming>, Unanswered>,
+    in_flight: InFlight,
+}
+
+/// The body, holding the member's in-flight count until it has been sent or dropped.
+fn holding(body: Body, in_flight: InFlight) -> Body {
+    Body::from_stream(body.into_data_stream().map(move |chunk| {
+        let _held = &in_flight;
+        chunk
+    }))
+}
+
 fn refused(status: StatusCode, id: Option<&Value>, code: i64, message: &str, retry: Option<Duration>) -> Refused {
     Refused(Box::new(rpc_error(status, id, code, message, retry)))
 }
@@ -264,12 +298,12 @@ impl Gateway {
         }
         // Callers are checked before anything is forwarded, and before an unknown route is told apart.
         let resolved = resolve(self.catalog.as_ref(), key);
-        let members = resolved.as_deref().unwrap_or_default();
+        let members = resolved.as_ref().map(|r| r.upstreams.as_slice()).unwrap_or_default();
         if let Err(refusal) = self.access.check(self.catalog.as_ref(), request.headers(), members).await {
             return (refusal.into_response(), resolved.is_ok());
         }
-        let upstreams = match resolved {
-            Ok(upstreams) => upstreams,
+        let resolved = match resolved {
+            Ok(resolved) => resolved,
             Err(e @ RouteError::NotFound { .. }) => {
                 return (rpc_error(StatusCode::NOT_FOUND, None, jsonrpc::INVALID_REQUEST, &e.to_string(), None), false);
             }
@@ -277,14 +311,16 @@ impl Gateway {
                 return (rpc_error(StatusCode::SERVICE_UNAVAILABLE, None, UNAVAILABLE, &e.to_string(), None), true);
             }
         };
+        // A server route wakes its server here; a group wakes the member it picks (`post`).
         if request.method() == Method::POST
-            && let Err(cold) = self.waker.admit(self.catalog.as_ref(), key, &upstreams).await
+            && key.kind == RouteKind::Server
+            && let Err(cold) = self.waker.admit(self.catalog.as_ref(), key, &resolved.upstreams).await
         {
             return (rpc_error(cold.status, None, UNAVAILABLE, &cold.message, Some(cold.retry_after)), true);
         }
         let response = match *request.method() {
-            Method::POST => self.post(key, &upstreams, request, facts).await,
-            Method::GET | Method::DELETE => self.session_call(key, &upstreams, request, facts).await,
+            Method::POST => self.post(key, &resolved, request, facts).await,
+            Method::GET | Method::DELETE => self.session_call(key, &resolved.upstreams, request, facts).await,
             _ => {
                 let mut response = rpc_error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -300,8 +336,23 @@ impl Gateway {
         (response, true)
     }
 
-    fn pick<'a>(&self, upstreams: &'a [Upstream]) -> &'a Upstream {
-        &upstreams[self.next_member.fetch_add(1, Ordering::Relaxed) % upstreams.len()]
+    /// The member a request goes to next, skipping those it `tried`: a server route has one,
+    /// a group's is chosen by its strategy ([`balance`]).
+    fn choose(&self, key: &RouteKey, resolved: &Resolved, tried: &[usize]) -> Option<Pick> {
+        let Some(group) = &resolved.group else {
+            return (!tried.contains(&0)).then_some(Pick::Warm(0));
+        };
+        let members: Vec<(&str, balance::Standing)> =
+            resolved.upstreams.iter().map(|u| (u.member.as_str(), u.standing)).collect();
+        // A member whose breaker is open would fail fast: it is skipped like one already tried.
+        let now = Instant::now();
+        let mut skip = tried.to_vec();
+        {
+            let breakers = self.breakers.lock().expect("breaker lock");
+            let open = |u: &Upstream| breakers.get(&u.member).is_some_and(|b| b.fails_fast(now));
+            skip.extend(resolved.upstreams.iter().enumerate().filter(|(_, u)| open(u)).map(|(i, _)| i));
+        }
+        self.balancer.pick(&key.id(), group.strategy, &members, group.unhealthy_threshold, &skip, now)
     }
 
     /// The session a request names, checked: `Ok(None)` without a session header.
@@ -326,7 +377,8 @@ impl Gateway {
         Ok(Some((session, upstream)))
     }
 
-    async fn post(&self, key: &RouteKey, upstreams: &[Upstream], request: Request, facts: &mut Facts) -> Response {
+    async fn post(&self, key: &RouteKey, resolved: &Resolved, request: Request, facts: &mut Facts) -> Response {
+        let upstreams = &resolved.upstreams;
         let (parts, body) = request.into_parts();
         let limit = self.config.max_body_bytes;
         let too_large = || {
@@ -383,34 +435,97 @@ impl Gateway {
         } else {
             None
         };
-        let upstream = session.as_ref().map_or_else(|| self.pick(upstreams), |(_, upstream)| upstream);
-        facts.member = Some(upstream.member.clone());
-        let tool = if message.method() == Some("tools/call") {
+        if message.method() == Some("tools/call") {
             if id.is_none() {
                 let message = "Invalid Request: tools/call must be a request (with an id), not a notification";
                 return rpc_error(StatusCode::BAD_REQUEST, None, jsonrpc::INVALID_REQUEST, message, None);
             }
-            let Some(name) = message.param_str("name") else {
+            if message.param_str("name").is_none() {
                 let message = "Invalid params: tools/call needs params.name";
                 return rpc_error(StatusCode::OK, id.as_ref(), INVALID_PARAMS, message, None);
+            }
+        }
+        let tool = message.param_str("name").filter(|_| message.method() == Some("tools/call")).map(str::to_owned);
+        facts.tool = tool.clone();
+        let upstream_session = session.as_ref().and_then(|(s, _)| s.upstream.as_deref());
+        // Failover: a group's request that is not pinned to a session may go to other members,
+        // when it never reached its upstream or is read-only (`balance::retry_safe`).
+        let retries = match (&session, &resolved.group) {
+            (None, Some(group)) => group.max_retries as usize,
+            _ => 0,
+        };
+        let retry_safe = message.method().is_some_and(balance::retry_safe);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut attempts = 0usize;
+        let mut last: Option<Attempt<'_>> = None;
+        let attempt = loop {
+            let next = match &session {
+                Some((_, upstream)) => Some(*upstream),
+                None => self.choose(key, resolved, &tried).map(|pick| {
+                    tried.push(pick.index());
+                    &upstreams[pick.index()]
+                }),
             };
-            facts.tool = Some(name.to_owned());
-            if let Some(refused) = self.check_tool_call(upstream, name, id.as_ref()) {
+            let Some(upstream) = next else {
+                match last {
+                    Some(attempt) => break attempt,
+                    None => {
+                        let message = format!(
+                            "Service Unavailable: no member of MCPServerGroup {}/{} is Ready and in rotation ({} members)",
+                            key.namespace,
+                            key.name,
+                            upstreams.len()
+                        );
+                        return rpc_error(StatusCode::SERVICE_UNAVAILABLE, id.as_ref(), UNAVAILABLE, &message, None);
+                    }
+                }
+            };
+            if let (Some(previous), Some(group)) = (&last, &resolved.group) {
+                tracing::info!(route = %key.id(), from = %previous.upstream.member, to = %upstream.member, "retrying on another member");
+                // Bounded by the upstream timeout: a retry never waits longer than an answer would.
+                tokio::time::sleep(group.retry_delay.min(self.config.upstream_timeout)).await;
+            }
+            facts.member = Some(upstream.member.clone());
+            // The member's demand (a scale-to-zero one): renewed when warm, and a cold one, which
+            // is picked only when no warm member is left (`Pick::WakeCold`), is woken and awaited.
+            if key.kind == RouteKind::Group {
+                let member = RouteKey {
+                    kind: RouteKind::Server,
+                    namespace: upstream.namespace.clone(),
+                    name: upstream.name.clone(),
+                };
+                if let Err(cold) =
+                    self.waker.admit(self.catalog.as_ref(), &member, std::slice::from_ref(upstream)).await
+                {
+                    return rpc_error(cold.status, id.as_ref(), UNAVAILABLE, &cold.message, Some(cold.retry_after));
+                }
+            }
+            if let Some(name) = &tool
+                && let Some(refused) = self.check_tool_call(upstream, name, id.as_ref())
+            {
                 return refused;
             }
-            Some(name.to_owned())
-        } else {
-            None
-        };
-        let upstream_session = session.as_ref().and_then(|(s, _)| s.upstream.as_deref());
-        let forwarded =
-            self.forward(upstream, Method::POST, &parts.headers, Body::from(bytes), (era, upstream_session)).await;
-        let response = match forwarded {
-            Ok(response) => response,
-            Err(Refused(response)) => {
+            let in_flight = self.balancer.start(&upstream.member);
+            let body = Body::from(bytes.clone());
+            let outcome = self.forward(upstream, Method::POST, &parts.headers, body, (era, upstream_session)).await;
+            let retryable = match &outcome {
+                Ok(response) => response.status().is_server_error() && retry_safe,
+                Err(failed) => !failed.reached || retry_safe,
+            };
+            if outcome.is_err() {
                 self.count_call(upstream, tool.as_deref(), "unavailable");
-                return *response;
             }
+            let attempt = Attempt { upstream, outcome, in_flight };
+            attempts += 1;
+            if !retryable || attempts > retries {
+                break attempt;
+            }
+            last = Some(attempt);
+        };
+        let Attempt { upstream, outcome, in_flight } = attempt;
+        let response = match outcome {
+            Ok(response) => response,
+            Err(failed) => return *failed.refused.0,
         };
         let status = response.status();
         if let Some(tool) = &tool {
@@ -439,7 +554,7 @@ impl Gateway {
             }
             _ => None,
         };
-        *out.body_mut() = match filter {
+        let body = match filter {
             None => Body::from_stream(idle_bounded(upstream_body, self.config.stream_idle_timeout)),
             Some(id) => {
                 match self.filter_tools(&upstream_parts.headers, upstream_body, upstream, &id, &mut out).await {
@@ -448,6 +563,7 @@ impl Gateway {
                 }
             }
         };
+        *out.body_mut() = holding(body, in_flight);
         out
     }
 
@@ -509,17 +625,18 @@ impl Gateway {
         facts.member = Some(upstream.member.clone());
         let method = request.method().clone();
         let headers = request.headers().clone();
+        let in_flight = self.balancer.start(&upstream.member);
         match self.forward(upstream, method, &headers, Body::empty(), (Era::Session, upstream_session)).await {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
                 let mut out = Response::builder()
                     .status(parts.status)
-                    .body(Body::from_stream(idle_bounded(body, self.config.stream_idle_timeout)))
+                    .body(holding(Body::from_stream(idle_bounded(body, self.config.stream_idle_timeout)), in_flight))
                     .expect("a status and no headers");
                 copy_response_headers(&parts.headers, out.headers_mut());
                 out
             }
-            Err(Refused(response)) => *response,
+            Err(failed) => *failed.refused.0,
         }
     }
 
@@ -532,8 +649,8 @@ impl Gateway {
         headers: &HeaderMap,
         body: Body,
         (era, upstream_session): (Era, Option<&str>),
-    ) -> Result<hyper::Response<Incoming>, Refused> {
-        let admission = self.admit(upstream)?;
+    ) -> Result<hyper::Response<Incoming>, Unanswered> {
+        let admission = self.admit(upstream).map_err(|refused| Unanswered { refused, reached: false })?;
         let mut request = hyper::Request::builder().method(method).uri(upstream.url.clone());
         for (name, value) in headers {
             if forwarded(name.as_str(), era) {
@@ -543,29 +660,35 @@ impl Gateway {
         if let Some(session) = upstream_session.and_then(|s| HeaderValue::from_str(s).ok()) {
             request = request.header(SESSION_HEADER, session);
         }
-        let request = request.body(body).map_err(|_| {
-            refused(StatusCode::BAD_GATEWAY, None, UNAVAILABLE, "the upstream request is invalid", None)
+        let request = request.body(body).map_err(|_| Unanswered {
+            refused: refused(StatusCode::BAD_GATEWAY, None, UNAVAILABLE, "the upstream request is invalid", None),
+            reached: false,
         })?;
         let mut pending = Pending { gateway: self, upstream, admission };
         let outcome = tokio::time::timeout(self.config.upstream_timeout, self.client.request(request)).await;
         pending.admission = None;
-        let (success, failure) = match &outcome {
-            Ok(Ok(response)) => (response.status().as_u16() < 500, None),
+        let (success, failure, reached) = match &outcome {
+            Ok(Ok(response)) => (response.status().as_u16() < 500, None, true),
             Ok(Err(e)) => {
                 tracing::warn!(member = %upstream.member, error = %e, "upstream unreachable");
-                (false, Some(format!("MCPServer {} cannot be reached", upstream.member)))
+                (false, Some(format!("MCPServer {} cannot be reached", upstream.member)), !e.is_connect())
             }
             Err(_) => (
                 false,
                 Some(format!("MCPServer {} did not answer within {:?}", upstream.member, self.config.upstream_timeout)),
+                true,
             ),
         };
         self.record(upstream, admission, success);
+        self.balancer.record(&upstream.member, success, Instant::now());
         match (outcome, failure) {
             (Ok(Ok(response)), _) => Ok(response),
             (_, failure) => {
                 let status = StatusCode::BAD_GATEWAY;
-                Err(refused(status, None, UNAVAILABLE, &failure.unwrap_or_default(), None))
+                Err(Unanswered {
+                    refused: refused(status, None, UNAVAILABLE, &failure.unwrap_or_default(), None),
+                    reached,
+                })
             }
         }
     }
@@ -603,6 +726,12 @@ impl Gateway {
             let after = breaker.state().gauge();
             if before != after {
                 tracing::warn!(member = %upstream.member, state = after, "circuit breaker changed state");
+            }
+            if let Some(conditions) = &self.conditions
+                && (before == 0) != (after == 0)
+            {
+                let retry_in = upstream.breaker.map(|config| config.reset_timeout).filter(|_| after != 0);
+                conditions.publish(&upstream.namespace, &upstream.name, retry_in);
             }
             self.metrics.circuit_breaker_state.with_label_values(&[&upstream.namespace, &upstream.name]).set(after);
         }

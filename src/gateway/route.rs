@@ -15,11 +15,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 
+use super::balance::Standing;
 use super::breaker::BreakerConfig;
 use super::ratelimit::Rate;
 use super::tools::ToolPolicy;
 use crate::crd::{MCPAdmissionPolicy, MCPPermissionProfile, MCPServer, MCPServerGroup, ServerMode, Transport};
-use crate::policy::defaults::{self, DEFAULT_PORT, Settings};
+use crate::policy::defaults::{self, DEFAULT_PORT, GroupSettings, Settings};
 use crate::policy::live::LastGood;
 use crate::policy::{Engine, PolicyState, membership};
 
@@ -337,6 +338,17 @@ pub struct Upstream {
     pub rate: Option<Rate>,
     /// `spec.circuitBreaker`, unless disabled.
     pub breaker: Option<BreakerConfig>,
+    /// Whether it takes a group's requests (a server's own route ignores it).
+    pub standing: Standing,
+}
+
+/// What a route reaches: its upstreams and, for a group, how to balance over them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The server, or the group's members in membership order.
+    pub upstreams: Vec<Upstream>,
+    /// A group's strategy, failover and health policy.
+    pub group: Option<GroupSettings>,
 }
 
 /// The upstream of one MCPServer: container mode `http://<name>.<ns>.svc:<port><path>`, remote
@@ -372,16 +384,18 @@ pub fn upstream(server: &MCPServer) -> Result<Upstream, RouteError> {
         failure_threshold: u32::try_from(settings.breaker_threshold).unwrap_or(1).max(1),
         reset_timeout: settings.reset_timeout,
     });
-    Ok(Upstream { member, namespace, name, url, tools: ToolPolicy { allow }, rate, breaker })
+    let standing = Standing::Warm;
+    Ok(Upstream { member, namespace, name, url, tools: ToolPolicy { allow }, rate, breaker, standing })
 }
 
-/// The upstreams a route reaches: the server itself, or the group's members by name.
-pub fn resolve(catalog: &dyn Catalog, key: &RouteKey) -> Result<Vec<Upstream>, RouteError> {
+/// The upstreams a route reaches: the server itself, or the group's members by name with
+/// their standing.
+pub fn resolve(catalog: &dyn Catalog, key: &RouteKey) -> Result<Resolved, RouteError> {
     let not_found = |kind| RouteError::NotFound { kind, namespace: key.namespace.clone(), name: key.name.clone() };
     match key.kind {
         RouteKind::Server => {
             let server = catalog.server(&key.namespace, &key.name).ok_or_else(|| not_found("MCPServer"))?;
-            Ok(vec![upstream(&server)?])
+            Ok(Resolved { upstreams: vec![upstream(&server)?], group: None })
         }
         RouteKind::Group => {
             let group = catalog.group(&key.namespace, &key.name).ok_or_else(|| not_found("MCPServerGroup"))?;
@@ -392,13 +406,16 @@ pub fn resolve(catalog: &dyn Catalog, key: &RouteKey) -> Result<Vec<Upstream>, R
             let members: Vec<_> = view
                 .members
                 .iter()
-                .filter_map(|member| servers.iter().find(|s| s.metadata.name.as_deref() == Some(&member.name)))
-                .filter_map(|server| upstream(server).ok())
+                .filter_map(|member| {
+                    let server = servers.iter().find(|s| s.metadata.name.as_deref() == Some(&member.name))?;
+                    let upstream = upstream(server).ok()?;
+                    Some(Upstream { standing: Standing::of(member.state, member.healthy), ..upstream })
+                })
                 .collect();
             if members.is_empty() {
                 return Err(no_member());
             }
-            Ok(members)
+            Ok(Resolved { upstreams: members, group: Some(GroupSettings::of(&group.spec)) })
         }
     }
 }
@@ -489,7 +506,7 @@ mod tests {
         group.metadata.namespace = Some("ns".into());
         catalog.put_group(group);
         let key = RouteKey { kind: RouteKind::Group, namespace: "ns".into(), name: "g".into() };
-        let members: Vec<_> = resolve(&catalog, &key).unwrap().into_iter().map(|u| u.member).collect();
+        let members: Vec<_> = resolve(&catalog, &key).unwrap().upstreams.into_iter().map(|u| u.member).collect();
         assert_eq!(members, ["ns/a", "ns/b"]);
         let missing = RouteKey { kind: RouteKind::Server, namespace: "ns".into(), name: "zz".into() };
         assert!(matches!(resolve(&catalog, &missing), Err(RouteError::NotFound { .. })));

@@ -10,7 +10,9 @@
 //! demand cannot be recorded the waiting requests are refused (fail closed): no write, no wake.
 //!
 //! Only a POST (a JSON-RPC message) is demand: GET streams and session DELETEs do not wake a
-//! server. A group route records demand for its cold members but does not wait for them.
+//! server. Given a group route, demand is recorded for its cold members without waiting; the
+//! proxy asks instead for the one member a group's strategy picks (`balance`: a cold member only
+//! when no warm one is left), as a server, so that member is woken and awaited.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

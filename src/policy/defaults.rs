@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::format::{format_duration, parse_positive_duration};
-use crate::crd::{Kind, MCPServerSpec};
+use crate::crd::{Kind, LoadBalancingStrategy, MCPServerGroupSpec, MCPServerSpec};
 
 /// Default replicas of a container-mode server.
 pub const DEFAULT_REPLICAS: i64 = 1;
@@ -31,6 +31,14 @@ pub const DEFAULT_TRANSPORT: &str = "streamable-http";
 pub const DEFAULT_PORT: i64 = 8080;
 /// Unprivileged uid the secure defaults run as (`nobody`).
 pub const DEFAULT_RUN_AS_USER: i64 = 65534;
+/// Default load-balancing strategy of a group.
+pub const DEFAULT_STRATEGY: LoadBalancingStrategy = LoadBalancingStrategy::RoundRobin;
+/// Whether a group retries a failed call on another member by default.
+pub const DEFAULT_FAILOVER_ENABLED: bool = true;
+/// Default number of other members a failed call is retried on.
+pub const DEFAULT_FAILOVER_MAX_RETRIES: i64 = 2;
+/// Default pause before such a retry.
+pub const DEFAULT_FAILOVER_RETRY_DELAY: &str = "100ms";
 
 /// The secure container securityContext, merged field by field under what the user set.
 pub fn secure_security_context() -> Value {
@@ -59,7 +67,13 @@ pub fn apply_defaults_in_place(kind: Kind, object: &mut Value, default_profile: 
         Kind::DiscoverySource => {
             set_default(object, &["spec", "mode"], json!("Additive"));
         }
-        Kind::ServerGroup | Kind::PermissionProfile | Kind::AdmissionPolicy => {}
+        Kind::ServerGroup => {
+            set_default(object, &["spec", "strategy"], json!(DEFAULT_STRATEGY));
+            set_default(object, &["spec", "failover", "enabled"], json!(DEFAULT_FAILOVER_ENABLED));
+            set_default(object, &["spec", "failover", "maxRetries"], json!(DEFAULT_FAILOVER_MAX_RETRIES));
+            set_default(object, &["spec", "failover", "retryDelay"], json!(DEFAULT_FAILOVER_RETRY_DELAY));
+        }
+        Kind::PermissionProfile | Kind::AdmissionPolicy => {}
     }
 }
 
@@ -186,6 +200,35 @@ impl Settings {
     }
 }
 
+/// How a group balances and retries, typed, with every default filled in (the gateway's view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSettings {
+    /// The load-balancing strategy.
+    pub strategy: LoadBalancingStrategy,
+    /// Other members a failed call may be retried on; 0 when failover is disabled.
+    pub max_retries: u32,
+    /// Pause before each retry.
+    pub retry_delay: Duration,
+    /// Consecutive failed requests that take a member out of rotation; `None`: never.
+    pub unhealthy_threshold: Option<u32>,
+}
+
+impl GroupSettings {
+    /// Reads the settings of a group; unset or unreadable values take the defaults above.
+    pub fn of(spec: &MCPServerGroupSpec) -> GroupSettings {
+        let failover = spec.failover.clone().unwrap_or_default();
+        let enabled = failover.enabled.unwrap_or(DEFAULT_FAILOVER_ENABLED);
+        let retries = failover.max_retries.map_or(DEFAULT_FAILOVER_MAX_RETRIES, i64::from).clamp(0, 10);
+        let threshold = spec.health_policy.as_ref().and_then(|p| p.unhealthy_threshold);
+        GroupSettings {
+            strategy: spec.strategy.unwrap_or(DEFAULT_STRATEGY),
+            max_retries: if enabled { u32::try_from(retries).unwrap_or(0) } else { 0 },
+            retry_delay: duration_or(failover.retry_delay.as_deref(), DEFAULT_FAILOVER_RETRY_DELAY),
+            unhealthy_threshold: threshold.map(|t| u32::try_from(t.max(1)).unwrap_or(1)),
+        }
+    }
+}
+
 /// A duration field's value, else its default (the defaults above always parse).
 fn duration_or(text: Option<&str>, default: &str) -> Duration {
     text.and_then(|t| parse_positive_duration(t).ok())
@@ -232,6 +275,30 @@ fn merge_defaults(object: &mut Value, path: &[&str], defaults: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_get_round_robin_and_failover_and_read_them_back_typed() {
+        let group = json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup", "metadata": {"name": "g"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "failover": {"maxRetries": 5}}});
+        let defaulted = apply_defaults(Kind::ServerGroup, &group, "restricted");
+        assert_eq!(defaulted["spec"]["strategy"], "RoundRobin");
+        assert_eq!(defaulted["spec"]["failover"], json!({"enabled": true, "maxRetries": 5, "retryDelay": "100ms"}));
+        let spec: MCPServerGroupSpec = serde_json::from_value(defaulted["spec"].clone()).unwrap();
+        let typed = GroupSettings::of(&spec);
+        assert_eq!(typed, GroupSettings::of(&serde_json::from_value(group["spec"].clone()).unwrap()), "one default");
+        assert_eq!(typed.max_retries, 5);
+        assert_eq!(typed.retry_delay, Duration::from_millis(100));
+        assert_eq!(typed.unhealthy_threshold, None);
+        let off: MCPServerGroupSpec =
+            serde_json::from_value(json!({"failover": {"enabled": false}, "strategy": "Failover",
+            "healthPolicy": {"unhealthyThreshold": 3}}))
+            .unwrap();
+        let off = GroupSettings::of(&off);
+        assert_eq!(
+            (off.max_retries, off.strategy, off.unhealthy_threshold),
+            (0, LoadBalancingStrategy::Failover, Some(3))
+        );
+    }
 
     fn container(spec: Value) -> Value {
         let mut spec = spec;

@@ -16,23 +16,29 @@
 //! - The `status` subresource writes only `.status`; writes to the main resource keep `.status`.
 //! - Server-filled metadata: `uid`, `resourceVersion` (one global counter), `creationTimestamp`,
 //!   `generation` (bumped when anything outside `metadata` and `status` changes). A write that
-//!   changes nothing is a no-op, as on a real apiserver (no new resourceVersion, no event).
+//!   changes nothing is a no-op, as on a real apiserver (no new resourceVersion, no event); so
+//!   is a server-side apply that changes nothing (its `managedFields` time is kept).
+//! - LIST with `limit` and `continue`: pages in namespace/name order, each reporting the
+//!   resourceVersion of the first page, `remainingItemCount` when no selector is set; a token
+//!   older than the last compaction gets 410 `Expired`.
 //! - Garbage collection: when an object is removed, the objects listing it in
 //!   `metadata.ownerReferences` are deleted too (unless `propagationPolicy: Orphan`, which strips
 //!   the reference instead); an object created with owners none of which exists is deleted
 //!   right after its creation, as the collector deletes dependents of vanished owners.
 //! - WATCH (`?watch=true`): newline-delimited `{"type": ..., "object": ...}` events. With
 //!   `resourceVersion` unset or `"0"`, the current objects first come as `ADDED`; with a
-//!   resourceVersion, every change after it is replayed; `sendInitialEvents=true` ends the initial
+//!   resourceVersion, every change after it is replayed (an object modified into a watch's
+//!   selectors comes as `ADDED`, out of them as `DELETED`); `sendInitialEvents=true` ends the initial
 //!   events with the `k8s.io/initial-events-end` bookmark; `timeoutSeconds` closes the stream.
 //!   After [`FakeApi::compact`], open watches and watches from an older resourceVersion get an
-//!   `ERROR` event with a 410 `Expired` Status, so `kube::runtime::watcher` re-lists.
+//!   `ERROR` event with a 410 `Expired` Status, so `kube::runtime::watcher` re-lists; so do
+//!   watches further behind than the [`HISTORY_PER_COLLECTION`] changes kept per collection.
 //! - `dryRun=All` on writes: the answer is computed, nothing is stored.
 //! - Errors are `Status` objects (`kind: Status`, `status: Failure`, `reason`, `code`, `message`).
 //!
 //! Not implemented: discovery, field ownership and conflicts of server-side apply (an apply is a
-//! merge patch), strategic-merge list semantics, pagination (`limit` is ignored; every list
-//! answer is complete), admission, authentication.
+//! merge patch, except `status.conditions`, merged as a list-map by `type` whose entries belong
+//! to the manager that applied them), strategic-merge list semantics, admission, authentication.
 //!
 //! TokenReviews (`POST /apis/authentication.k8s.io/v1/tokenreviews`) are answered from a table
 //! of tokens ([`FakeApi::add_token`]) as the apiserver answers them: authenticated with the
@@ -51,7 +57,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -66,6 +72,14 @@ use tokio::sync::{mpsc, watch};
 
 /// The annotation that marks the end of the initial events of a streaming list.
 pub const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
+/// Changes kept per collection for watches that resume from a resourceVersion (the watch
+/// cache); a watch further behind gets 410 `Expired` and re-lists.
+pub const HISTORY_PER_COLLECTION: usize = 20_000;
+
+/// A collection: `apiVersion` (`v1` or `group/version`) and plural resource name.
+type CollectionKey = (String, String);
+/// An object's place in its collection: namespace and name.
+type Place = (Option<String>, String);
 
 /// Identifies one stored object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -81,6 +95,14 @@ pub struct ObjectKey {
 }
 
 impl ObjectKey {
+    fn collection(&self) -> CollectionKey {
+        (self.api.clone(), self.resource.clone())
+    }
+
+    fn place(&self) -> Place {
+        (self.namespace.clone(), self.name.clone())
+    }
+
     fn group(&self) -> &str {
         self.api.rsplit_once('/').map(|(group, _)| group).unwrap_or("")
     }
@@ -119,6 +141,10 @@ impl Target {
         key.api == self.api
             && key.resource == self.resource
             && (self.namespace.is_none() || self.namespace == key.namespace)
+    }
+
+    fn collection(&self) -> CollectionKey {
+        (self.api.clone(), self.resource.clone())
     }
 }
 
@@ -204,7 +230,33 @@ struct Change {
     resource_version: u64,
     event: EventType,
     key: ObjectKey,
-    object: Value,
+    object: Arc<Value>,
+    /// The object before a modification, to tell watches with a selector that it entered or
+    /// left their selection.
+    previous: Option<Arc<Value>>,
+}
+
+impl Change {
+    /// The event type a watch with these selectors sees, if any: as on the apiserver, an
+    /// object modified into the selection is `ADDED`, one modified out of it `DELETED`.
+    fn seen_as(&self, labels: &[Requirement], fields: &[Requirement]) -> Option<&'static str> {
+        let now = matches_selectors(&self.object, labels, fields);
+        let before = self.previous.as_ref().map(|p| matches_selectors(p, labels, fields));
+        match (self.event, before, now) {
+            (EventType::Modified, Some(false), true) => Some(EventType::Added.name()),
+            (EventType::Modified, Some(true), false) => Some(EventType::Deleted.name()),
+            (event, _, true) => Some(event.name()),
+            _ => None,
+        }
+    }
+}
+
+/// The recent changes of one collection.
+#[derive(Default)]
+struct History {
+    changes: VecDeque<Change>,
+    /// Changes up to this resourceVersion were dropped: watches from before it get 410.
+    dropped_to: u64,
 }
 
 /// An error answered as a `Status` object.
@@ -327,10 +379,15 @@ enum WriteMode {
 /// The store, behind one lock.
 #[derive(Default)]
 struct Store {
-    objects: BTreeMap<ObjectKey, Value>,
+    /// Objects by collection, then by namespace and name (list order).
+    objects: HashMap<CollectionKey, BTreeMap<Place, Arc<Value>>>,
+    /// Where the object of each uid is, for the garbage collector.
+    uids: HashMap<String, ObjectKey>,
+    /// The objects naming each uid in their `ownerReferences`.
+    dependents: HashMap<String, BTreeSet<ObjectKey>>,
     resource_version: u64,
     uid_counter: u64,
-    history: Vec<Change>,
+    history: HashMap<CollectionKey, History>,
     /// Watches from a resourceVersion below this one get 410.
     oldest_watchable: u64,
     /// Bumped by every compaction, so open watches notice it.
@@ -366,20 +423,20 @@ fn has_finalizers(object: &Value) -> bool {
 }
 
 /// Everything but `metadata` and `status`: a change there bumps `generation`.
-fn spec_part(object: &Value) -> Value {
-    let mut rest = object.clone();
-    if let Some(map) = rest.as_object_mut() {
-        map.remove("metadata");
-        map.remove("status");
-    }
-    rest
+fn spec_fields(object: &Value) -> BTreeMap<&str, &Value> {
+    object
+        .as_object()
+        .map(|m| m.iter().filter(|(k, _)| *k != "metadata" && *k != "status").map(|(k, v)| (k.as_str(), v)).collect())
+        .unwrap_or_default()
 }
 
-fn owned_by(object: &Value, uid: &str) -> bool {
+/// The uids in the object's `ownerReferences`.
+fn owner_uids(object: &Value) -> Vec<String> {
     object
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .is_some_and(|refs| refs.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)))
+        .map(|refs| refs.iter().filter_map(|r| r.get("uid").and_then(Value::as_str)).map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 fn default_kind(resource: &str) -> String {
@@ -436,13 +493,72 @@ impl Store {
         self.resource_version
     }
 
-    fn record(&mut self, event: EventType, key: &ObjectKey, object: &Value) {
-        self.history.push(Change {
-            resource_version: self.resource_version,
-            event,
-            key: key.clone(),
-            object: object.clone(),
-        });
+    /// Watches of the collection from a resourceVersion below this one get 410.
+    fn oldest_watchable(&self, collection: &CollectionKey) -> u64 {
+        self.history.get(collection).map_or(0, |h| h.dropped_to).max(self.oldest_watchable)
+    }
+
+    /// Keeps a change for watches; the oldest of a full collection history are dropped.
+    fn record(&mut self, event: EventType, key: &ObjectKey, object: Arc<Value>, previous: Option<Arc<Value>>) {
+        let resource_version = self.resource_version;
+        let history = self.history.entry(key.collection()).or_default();
+        history.changes.push_back(Change { resource_version, event, key: key.clone(), object, previous });
+        while history.changes.len() > HISTORY_PER_COLLECTION {
+            if let Some(dropped) = history.changes.pop_front() {
+                history.dropped_to = dropped.resource_version;
+            }
+        }
+    }
+
+    /// The object stored at `key`.
+    fn object(&self, key: &ObjectKey) -> Option<&Arc<Value>> {
+        self.objects.get(&key.collection())?.get(&key.place())
+    }
+
+    /// Stores the object at `key`, keeping the uid and owner indexes.
+    fn insert(&mut self, key: &ObjectKey, object: Value) -> Arc<Value> {
+        self.unindex(key);
+        let object = Arc::new(object);
+        if let Some(uid) = meta_str(&object, "uid") {
+            self.uids.insert(uid.to_string(), key.clone());
+        }
+        for owner in owner_uids(&object) {
+            self.dependents.entry(owner).or_default().insert(key.clone());
+        }
+        self.objects.entry(key.collection()).or_default().insert(key.place(), object.clone());
+        object
+    }
+
+    /// Removes the object at `key` from the store and its indexes.
+    fn take(&mut self, key: &ObjectKey) -> Option<Arc<Value>> {
+        self.unindex(key);
+        self.objects.get_mut(&key.collection())?.remove(&key.place())
+    }
+
+    fn unindex(&mut self, key: &ObjectKey) {
+        let Some(old) = self.object(key).cloned() else {
+            return;
+        };
+        if let Some(uid) = meta_str(&old, "uid") {
+            self.uids.remove(uid);
+        }
+        for owner in owner_uids(&old) {
+            if let Some(set) = self.dependents.get_mut(&owner) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.dependents.remove(&owner);
+                }
+            }
+        }
+    }
+
+    /// The objects of the target's collection (all namespaces when it names none), in order.
+    fn collection<'a>(&'a self, target: &'a Target) -> impl Iterator<Item = (&'a Place, &'a Arc<Value>)> + 'a {
+        self.objects
+            .get(&target.collection())
+            .into_iter()
+            .flat_map(|objects| objects.iter())
+            .filter(move |((namespace, _), _)| target.namespace.is_none() || target.namespace == *namespace)
     }
 
     /// Fills what the apiserver fills on create; the object is not stored.
@@ -488,7 +604,7 @@ impl Store {
             )));
         }
         let key = target.key(&name);
-        if self.objects.contains_key(&key) {
+        if self.object(&key).is_some() {
             return Err(ApiError::already_exists(&key));
         }
         let kind = self.kind_of(&key.api, &key.resource);
@@ -517,8 +633,8 @@ impl Store {
         let (key, object) = self.prepare_create(target, object, dry_run)?;
         if !dry_run {
             self.learn_kind(&key, &object);
-            self.objects.insert(key.clone(), object.clone());
-            self.record(EventType::Added, &key, &object);
+            let stored = self.insert(&key, object.clone());
+            self.record(EventType::Added, &key, stored, None);
             if self.owners_gone(&object) {
                 self.remove(&key, false);
             }
@@ -534,17 +650,17 @@ impl Store {
         else {
             return false;
         };
-        owners.iter().all(|owner| {
-            let uid = owner.get("uid").and_then(Value::as_str);
-            !self.objects.values().any(|o| uid.is_some() && meta_str(o, "uid") == uid)
-        })
+        owners
+            .iter()
+            .all(|owner| owner.get("uid").and_then(Value::as_str).is_none_or(|uid| !self.uids.contains_key(uid)))
     }
 
     /// Stores `incoming` over the object at `key` as `mode` says.
     fn update(&mut self, key: &ObjectKey, incoming: Value, mode: WriteMode, dry_run: bool) -> Result<Value, ApiError> {
-        let Some(old) = self.objects.get(key).cloned() else {
+        let Some(old) = self.object(key).cloned() else {
             return Err(ApiError::not_found(key));
         };
+        let old = Arc::unwrap_or_clone(old);
         if !incoming.is_object() {
             return Err(ApiError::bad_request("the request body must be a JSON object"));
         }
@@ -571,6 +687,16 @@ impl Store {
                     None => {
                         updated.as_object_mut().map(|m| m.remove("status"));
                     }
+                }
+                // An apply records who owns what; a write that changes neither is a no-op.
+                let owners = |o: &Value| -> Vec<(Value, Value)> {
+                    let entries = o.pointer("/metadata/managedFields").and_then(Value::as_array);
+                    entries.into_iter().flatten().map(|m| (m["manager"].clone(), m["fieldsV1"].clone())).collect()
+                };
+                if let Some(managed) = incoming.pointer("/metadata/managedFields")
+                    && (updated != old || owners(&incoming) != owners(&old))
+                {
+                    metadata_mut(&mut updated).insert("managedFields".into(), managed.clone());
                 }
                 updated
             }
@@ -605,7 +731,7 @@ impl Store {
             };
         }
         metadata.insert("resourceVersion".into(), old_meta.get("resourceVersion").cloned().unwrap_or(json!("")));
-        if spec_part(&updated) != spec_part(&old) {
+        if spec_fields(&updated) != spec_fields(&old) {
             let generation = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
             metadata_mut(&mut updated).insert("generation".into(), json!(generation));
         }
@@ -620,21 +746,23 @@ impl Store {
         metadata_mut(&mut updated).insert("resourceVersion".into(), json!(resource_version.to_string()));
         self.learn_kind(key, &updated);
         if finished {
-            self.objects.remove(key);
-            self.record(EventType::Deleted, key, &updated);
+            self.take(key);
+            self.record(EventType::Deleted, key, Arc::new(updated.clone()), None);
             self.collect_dependents(&updated, false);
         } else {
-            self.objects.insert(key.clone(), updated.clone());
-            self.record(EventType::Modified, key, &updated);
+            let previous = self.object(key).cloned();
+            let stored = self.insert(key, updated.clone());
+            self.record(EventType::Modified, key, stored, previous);
         }
         Ok(updated)
     }
 
     /// Deletes as the apiserver does: marks an object with finalizers, removes the others.
     fn delete(&mut self, key: &ObjectKey, options: &Value, dry_run: bool) -> Result<Value, ApiError> {
-        let Some(mut object) = self.objects.get(key).cloned() else {
+        let Some(object) = self.object(key).cloned() else {
             return Err(ApiError::not_found(key));
         };
+        let mut object = Arc::unwrap_or_clone(object);
         if let Some(preconditions) = options.get("preconditions") {
             let stale_rv = preconditions
                 .get("resourceVersion")
@@ -660,8 +788,9 @@ impl Store {
             metadata.insert("deletionTimestamp".into(), json!(now_timestamp()));
             metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
             metadata.insert("resourceVersion".into(), json!(resource_version.to_string()));
-            self.objects.insert(key.clone(), object.clone());
-            self.record(EventType::Modified, key, &object);
+            let previous = self.object(key).cloned();
+            let stored = self.insert(key, object.clone());
+            self.record(EventType::Modified, key, stored, previous);
             return Ok(object);
         }
         let orphan = options.get("propagationPolicy").and_then(Value::as_str) == Some("Orphan");
@@ -670,10 +799,10 @@ impl Store {
 
     /// Removes the object now and collects its dependents.
     fn remove(&mut self, key: &ObjectKey, orphan: bool) -> Option<Value> {
-        let mut object = self.objects.remove(key)?;
+        let mut object = Arc::unwrap_or_clone(self.take(key)?);
         let resource_version = self.next_resource_version();
         metadata_mut(&mut object).insert("resourceVersion".into(), json!(resource_version.to_string()));
-        self.record(EventType::Deleted, key, &object);
+        self.record(EventType::Deleted, key, Arc::new(object.clone()), None);
         self.collect_dependents(&object, orphan);
         Some(object)
     }
@@ -683,13 +812,13 @@ impl Store {
         let Some(uid) = meta_str(owner, "uid").map(str::to_string) else {
             return;
         };
-        let dependents: Vec<ObjectKey> =
-            self.objects.iter().filter(|(_, object)| owned_by(object, &uid)).map(|(key, _)| key.clone()).collect();
+        let dependents: Vec<ObjectKey> = self.dependents.get(&uid).into_iter().flatten().cloned().collect();
         for key in dependents {
             if orphan {
-                let Some(mut object) = self.objects.get(&key).cloned() else {
+                let Some(object) = self.object(&key).cloned() else {
                     continue;
                 };
+                let mut object = Arc::unwrap_or_clone(object);
                 if let Some(refs) = object.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
                     refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid.as_str()));
                 }
@@ -700,11 +829,58 @@ impl Store {
         }
     }
 
+    /// One page of a list, as the apiserver answers `limit` and `continue`: at most `limit`
+    /// items after the token's position, every page reporting the resourceVersion of the
+    /// first; a token older than the compaction gets 410 `Expired`.
+    fn list_page(
+        &self,
+        target: &Target,
+        labels: &[Requirement],
+        fields: &[Requirement],
+        limit: Option<usize>,
+        token: Option<&String>,
+    ) -> Result<Value, ApiError> {
+        let (resource_version, after) = match token.filter(|t| !t.is_empty()) {
+            None => (self.resource_version, None),
+            Some(token) => {
+                let (rv, place) = decode_continue(token)
+                    .ok_or_else(|| ApiError::bad_request(format!("continue key is not valid: {token:?}")))?;
+                if rv < self.oldest_watchable {
+                    return Err(ApiError::gone(
+                        "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                    ));
+                }
+                (rv, Some(place))
+            }
+        };
+        let mut rest = self
+            .collection(target)
+            .filter(|(place, _)| after.as_ref().is_none_or(|after| *place > after))
+            .filter(|(_, object)| matches_selectors(object, labels, fields));
+        let mut items = Vec::new();
+        let mut last = None;
+        for (place, object) in rest.by_ref().take(limit.unwrap_or(usize::MAX)) {
+            items.push(Value::clone(object));
+            last = Some(place.clone());
+        }
+        let remaining = rest.count();
+        let mut body = list_body(self, target, items);
+        body["metadata"]["resourceVersion"] = json!(resource_version.to_string());
+        if remaining > 0
+            && let Some(last) = last
+        {
+            body["metadata"]["continue"] = json!(encode_continue(resource_version, &last));
+            if labels.is_empty() && fields.is_empty() {
+                body["metadata"]["remainingItemCount"] = json!(remaining);
+            }
+        }
+        Ok(body)
+    }
+
     fn list(&self, target: &Target, labels: &[Requirement], fields: &[Requirement]) -> Vec<Value> {
-        self.objects
-            .iter()
-            .filter(|(key, object)| target.contains(key) && matches_selectors(object, labels, fields))
-            .map(|(_, object)| object.clone())
+        self.collection(target)
+            .filter(|(_, object)| matches_selectors(object, labels, fields))
+            .map(|(_, object)| Value::clone(object))
             .collect()
     }
 
@@ -996,7 +1172,7 @@ impl FakeApi {
     pub fn get(&self, path: &str) -> Option<Value> {
         let target = parse_path(path)?;
         let key = target.key(target.name.as_deref()?);
-        self.inner.store().objects.get(&key).cloned()
+        self.inner.store().object(&key).map(|o| Value::clone(o))
     }
 
     /// The objects of the collection at `path` (namespaced paths list one namespace).
@@ -1013,7 +1189,7 @@ impl FakeApi {
             return 0;
         };
         let store = self.inner.store();
-        store.objects.iter().filter(|(key, object)| target.contains(key) && condition(object)).count()
+        store.collection(&target).filter(|(_, object)| condition(object)).count()
     }
 
     /// Stores `object` at `path` as given (status included, no resourceVersion check), creating
@@ -1028,7 +1204,7 @@ impl FakeApi {
             let collection = Target { name: None, subresource: None, ..target };
             let mut object = object;
             metadata_mut(&mut object).insert("name".into(), json!(name));
-            if store.objects.contains_key(&key) {
+            if store.object(&key).is_some() {
                 store.update(&key, object, WriteMode::Direct, false)
             } else {
                 store.create(&collection, object, false)
@@ -1263,14 +1439,18 @@ fn answer(
     let mode = if target.subresource.is_some() { WriteMode::Status } else { WriteMode::Main };
     match (method, &target.name) {
         (&Method::GET, Some(name)) => store
-            .objects
-            .get(&target.key(name))
-            .cloned()
-            .map(|o| (StatusCode::OK, o))
+            .object(&target.key(name))
+            .map(|o| (StatusCode::OK, Value::clone(o)))
             .ok_or_else(|| ApiError::not_found(&target.key(name))),
         (&Method::GET, None) => {
-            let items = store.list(target, &labels, &fields);
-            Ok((StatusCode::OK, list_body(store, target, items)))
+            let limit = match params.get("limit").filter(|l| !l.is_empty()) {
+                Some(limit) => {
+                    Some(limit.parse::<usize>().map_err(|_| ApiError::bad_request("limit must be a number"))?)
+                }
+                None => None,
+            };
+            let page = store.list_page(target, &labels, &fields, limit.filter(|l| *l > 0), params.get("continue"))?;
+            Ok((StatusCode::OK, page))
         }
         (&Method::POST, None) => {
             let object = parse_body(body)?;
@@ -1315,6 +1495,23 @@ fn answer(
     }
 }
 
+/// An opaque continue token: the list's resourceVersion and the last place returned.
+fn encode_continue(resource_version: u64, (namespace, name): &Place) -> String {
+    use base64::Engine as _;
+    let raw = format!("{resource_version}\n{}\n{name}", namespace.as_deref().unwrap_or(""));
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(token: &str) -> Option<(u64, Place)> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+    let raw = String::from_utf8(raw).ok()?;
+    let mut parts = raw.splitn(3, '\n');
+    let rv = parts.next()?.parse().ok()?;
+    let namespace = Some(parts.next()?.to_string()).filter(|n| !n.is_empty());
+    Some((rv, (namespace, parts.next()?.to_string())))
+}
+
 fn list_body(store: &Store, target: &Target, items: Vec<Value>) -> Value {
     json!({
         "kind": format!("{}List", store.kind_of(&target.api, &target.resource)),
@@ -1337,7 +1534,7 @@ fn patch(
 ) -> Result<(StatusCode, Value), ApiError> {
     let content_type = content_type(headers).unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or("").trim().to_string();
-    let existing = store.objects.get(key).cloned();
+    let existing = store.object(key).map(|o| Value::clone(o));
     match media_type.as_str() {
         "application/apply-patch+yaml" => {
             let manager = params.get("fieldManager").filter(|m| !m.is_empty()).ok_or_else(|| {
@@ -1352,7 +1549,7 @@ fn patch(
                     return Err(ApiError::bad_request(format!("{field} must be set in an apply patch")));
                 }
             }
-            let entry = json!({
+            let mut entry = json!({
                 "manager": manager,
                 "operation": "Apply",
                 "apiVersion": applied["apiVersion"],
@@ -1362,6 +1559,7 @@ fn patch(
             });
             match existing {
                 None if mode == WriteMode::Main => {
+                    entry["fieldsV1"] = apply_condition_map(&json!({}), &mut applied, manager);
                     let metadata = metadata_mut(&mut applied);
                     metadata.insert("managedFields".into(), json!([entry]));
                     metadata.entry("name").or_insert_with(|| json!(key.name));
@@ -1370,16 +1568,28 @@ fn patch(
                 }
                 None => Err(ApiError::not_found(key)),
                 Some(mut object) => {
+                    entry["fieldsV1"] = apply_condition_map(&object, &mut applied, manager);
+                    let before = object.clone();
                     json_patch::merge(&mut object, &applied);
                     let mut managed: Vec<Value> = object
                         .pointer("/metadata/managedFields")
                         .and_then(Value::as_array)
                         .cloned()
                         .unwrap_or_default();
-                    managed.retain(|m| {
-                        !(m.get("manager") == entry.get("manager") && m.get("operation") == entry.get("operation"))
-                    });
-                    managed.push(entry);
+                    // The manager's entry is updated in place; an apply that changes nothing keeps
+                    // its time, so it stays a no-op as on the apiserver.
+                    let same = |m: &Value| {
+                        m.get("manager") == entry.get("manager") && m.get("operation") == entry.get("operation")
+                    };
+                    match managed.iter_mut().find(|m| same(m)) {
+                        Some(old) => {
+                            if object == before && old.get("fieldsV1") == entry.get("fieldsV1") {
+                                entry["time"] = old["time"].clone();
+                            }
+                            *old = entry;
+                        }
+                        None => managed.push(entry),
+                    }
                     metadata_mut(&mut object).insert("managedFields".into(), json!(managed));
                     store.update(key, object, mode, dry_run).map(|o| (StatusCode::OK, o))
                 }
@@ -1407,6 +1617,55 @@ fn patch(
             ),
         )),
     }
+}
+
+/// Server-side apply of `status.conditions` as the list-map keyed by `type` that the operator's
+/// CRDs (and the built-in kinds) declare: an applied entry replaces the stored one of its type in
+/// place or is appended; an entry this manager applied before and now leaves out is removed
+/// unless another manager applied it too; other managers' entries stay. Rewrites the applied
+/// list to the result and returns the manager's `fieldsV1` (`k:{"type":…}` per owned entry).
+fn apply_condition_map(stored: &Value, applied: &mut Value, manager: &str) -> Value {
+    if !applied.get("status").is_some_and(Value::is_object) {
+        return json!({});
+    }
+    let type_of = |c: &Value| c.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+    let owned_by = |entry: &Value| -> Vec<String> {
+        let fields = entry.pointer("/fieldsV1/f:status/f:conditions").and_then(Value::as_object);
+        fields.map_or_else(Vec::new, |keys| {
+            keys.keys()
+                .filter_map(|k| serde_json::from_str::<Value>(k.strip_prefix("k:")?).ok())
+                .map(|k| type_of(&k))
+                .collect()
+        })
+    };
+    let managers = stored.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
+    let (mine, others): (Vec<&Value>, Vec<&Value>) =
+        managers.iter().partition(|m| m.get("manager").and_then(Value::as_str) == Some(manager));
+    let mine: Vec<String> = mine.into_iter().flat_map(owned_by).collect();
+    let others: Vec<String> = others.into_iter().flat_map(owned_by).collect();
+    let entries = applied.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    if entries.is_empty() && mine.is_empty() {
+        return json!({});
+    }
+    let applied_types: Vec<String> = entries.iter().map(type_of).collect();
+    let stored_list = stored.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut merged: Vec<Value> = stored_list
+        .into_iter()
+        .filter_map(|c| match applied_types.iter().position(|t| *t == type_of(&c)) {
+            Some(i) => Some(entries[i].clone()),
+            None if mine.contains(&type_of(&c)) && !others.contains(&type_of(&c)) => None,
+            None => Some(c),
+        })
+        .collect();
+    for entry in &entries {
+        if !merged.iter().any(|c| type_of(c) == type_of(entry)) {
+            merged.push(entry.clone());
+        }
+    }
+    applied["status"]["conditions"] = json!(merged);
+    let keys: Map<String, Value> =
+        applied_types.iter().map(|t| (format!("k:{}", json!({"type": t})), json!({}))).collect();
+    json!({"f:status": {"f:conditions": keys}})
 }
 
 fn watch_line(event_type: &str, object: &Value) -> Bytes {
@@ -1443,9 +1702,10 @@ fn start_watch(inner: Arc<Inner>, target: Target, params: &HashMap<String, Strin
             Ok(store.resource_version)
         } else {
             match requested.parse::<u64>() {
-                Ok(rv) if rv < store.oldest_watchable || expire => {
-                    Err(ApiError::gone(format!("too old resource version: {rv} ({})", store.oldest_watchable)))
-                }
+                Ok(rv) if rv < store.oldest_watchable(&target.collection()) || expire => Err(ApiError::gone(format!(
+                    "too old resource version: {rv} ({})",
+                    store.oldest_watchable(&target.collection())
+                ))),
                 Ok(rv) => Ok(rv),
                 Err(_) => {
                     return ApiError::bad_request(format!("invalid resourceVersion {requested:?}")).into_response();
@@ -1487,20 +1747,26 @@ fn start_watch(inner: Arc<Inner>, target: Target, params: &HashMap<String, Strin
         loop {
             let (events, compacted) = {
                 let store = inner.store();
-                let compacted = store.compactions != compactions;
-                let from = store.history.partition_point(|c| c.resource_version <= last);
-                let events: Vec<Change> = store.history[from..]
-                    .iter()
-                    .filter(|c| target.contains(&c.key) && matches_selectors(&c.object, &labels, &fields))
-                    .cloned()
-                    .collect();
-                if let Some(latest) = store.history.last() {
-                    last = last.max(latest.resource_version);
+                let collection = target.collection();
+                let compacted = store.compactions != compactions || last < store.oldest_watchable(&collection);
+                let mut events = Vec::new();
+                if let Some(history) = store.history.get(&collection) {
+                    let from = history.changes.partition_point(|c| c.resource_version <= last);
+                    events.extend(
+                        history
+                            .changes
+                            .range(from..)
+                            .filter(|c| target.contains(&c.key))
+                            .filter_map(|c| c.seen_as(&labels, &fields).map(|event| (event, c.object.clone()))),
+                    );
+                    if let Some(latest) = history.changes.back() {
+                        last = last.max(latest.resource_version);
+                    }
                 }
                 (events, compacted)
             };
-            for change in events {
-                if tx.send(watch_line(change.event.name(), &change.object)).await.is_err() {
+            for (event, object) in events {
+                if tx.send(watch_line(event, &object)).await.is_err() {
                     return;
                 }
             }
