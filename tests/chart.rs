@@ -523,10 +523,12 @@ fn the_gateway_may_write_demand_leases_in_the_release_namespace_and_nothing_on_d
         assert_eq!(
             writes,
             [
+                ("ClusterRole mcp-hangar-gateway", "authentication.k8s.io", "tokenreviews", "create"),
                 ("ClusterRole mcp-hangar-gateway", "mcp-hangar.io", "mcpservers/status", "patch"),
                 ("Role mcp-hangar-gateway", "coordination.k8s.io", "leases", "create, patch"),
             ],
-            "demand Leases, and the breaker condition on MCPServer status: nothing else"
+            "demand Leases, the breaker condition on MCPServer status and reviews of callers' tokens \
+             (which store nothing): nothing else"
         );
         let role = find(&objects, "Role", "mcp-hangar-gateway");
         assert_eq!(role["metadata"]["namespace"], "tenant-ops", "Leases of the operator's namespace only");
