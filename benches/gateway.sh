@@ -28,26 +28,12 @@ ADMIN_PORT=18091
 UPSTREAM_PORT=19090
 BODY=benches/fixtures/tools-call-1k.json
 
-mkdir -p "$OUT"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+. benches/common.sh
 
 echo "==> build (release)"
 cargo build --release --locked --bin mcp-hangar --example mcp_upstream --example loadgen
 
-echo "==> machine"
-{
-  echo "date: $(date -u +%FT%TZ)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
-  echo "kernel: $(uname -sr)"
-  echo "rustc: $(rustc --version)"
-  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "servers' core: $SERVER_CORE, load generator core: $LOAD_CORE, gateway log level: $LOG"
-} | tee "$OUT/machine.txt"
+describe_machine "gateway log level: $LOG"
 
 cat >"$OUT/routes.yaml" <<YAML
 apiVersion: mcp-hangar.io/v1alpha1
@@ -69,14 +55,7 @@ RUST_LOG=$LOG taskset -c "$SERVER_CORE" target/release/mcp-hangar gateway ${GATE
   --log-format json --auth none 2>"$OUT/gateway.log" >"$OUT/gateway.out" &
 gateway_pid=$!
 pids+=("$gateway_pid")
-for _ in $(seq 100); do
-  if curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 \
-    && (exec 3<>"/dev/tcp/127.0.0.1/$UPSTREAM_PORT") 2>/dev/null; then
-    break
-  fi
-  sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null
+await_ready "$ADMIN_PORT" "$UPSTREAM_PORT"
 sleep 1
 
 echo "==> load generator on core $LOAD_CORE: rates $RATES, $REPEAT x ${SECONDS_PER_RUN}s"

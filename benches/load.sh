@@ -24,27 +24,12 @@ ADMIN_PORT=18080
 FLOOR_PORT=19443
 BODY=benches/fixtures/mcpserver-review.json
 
-mkdir -p "$OUT"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+. benches/common.sh
 
 echo "==> build (release)"
 cargo build --release --locked --bin mcp-hangar --example floor --example loadgen
 
-echo "==> machine"
-{
-  echo "date: $(date -u +%FT%TZ)"
-  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
-  echo "memory: $(free -m | awk '/Mem:/ {print $2 " MiB"}')"
-  echo "kernel: $(uname -sr)"
-  echo "rustc: $(rustc --version)"
-  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "server core: $SERVER_CORE, load generator core: $LOAD_CORE"
-} | tee "$OUT/machine.txt"
+describe_machine
 
 echo "==> certificates (ECDSA P-256)"
 target/release/mcp-hangar certs generate --out "$OUT/certs" --san localhost --san 127.0.0.1 >/dev/null
@@ -60,14 +45,7 @@ taskset -c "$SERVER_CORE" target/release/examples/floor \
   --addr "127.0.0.1:$FLOOR_PORT" --cert "$OUT/certs/tls.crt" --key "$OUT/certs/tls.key" 2>"$OUT/floor.log" &
 floor_pid=$!
 pids+=("$floor_pid")
-for _ in $(seq 100); do
-  if curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 \
-    && (exec 3<>"/dev/tcp/127.0.0.1/$FLOOR_PORT") 2>/dev/null; then
-    break
-  fi
-  sleep 0.1
-done
-curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null
+await_ready "$ADMIN_PORT" "$FLOOR_PORT"
 
 echo "==> load generator on core $LOAD_CORE: rates $RATES, $REPEAT x ${SECONDS_PER_RUN}s"
 taskset -c "$LOAD_CORE" target/release/examples/loadgen \

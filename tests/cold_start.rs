@@ -3,18 +3,16 @@
 //! server goes Cold → Initializing → Ready; `idleTTL` after the last request it is scaled back
 //! to zero and is Cold again.
 
+#[path = "support/controllers.rs"]
+mod controllers;
 #[path = "support/fake_api.rs"]
 mod fake_api;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use fake_api::FakeApi;
 use k8s_openapi::jiff::Timestamp;
-use mcp_hangar::controller::{self, Context, ControllerConfig};
-use mcp_hangar::mcp::McpClient;
-use mcp_hangar::metrics::Metrics;
-use mcp_hangar::policy::Engine;
+use mcp_hangar::controller::{self, ControllerConfig};
 use mcp_hangar::policy::demand;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -53,23 +51,14 @@ fn set_ready(fake: &FakeApi, deployment: &str, ready: i64) {
 async fn a_request_wakes_a_cold_server_and_idle_time_puts_it_back_to_zero() {
     let fake = FakeApi::start().await;
     fake.register_operator_kinds();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let ctx = Arc::new(Context::new(
+    let ctx = controllers::context(
         fake.client(),
-        Arc::new(Engine::new().unwrap()),
-        Metrics::new(),
-        McpClient::new(tls),
         ControllerConfig {
             operator_namespace: OPERATOR_NS.into(),
             gateway_url: Some("http://mcp-hangar-gateway.mcp-system.svc".into()),
             ..ControllerConfig::default()
         },
-        "test-replica",
-    ));
+    );
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(controller::run(ctx, None, stopped));
 

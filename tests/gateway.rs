@@ -24,6 +24,7 @@ use mcp_hangar::crd::{CircuitBreaker, MCPServer, MCPServerGroup, MCPServerGroupS
 use mcp_hangar::crd::{ServerMode, ToolsConfig};
 use mcp_hangar::gateway::metrics::GatewayMetrics;
 use mcp_hangar::gateway::{self, Catalog, Gateway, GatewayConfig, SessionKey, StaticCatalog, StoreCatalog};
+use peers::message;
 use prometheus::Registry;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -146,16 +147,6 @@ async fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> (StatusCode,
     let response = client().request(request.body(Body::from(body.to_string())).unwrap()).await.unwrap();
     let (parts, body) = response.into_parts();
     (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
-}
-
-/// The JSON-RPC message of an answer, JSON or the last `data:` of an SSE stream.
-fn message(body: &Bytes) -> Value {
-    let text = std::str::from_utf8(body).unwrap();
-    if let Ok(value) = serde_json::from_str(text) {
-        return value;
-    }
-    let mut data = text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).filter(|d| !d.is_empty());
-    serde_json::from_str(data.next_back().expect("an SSE data line")).unwrap()
 }
 
 /// A 2026-07-28 `tools/call` with its headers.
@@ -505,12 +496,7 @@ async fn the_gateway_subcommand_serves_a_routes_file_and_stops_on_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let ready = async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), ready).await.expect("the gateway listens");
+    peers::listening(port).await;
     let seen =
         peers::python_client(&format!("http://127.0.0.1:{port}/servers/team/alpha/mcp"), "legacy", "policy").await;
     assert_eq!(seen["tools"], json!(["echo", "fail"]));

@@ -369,12 +369,7 @@ async fn the_gateway_subcommand_checks_callers_by_default_also_with_a_routes_fil
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let ready = async {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), ready).await.expect("the gateway listens");
+    peers::listening(port).await;
     let url = format!("http://127.0.0.1:{port}/servers/tools/alpha/mcp");
     assert_eq!(status(&url, None).await, StatusCode::UNAUTHORIZED, "no --auth flag: callers are checked");
     assert_eq!(status(&url, Some(TEAM_B)).await, StatusCode::OK, "the file's profile admits team-b");

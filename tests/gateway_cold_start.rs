@@ -3,6 +3,8 @@
 //! Python MCP SDK server, reached at the container server's `<name>.<ns>.svc` name pointed at
 //! 127.0.0.1. The test plays the kubelet: it reports the Deployment's pod ready.
 
+#[path = "support/controllers.rs"]
+mod controllers;
 #[path = "support/fake_api.rs"]
 mod fake_api;
 #[path = "support/peers.rs"]
@@ -21,13 +23,12 @@ use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use mcp_hangar::controller::{self, Context, ControllerConfig};
+use mcp_hangar::controller::{self, ControllerConfig};
 use mcp_hangar::gateway::metrics::GatewayMetrics;
 use mcp_hangar::gateway::wake::LeaseDemand;
 use mcp_hangar::gateway::{self, Gateway, GatewayConfig, SessionKey, StoreCatalog};
-use mcp_hangar::mcp::McpClient;
-use mcp_hangar::metrics::Metrics;
-use mcp_hangar::policy::{Engine, demand};
+use mcp_hangar::policy::demand;
+use peers::message;
 use prometheus::Registry;
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
@@ -58,19 +59,8 @@ impl Cluster {
         let fake = FakeApi::start().await;
         fake.register_operator_kinds();
 
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let ctx = Arc::new(Context::new(
-            fake.client(),
-            Arc::new(Engine::new().unwrap()),
-            Metrics::new(),
-            McpClient::new(tls),
-            ControllerConfig { operator_namespace: OPERATOR_NS.into(), ..ControllerConfig::default() },
-            "test-replica",
-        ));
+        let config = ControllerConfig { operator_namespace: OPERATOR_NS.into(), ..ControllerConfig::default() };
+        let ctx = controllers::context(fake.client(), config);
         let (stop_controller, stopped) = watch::channel(false);
         tokio::spawn(controller::run(ctx, None, stopped));
 
@@ -216,16 +206,6 @@ async fn echo(url: &str, text: &str) -> (StatusCode, HeaderMap, Bytes) {
     let response = client().request(request).await.unwrap();
     let (parts, body) = response.into_parts();
     (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
-}
-
-/// The JSON-RPC message of an answer, JSON or the last `data:` of an SSE stream.
-fn message(body: &Bytes) -> Value {
-    let text = std::str::from_utf8(body).unwrap();
-    if let Ok(value) = serde_json::from_str(text) {
-        return value;
-    }
-    let mut data = text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).filter(|d| !d.is_empty());
-    serde_json::from_str(data.next_back().expect("an SSE data line")).unwrap()
 }
 
 async fn get(url: &str) -> StatusCode {

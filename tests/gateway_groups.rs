@@ -28,6 +28,7 @@ use mcp_hangar::crd::{
 use mcp_hangar::gateway::condition::{KubeWriter, Publisher};
 use mcp_hangar::gateway::metrics::GatewayMetrics;
 use mcp_hangar::gateway::{self, Gateway, GatewayConfig, SessionKey, StaticCatalog};
+use peers::message;
 use prometheus::Registry;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -90,6 +91,29 @@ fn failover(enabled: bool, max_retries: i32) -> Option<FailoverConfig> {
 
 fn endpoint(peer: &peers::Peer) -> String {
     format!("http://{}/mcp", peer.addr)
+}
+
+/// Two Ready members, `alpha` and `beta` (Python SDK servers), in `group`, behind a gateway.
+struct Pool {
+    alpha: peers::Peer,
+    /// Kept running while the pool lives.
+    _beta: peers::Peer,
+    gate_a: Gate,
+    gate_b: Gate,
+    /// The group's route.
+    url: String,
+}
+
+async fn pool(group: MCPServerGroup) -> Pool {
+    let (gate_a, gate_b) = (Gate::new(), Gate::new());
+    let alpha = peers::python_server("alpha", &gate_a.0);
+    let beta = peers::python_server("beta", &gate_b.0);
+    let catalog = Arc::new(StaticCatalog::default());
+    catalog.put_server(member("alpha", endpoint(&alpha), ServerState::Ready));
+    catalog.put_server(member("beta", endpoint(&beta), ServerState::Ready));
+    catalog.put_group(group);
+    let url = format!("{}/groups/{NS}/pool/mcp", start_gateway(catalog, None).await);
+    Pool { alpha, _beta: beta, gate_a, gate_b, url }
 }
 
 /// A path for a gate file that does not exist yet, removed on drop.
@@ -161,16 +185,6 @@ async fn send(request: Request<Body>) -> (StatusCode, Bytes) {
     (status, response.into_body().collect().await.unwrap().to_bytes())
 }
 
-/// The JSON-RPC message of an answer, JSON or the last `data:` of an SSE stream.
-fn message(body: &Bytes) -> Value {
-    let text = std::str::from_utf8(body).unwrap();
-    if let Ok(value) = serde_json::from_str(text) {
-        return value;
-    }
-    let mut data = text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).filter(|d| !d.is_empty());
-    serde_json::from_str(data.next_back().expect("an SSE data line")).unwrap()
-}
-
 /// Which member answered a `whoami` call.
 async fn whoami(url: &str) -> String {
     let (status, body) = send(modern("tools/call", Some("whoami"), url)).await;
@@ -207,18 +221,12 @@ async fn round_robin_alternates_over_ready_members_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failover_uses_the_first_member_and_moves_when_it_dies() {
-    let (gate_a, gate_b) = (Gate::new(), Gate::new());
-    let alpha = peers::python_server("alpha", &gate_a.0);
-    let beta = peers::python_server("beta", &gate_b.0);
-    let catalog = Arc::new(StaticCatalog::default());
-    catalog.put_server(member("alpha", endpoint(&alpha), ServerState::Ready));
-    catalog.put_server(member("beta", endpoint(&beta), ServerState::Ready));
-    catalog.put_group(group(LoadBalancingStrategy::Failover, failover(true, 1), Some(1)));
-    let url = format!("{}/groups/{NS}/pool/mcp", start_gateway(catalog, None).await);
+    let pool = pool(group(LoadBalancingStrategy::Failover, failover(true, 1), Some(1))).await;
+    let url = pool.url.clone();
     for _ in 0..3 {
         assert_eq!(whoami(&url).await, "alpha", "the first member by name takes everything");
     }
-    drop(alpha);
+    drop(pool.alpha);
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The call never reached the dead member (connection refused): retried on the next one.
     assert_eq!(whoami(&url).await, "beta");
@@ -284,14 +292,8 @@ async fn unhealthy_threshold_takes_a_failing_member_out_of_rotation() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn least_connections_avoids_the_member_holding_a_stream() {
-    let (gate_a, gate_b) = (Gate::new(), Gate::new());
-    let alpha = peers::python_server("alpha", &gate_a.0);
-    let beta = peers::python_server("beta", &gate_b.0);
-    let catalog = Arc::new(StaticCatalog::default());
-    catalog.put_server(member("alpha", endpoint(&alpha), ServerState::Ready));
-    catalog.put_server(member("beta", endpoint(&beta), ServerState::Ready));
-    catalog.put_group(group(LoadBalancingStrategy::LeastConnections, None, None));
-    let url = format!("{}/groups/{NS}/pool/mcp", start_gateway(catalog, None).await);
+    let pool = pool(group(LoadBalancingStrategy::LeastConnections, None, None)).await;
+    let url = pool.url.clone();
     // A call that streams progress and waits for its gate: in flight until its body ends.
     let held = client().request(modern("tools/call", Some("wait_for_gate"), &url)).await.unwrap();
     assert_eq!(held.status(), StatusCode::OK);
@@ -301,8 +303,8 @@ async fn least_connections_avoids_the_member_holding_a_stream() {
     }
     let busy = if seen[0] == "alpha" { "beta" } else { "alpha" };
     assert!(seen.iter().all(|s| s != busy), "nothing goes to {busy} while it holds the stream: {seen:?}");
-    std::fs::write(&gate_a.0, b"").unwrap();
-    std::fs::write(&gate_b.0, b"").unwrap();
+    std::fs::write(&pool.gate_a.0, b"").unwrap();
+    std::fs::write(&pool.gate_b.0, b"").unwrap();
     let body = held.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(message(&body)["result"]["content"][0]["text"], "gate opened");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -361,14 +363,8 @@ async fn an_open_breaker_reaches_the_mcpservers_conditions() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_stays_on_its_member_even_when_it_fails() {
-    let (gate_a, gate_b) = (Gate::new(), Gate::new());
-    let alpha = peers::python_server("alpha", &gate_a.0);
-    let beta = peers::python_server("beta", &gate_b.0);
-    let catalog = Arc::new(StaticCatalog::default());
-    catalog.put_server(member("alpha", endpoint(&alpha), ServerState::Ready));
-    catalog.put_server(member("beta", endpoint(&beta), ServerState::Ready));
-    catalog.put_group(group(LoadBalancingStrategy::Failover, failover(true, 2), None));
-    let url = format!("{}/groups/{NS}/pool/mcp", start_gateway(catalog, None).await);
+    let pool = pool(group(LoadBalancingStrategy::Failover, failover(true, 2), None)).await;
+    let url = pool.url.clone();
     let legacy = |body: Value, session: Option<&str>| {
         let mut request = Request::post(&url)
             .header("content-type", "application/json")
@@ -390,7 +386,7 @@ async fn a_session_stays_on_its_member_even_when_it_fails() {
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}});
     let (status, body) = send(legacy(call.clone(), Some(&session))).await;
     assert_eq!((status, message(&body)["result"]["content"][0]["text"].clone()), (StatusCode::OK, json!("alpha")));
-    drop(alpha);
+    drop(pool.alpha);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
     let (status, _) = tokio::time::timeout(Duration::from_secs(10), send(legacy(list, Some(&session))))

@@ -3,18 +3,17 @@
 //! discovery from Services and ConfigMaps, Additive vs Authoritative, user edits, conflicts,
 //! refused entries, deletion, and silence when nothing changes.
 
+#[path = "support/controllers.rs"]
+mod controllers;
 #[path = "support/fake_api.rs"]
 mod fake_api;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
 use fake_api::FakeApi;
-use mcp_hangar::controller::{self, Context, ControllerConfig};
+use mcp_hangar::controller::{self, ControllerConfig};
 use mcp_hangar::crd::Kind;
-use mcp_hangar::mcp::McpClient;
-use mcp_hangar::metrics::Metrics;
 use mcp_hangar::policy::{Engine, Operation};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -51,20 +50,8 @@ impl Harness {
     async fn start() -> Harness {
         let fake = FakeApi::start().await;
         fake.register_operator_kinds();
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
         let config = ControllerConfig { gateway_url: Some(GATEWAY.into()), ..ControllerConfig::default() };
-        let ctx = Arc::new(Context::new(
-            fake.client(),
-            Arc::new(Engine::new().unwrap()),
-            Metrics::new(),
-            McpClient::with_host_overrides(tls, None),
-            config,
-            "test-replica",
-        ));
+        let ctx = controllers::context(fake.client(), config);
         let (stop, stopped) = watch::channel(false);
         let until = |mut stopped: watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|s| *s).await;

@@ -159,3 +159,23 @@ pub async fn ts_client_with_token(url: &str, token: Option<&str>) -> serde_json:
     assert!(out.status.success(), "ts client failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("the client prints JSON")
 }
+
+/// The JSON-RPC message of an answer, JSON or the last `data:` of an SSE stream.
+pub fn message(body: &[u8]) -> serde_json::Value {
+    let text = std::str::from_utf8(body).expect("an answer in UTF-8");
+    if let Ok(value) = serde_json::from_str(text) {
+        return value;
+    }
+    let mut data = text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).filter(|d| !d.is_empty());
+    serde_json::from_str(data.next_back().expect("an SSE data line")).expect("JSON in the last data line")
+}
+
+/// Waits (30 s at most) until something listens on 127.0.0.1:`port`.
+pub async fn listening(port: u16) {
+    let ready = async {
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), ready).await.expect("something listens on the port");
+}
