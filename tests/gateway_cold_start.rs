@@ -159,14 +159,7 @@ impl Cluster {
     }
 
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let families = self.registry.gather();
-        let Some(family) = families.iter().find(|f| f.name() == name) else { return 0.0 };
-        family
-            .get_metric()
-            .iter()
-            .filter(|m| labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)))
-            .map(|m| m.get_counter().get_value() + m.get_histogram().get_sample_count() as f64)
-            .sum()
+        peers::metric(&self.registry, name, labels)
     }
 }
 

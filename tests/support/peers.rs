@@ -179,3 +179,16 @@ pub async fn listening(port: u16) {
     };
     tokio::time::timeout(Duration::from_secs(30), ready).await.expect("something listens on the port");
 }
+
+/// The sum of the samples of `name` whose labels include `labels`: counter and gauge values,
+/// histogram sample counts.
+pub fn metric(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let families = registry.gather();
+    let Some(family) = families.iter().find(|f| f.name() == name) else { return 0.0 };
+    family
+        .get_metric()
+        .iter()
+        .filter(|m| labels.iter().all(|(k, v)| m.get_label().iter().any(|l| l.name() == *k && l.value() == *v)))
+        .map(|m| m.get_counter().get_value() + m.get_gauge().get_value() + m.get_histogram().get_sample_count() as f64)
+        .sum()
+}
