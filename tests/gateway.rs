@@ -95,7 +95,9 @@ fn server(name: &str, endpoint: String, tools: Option<ToolsConfig>, breaker: Opt
 }
 
 fn allow_list() -> Option<ToolsConfig> {
-    Some(ToolsConfig { allow_list: Some(ALLOWED.iter().map(|t| t.to_string()).collect()), rate_limit: None })
+    // `delete_everything` is allowed and denied: the deny list wins.
+    let allow = ALLOWED.iter().chain(&["delete_everything"]).map(|t| t.to_string()).collect();
+    Some(ToolsConfig { allow_list: Some(allow), deny_list: Some(vec!["delete_everything".into()]), rate_limit: None })
 }
 
 fn endpoint(peer: &peers::Peer) -> String {
@@ -326,6 +328,7 @@ async fn stateless_requests_are_checked_rate_limited_and_refused_from_foreign_or
     let catalog = Arc::new(StaticCatalog::default());
     let tools = ToolsConfig {
         allow_list: None,
+        deny_list: None,
         rate_limit: Some(RateLimit { requests_per_minute: Some(1), burst_size: Some(2) }),
     };
     catalog.put_server(server("alpha", endpoint(&upstream), Some(tools), None));
@@ -524,7 +527,7 @@ async fn the_gateway_subcommand_serves_a_routes_file_and_stops_on_sigterm() {
 async fn the_typescript_sdk_client_and_server_meet_through_the_gateway() {
     let upstream = peers::ts_server("tsalpha");
     let catalog = Arc::new(StaticCatalog::default());
-    let tools = ToolsConfig { allow_list: Some(vec!["echo".into(), "fail".into()]), rate_limit: None };
+    let tools = ToolsConfig { allow_list: Some(vec!["echo".into(), "fail".into()]), deny_list: None, rate_limit: None };
     catalog.put_server(server("tsalpha", endpoint(&upstream), Some(tools), None));
     let replica = Replica::start(catalog, 1, GatewayConfig::default()).await;
     let seen = peers::ts_client(&format!("{}/servers/team/tsalpha/mcp", replica.base)).await;

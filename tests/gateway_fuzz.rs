@@ -69,7 +69,7 @@ proptest! {
 
     #[test]
     fn filtered_answers_keep_only_allowed_tools(names in prop::collection::vec("[a-c]{1,2}", 0..12)) {
-        let policy = ToolPolicy { allow: Some(["a", "b"].iter().map(|s| s.to_string()).collect()) };
+        let policy = ToolPolicy { allow: Some(["a", "b"].iter().map(|s| s.to_string()).collect()), ..Default::default() };
         let tools: Vec<_> = names.iter().map(|n| json!({"name": n})).collect();
         let mut answer = json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}});
         policy.filter_answer(&mut answer, &json!(1));

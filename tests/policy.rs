@@ -396,3 +396,16 @@ fn a_burst_size_needs_a_rate_and_stays_in_range() {
     let fine = container(json!({"tools": {"rateLimit": {"requestsPerMinute": 60, "burstSize": 10}}}));
     assert!(review(&engine, &fine).errors.is_empty(), "{:?}", review(&engine, &fine).errors);
 }
+
+#[test]
+fn deny_list_names_follow_the_allow_list_rules_and_a_name_on_both_is_a_warning() {
+    let engine = Engine::new().unwrap();
+    let bad = container(json!({"tools": {"denyList": ["drop", "drop", "x y"]}}));
+    assert_eq!(fields(&review(&engine, &bad)), ["spec.tools.denyList[1]", "spec.tools.denyList[2]"]);
+    let both = container(json!({"tools": {"allowList": ["echo", "drop"], "denyList": ["drop"]}}));
+    let verdict = review(&engine, &both);
+    assert!(verdict.allowed(), "{:?}", verdict.errors);
+    assert_eq!(verdict.warnings.len(), 1);
+    assert!(verdict.warnings[0].starts_with("spec.tools.denyList: drop also in allowList"), "{:?}", verdict.warnings);
+    assert!(review(&engine, &container(json!({"tools": {"denyList": ["drop"]}}))).warnings.is_empty());
+}

@@ -35,6 +35,7 @@ use crate::mcp;
 use crate::policy::profile::{
     EffectiveProfile, ProfileError, ProfileRef, ResolvedProfile, resolve_configmap, resolve_named,
 };
+use crate::policy::tools::ToolPolicy;
 use crate::policy::{FieldError, PolicyState, demand};
 
 /// Why a reconcile failed.
@@ -217,7 +218,7 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context, observed: &Observed
         settings: &settings,
         workload,
         check,
-        allow_list: defaulted.spec.tools.as_ref().and_then(|t| t.allow_list.as_deref()),
+        tools: &ToolPolicy::of(defaulted.spec.tools.as_ref()),
         url,
         gateway_url: ctx
             .config

@@ -21,6 +21,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::crd::{MCPServerStatus, ServerInfo, ServerState};
 use crate::mcp::HealthReport;
 pub use crate::policy::defaults::Settings;
+use crate::policy::tools::ToolPolicy;
 
 /// Marks the last health-check error in condition messages; it always ends the message,
 /// so a later reconcile without a new check can quote it again.
@@ -149,8 +150,8 @@ pub struct Observation<'a> {
     pub workload: Workload,
     /// The health check made now, if one was due.
     pub check: Option<Check>,
-    /// `spec.tools.allowList`, when set.
-    pub allow_list: Option<&'a [String]>,
+    /// Which tools are exposed (`spec.tools.allowList` and `denyList`).
+    pub tools: &'a ToolPolicy,
     /// The URL clients use.
     pub url: String,
     /// The server's URL on the gateway, when there is one.
@@ -325,7 +326,7 @@ fn bounded(error: &str) -> String {
 
 /// Computes the new status from an observation.
 pub fn evaluate(observation: Observation<'_>) -> Evaluation {
-    let Observation { generation, previous, settings, workload, check, allow_list, url, gateway_url, selector, now } =
+    let Observation { generation, previous, settings, workload, check, tools, url, gateway_url, selector, now } =
         observation;
     let mut status = MCPServerStatus {
         url: Some(url),
@@ -344,11 +345,7 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
     let error = last_error(check.as_ref(), previous);
     match &check {
         Some(Check::Passed(report)) => {
-            let tools = &report.tools;
-            let exposed: Vec<String> = match allow_list {
-                Some(allowed) => tools.iter().filter(|t| allowed.contains(t)).cloned().collect(),
-                None => tools.clone(),
-            };
+            let exposed: Vec<String> = report.tools.iter().filter(|t| tools.allows(t)).cloned().collect();
             status.protocol_version = Some(report.protocol_version.to_string());
             status.server_info = report
                 .server_info
@@ -670,7 +667,7 @@ mod tests {
             settings,
             workload,
             check,
-            allow_list: None,
+            tools: &ToolPolicy::default(),
             url: "http://x".into(),
             gateway_url: Some("http://gw/servers/ns/x/mcp".into()),
             selector: None,
@@ -835,16 +832,17 @@ mod tests {
     }
 
     #[test]
-    fn allow_list_filters_tools() {
+    fn the_tool_policy_filters_tools() {
         let s = settings();
-        let allowed = vec!["b".to_string(), "zzz".to_string()];
+        let allowed = ["b", "c", "zzz"].map(String::from).into();
+        let policy = ToolPolicy { allow: Some(allowed), deny: ["c".to_string()].into() };
         let eval = evaluate(Observation {
             generation: Some(1),
             previous: &MCPServerStatus::default(),
             settings: &s,
             workload: Workload::Remote,
-            check: Some(passed(&["a", "b"])),
-            allow_list: Some(&allowed),
+            check: Some(passed(&["a", "b", "c"])),
+            tools: &policy,
             url: "u".into(),
             gateway_url: Some("http://gw/servers/ns/u/mcp".into()),
             selector: None,

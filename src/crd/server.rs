@@ -172,6 +172,9 @@ pub struct ToolsConfig {
     /// Only these tools are exposed (unique names of 1 to 128 characters of `[A-Za-z0-9_.-]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_list: Option<Vec<String>>,
+    /// These tools are never exposed, even when allowList names them (same name rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny_list: Option<Vec<String>>,
     /// Call rate limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
@@ -264,10 +267,10 @@ pub struct MCPServerStatus {
     /// Label selector of the server's pods, for the scale subresource and autoscalers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
-    /// Number of tools the server offers.
+    /// Number of tools the server exposes (after the allow and deny lists).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tools_count: Option<i32>,
-    /// Names of the tools the server offers (filtered by tools.allowList).
+    /// Names of the tools the server offers (filtered by tools.allowList and tools.denyList).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<String>,
     /// MCP protocol revision negotiated by the last passed health check, e.g. `2026-07-28`.

@@ -18,10 +18,10 @@ use tokio::sync::watch;
 use super::balance::Standing;
 use super::breaker::BreakerConfig;
 use super::ratelimit::Rate;
-use super::tools::ToolPolicy;
 use crate::crd::{MCPAdmissionPolicy, MCPPermissionProfile, MCPServer, MCPServerGroup, ServerMode, Transport};
 use crate::policy::defaults::{self, DEFAULT_PORT, GroupSettings, Settings};
 use crate::policy::live::LastGood;
+use crate::policy::tools::ToolPolicy;
 use crate::policy::{Engine, PolicyState, membership};
 
 /// Which kind a route names.
@@ -332,7 +332,7 @@ pub struct Upstream {
     pub name: String,
     /// Its MCP endpoint.
     pub url: Uri,
-    /// `spec.tools.allowList`.
+    /// `spec.tools.allowList` and `denyList`.
     pub tools: ToolPolicy,
     /// `spec.tools.rateLimit`, if any.
     pub rate: Option<Rate>,
@@ -377,7 +377,6 @@ pub fn upstream(server: &MCPServer) -> Result<Upstream, RouteError> {
     if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none() {
         return Err(unroutable("the endpoint must be an http(s) URL"));
     }
-    let allow = spec.tools.as_ref().and_then(|t| t.allow_list.as_ref()).map(|list| list.iter().cloned().collect());
     let rate = defaults::rate_limit(spec).map(|(per_minute, burst)| Rate { per_minute, burst });
     let settings = Settings::of(spec);
     let breaker = settings.breaker_enabled.then(|| BreakerConfig {
@@ -385,7 +384,7 @@ pub fn upstream(server: &MCPServer) -> Result<Upstream, RouteError> {
         reset_timeout: settings.reset_timeout,
     });
     let standing = Standing::Warm;
-    Ok(Upstream { member, namespace, name, url, tools: ToolPolicy { allow }, rate, breaker, standing })
+    Ok(Upstream { member, namespace, name, url, tools: ToolPolicy::of(spec.tools.as_ref()), rate, breaker, standing })
 }
 
 /// The upstreams a route reaches: the server itself, or the group's members by name with
@@ -443,7 +442,8 @@ mod tests {
                 mode: Some(ServerMode::Container),
                 port: Some(3000),
                 tools: Some(ToolsConfig {
-                    allow_list: Some(vec!["a".into()]),
+                    allow_list: Some(vec!["a".into(), "c".into()]),
+                    deny_list: Some(vec!["c".into()]),
                     rate_limit: Some(RateLimit { requests_per_minute: Some(60), burst_size: None }),
                 }),
                 ..Default::default()
@@ -451,7 +451,7 @@ mod tests {
         );
         let up = upstream(&container).unwrap();
         assert_eq!(up.url, "http://github.ns.svc:3000/mcp");
-        assert!(up.tools.allows("a") && !up.tools.allows("b"));
+        assert!(up.tools.allows("a") && !up.tools.allows("b") && !up.tools.allows("c"), "allowList, then denyList");
         assert_eq!(up.rate, Some(Rate { per_minute: 60, burst: 60 }), "burst defaults to a minute's worth");
         assert_eq!(up.breaker, Some(BreakerConfig { failure_threshold: 5, reset_timeout: Duration::from_secs(30) }));
         let remote = server(

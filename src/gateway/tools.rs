@@ -1,30 +1,13 @@
-//! `spec.tools.allowList` on decoded JSON-RPC: which tools a `tools/list` answer shows and
-//! which `tools/call`s are forwarded.
-
-use std::collections::BTreeSet;
+//! The tool policy (`spec.tools.allowList`/`denyList`, [`ToolPolicy`]) on decoded JSON-RPC:
+//! which tools a `tools/list` answer shows and which `tools/call`s are forwarded.
 
 use serde_json::Value;
 
 use super::jsonrpc::{self, INVALID_PARAMS};
+pub use crate::policy::tools::ToolPolicy;
 
-/// The tool policy of one server.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ToolPolicy {
-    /// `None`: every tool; `Some`: only these.
-    pub allow: Option<BTreeSet<String>>,
-}
-
+/// The policy applied to JSON-RPC answers (the rule itself is in [`crate::policy::tools`]).
 impl ToolPolicy {
-    /// Whether a tool may be listed and called.
-    pub fn allows(&self, tool: &str) -> bool {
-        self.allow.as_ref().is_none_or(|allow| allow.contains(tool))
-    }
-
-    /// Whether answers need filtering at all.
-    pub fn filters(&self) -> bool {
-        self.allow.is_some()
-    }
-
     /// Removes the tools not allowed from a `tools/list` answer to request `id`; true if changed.
     /// Other messages (notifications, other answers, errors) are left alone.
     pub fn filter_answer(&self, message: &mut Value, id: &Value) -> bool {
@@ -51,7 +34,7 @@ mod tests {
     use super::*;
 
     fn policy(names: &[&str]) -> ToolPolicy {
-        ToolPolicy { allow: Some(names.iter().map(|n| n.to_string()).collect()) }
+        ToolPolicy { allow: Some(names.iter().map(|n| n.to_string()).collect()), ..Default::default() }
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod schema;
 pub mod selector;
 mod server;
 mod state;
+pub mod tools;
 mod workload;
 
 use std::collections::HashMap;

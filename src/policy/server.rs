@@ -13,7 +13,7 @@ use super::format::{
 };
 use super::profile::{EffectiveProfile, ProfileRef};
 use super::state::PolicyState;
-use crate::crd::{DenyOrWarn, LatestTagAction, MCPServer, MCPServerSpec, ProfileSource, ServerMode};
+use crate::crd::{DenyOrWarn, LatestTagAction, MCPServer, MCPServerSpec, ProfileSource, ServerMode, ToolsConfig};
 
 pub use crate::crd::MAX_SERVER_NAME_LEN;
 /// Longest endpoint URL.
@@ -69,10 +69,8 @@ pub fn validate_spec(
         check_endpoint(endpoint, &path.child("endpoint"), state, findings);
     }
     check_durations(spec, path, findings);
-    if let Some(tools) = &spec.tools
-        && let Some(allow_list) = &tools.allow_list
-    {
-        check_allow_list(allow_list, &path.child("tools").child("allowList"), findings);
+    if let Some(tools) = &spec.tools {
+        check_tool_lists(tools, &path.child("tools"), findings);
     }
     if let Some(env) = &spec.env {
         check_env(env, &path.child("env"), state, findings);
@@ -283,9 +281,31 @@ fn check_durations(spec: &MCPServerSpec, path: &FieldPath, findings: &mut Findin
     }
 }
 
-fn check_allow_list(allow_list: &[String], path: &FieldPath, findings: &mut Findings) {
+/// `allowList` and `denyList`: valid, unique names; a name on both is denied (a warning).
+fn check_tool_lists(tools: &ToolsConfig, path: &FieldPath, findings: &mut Findings) {
+    if let Some(allow) = &tools.allow_list {
+        check_tool_names(allow, &path.child("allowList"), findings);
+    }
+    if let Some(deny) = &tools.deny_list {
+        check_tool_names(deny, &path.child("denyList"), findings);
+        let both: Vec<&str> = deny
+            .iter()
+            .filter(|t| tools.allow_list.as_ref().is_some_and(|a| a.contains(t)))
+            .map(String::as_str)
+            .collect();
+        if !both.is_empty() {
+            findings.warnings.push(format!(
+                "{}: {} also in allowList: denyList wins, the tool is not exposed",
+                path.child("denyList"),
+                both.join(", ")
+            ));
+        }
+    }
+}
+
+fn check_tool_names(names: &[String], path: &FieldPath, findings: &mut Findings) {
     let mut seen = HashSet::new();
-    for (i, tool) in allow_list.iter().enumerate() {
+    for (i, tool) in names.iter().enumerate() {
         let item = path.index(i);
         let valid_chars = tool.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if tool.is_empty() || tool.len() > 128 || !valid_chars {
