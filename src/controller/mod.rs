@@ -67,8 +67,10 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// Longest event note the API accepts is 1 kB; notes are cut below that.
 const MAX_NOTE: usize = 1000;
 /// How long triggers of one server are gathered before it is reconciled: the events of its
-/// six children after a first apply arrive within it and make one reconcile, not six.
-const DEBOUNCE: Duration = Duration::from_millis(250);
+/// six children that arrive just after a first apply make one reconcile, not six (those that
+/// arrive while it runs are merged anyway). Short, as a cold start waits through it twice
+/// (demand seen, pod ready).
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Settings of the controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
