@@ -451,6 +451,14 @@ async fn huge_strings_and_arrays_are_denied_promptly() {
     with("a 2 MiB duration", "/request/object/spec/idleTTL", json!(big));
     with("a 2 MiB mount path", "/request/object/spec/volumeMounts/0/mountPath", json!(format!("/{big}")));
     with("100k duplicate tool names", "/request/object/spec/tools/allowList", json!(vec!["run_query"; 100_000]));
+    let names: Vec<String> = (0..100_000).map(|i| format!("tool_{i}")).collect();
+    let mut denied = names.clone();
+    denied.push("not a tool name".into());
+    with(
+        "tool names: 100k on both lists",
+        "/request/object/spec/tools",
+        json!({"allowList": names, "denyList": denied}),
+    );
     with(
         "50k env vars of one name",
         "/request/object/spec/env",

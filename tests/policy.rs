@@ -408,4 +408,7 @@ fn deny_list_names_follow_the_allow_list_rules_and_a_name_on_both_is_a_warning()
     assert_eq!(verdict.warnings.len(), 1);
     assert!(verdict.warnings[0].starts_with("spec.tools.denyList: drop also in allowList"), "{:?}", verdict.warnings);
     assert!(review(&engine, &container(json!({"tools": {"denyList": ["drop"]}}))).warnings.is_empty());
+    let names: Vec<String> = (0..50).map(|i| format!("t{i}")).collect();
+    let many = review(&engine, &container(json!({"tools": {"allowList": names, "denyList": names}})));
+    assert!(many.warnings[0].contains("t0, t1, t2, t3, t4 and 45 more"), "{:?}", many.warnings);
 }

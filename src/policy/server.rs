@@ -281,6 +281,9 @@ fn check_durations(spec: &MCPServerSpec, path: &FieldPath, findings: &mut Findin
     }
 }
 
+/// Most tool names one warning lists.
+const MAX_NAMES_WARNED: usize = 5;
+
 /// `allowList` and `denyList`: valid, unique names; a name on both is denied (a warning).
 fn check_tool_lists(tools: &ToolsConfig, path: &FieldPath, findings: &mut Findings) {
     if let Some(allow) = &tools.allow_list {
@@ -288,16 +291,18 @@ fn check_tool_lists(tools: &ToolsConfig, path: &FieldPath, findings: &mut Findin
     }
     if let Some(deny) = &tools.deny_list {
         check_tool_names(deny, &path.child("denyList"), findings);
-        let both: Vec<&str> = deny
-            .iter()
-            .filter(|t| tools.allow_list.as_ref().is_some_and(|a| a.contains(t)))
-            .map(String::as_str)
-            .collect();
+        // A set, not a scan per name: both lists may be long (hostile input).
+        let allowed: HashSet<&str> = tools.allow_list.iter().flatten().map(String::as_str).collect();
+        let both: Vec<&str> = deny.iter().map(String::as_str).filter(|t| allowed.contains(t)).collect();
         if !both.is_empty() {
+            // At most a few names: a warning travels in a response header.
+            let mut names = both.iter().take(MAX_NAMES_WARNED).copied().collect::<Vec<_>>().join(", ");
+            if both.len() > MAX_NAMES_WARNED {
+                names.push_str(&format!(" and {} more", both.len() - MAX_NAMES_WARNED));
+            }
             findings.warnings.push(format!(
-                "{}: {} also in allowList: denyList wins, the tool is not exposed",
+                "{}: {names} also in allowList: denyList wins, the tool is not exposed",
                 path.child("denyList"),
-                both.join(", ")
             ));
         }
     }
