@@ -153,14 +153,30 @@ async fn eventually(url: &str, token: &str, want: StatusCode, what: &str) {
     tokio::time::timeout(Duration::from_secs(20), waited).await.unwrap_or_else(|_| panic!("{what}"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn admitted_namespaces_pass_others_get_403_and_no_token_401() {
-    let gate = std::env::temp_dir().join(format!("mcp-hangar-auth-gate-{}", std::process::id()));
+/// Server `alpha` of namespace `tools` (a Python SDK peer, the default profile) behind a gateway
+/// over the fake cluster; `gate` names the peer's gate file.
+struct Alpha {
+    upstream: peers::Peer,
+    fake: FakeApi,
+    /// The gateway's base URL.
+    base: String,
+    /// `alpha`'s route.
+    url: String,
+}
+
+async fn alpha_behind_gateway(gate: &str) -> Alpha {
+    let gate = std::env::temp_dir().join(format!("mcp-hangar-auth-{gate}-{}", std::process::id()));
     let upstream = peers::python_server("alpha", &gate);
     let fake = cluster().await;
     fake.put(&format!("{SERVERS}/alpha"), server("alpha", &upstream, None));
     let base = gateway(&fake).await;
     let url = format!("{base}/servers/tools/alpha/mcp");
+    Alpha { upstream, fake, base, url }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admitted_namespaces_pass_others_get_403_and_no_token_401() {
+    let Alpha { upstream: _upstream, fake, base, url } = alpha_behind_gateway("gate").await;
 
     // The official SDK clients, sending the token of an admitted namespace, in both eras.
     let seen = peers::python_client_with_token(&url, "legacy", "policy", Some(TEAM_A)).await;
@@ -211,12 +227,7 @@ async fn admitted_namespaces_pass_others_get_403_and_no_token_401() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn namespace_labels_and_profile_edits_apply_while_the_gateway_runs() {
-    let gate = std::env::temp_dir().join(format!("mcp-hangar-auth-gate2-{}", std::process::id()));
-    let upstream = peers::python_server("alpha", &gate);
-    let fake = cluster().await;
-    fake.put(&format!("{SERVERS}/alpha"), server("alpha", &upstream, None));
-    let base = gateway(&fake).await;
-    let url = format!("{base}/servers/tools/alpha/mcp");
+    let Alpha { upstream, fake, base: _, url } = alpha_behind_gateway("gate2").await;
     assert_eq!(status(&url, Some(TEAM_B)).await, StatusCode::FORBIDDEN);
 
     namespace(&fake, "team-b", json!({"mcp-hangar.io/core": "true"}));
@@ -300,12 +311,7 @@ async fn a_refused_caller_never_wakes_a_scale_to_zero_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_token_review_fails_closed_with_503() {
-    let gate = std::env::temp_dir().join(format!("mcp-hangar-auth-gate4-{}", std::process::id()));
-    let upstream = peers::python_server("alpha", &gate);
-    let fake = cluster().await;
-    fake.put(&format!("{SERVERS}/alpha"), server("alpha", &upstream, None));
-    let base = gateway(&fake).await;
-    let url = format!("{base}/servers/tools/alpha/mcp");
+    let Alpha { upstream: _upstream, fake, base: _, url } = alpha_behind_gateway("gate4").await;
     assert_eq!(status(&url, Some(TEAM_A)).await, StatusCode::OK);
 
     fake.fail_token_reviews(true);
