@@ -24,9 +24,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mcp_hangar::controller::{self, ControllerConfig};
+use mcp_hangar::crd::ServerState;
 use mcp_hangar::gateway::metrics::GatewayMetrics;
 use mcp_hangar::gateway::wake::LeaseDemand;
-use mcp_hangar::gateway::{self, Gateway, GatewayConfig, SessionKey, StoreCatalog};
+use mcp_hangar::gateway::{self, Catalog, Gateway, GatewayConfig, SessionKey, StoreCatalog};
 use mcp_hangar::policy::demand;
 use peers::message;
 use prometheus::Registry;
@@ -44,6 +45,8 @@ struct Cluster {
     fake: FakeApi,
     gateway: String,
     registry: Registry,
+    /// The gateway's own view of the cluster (its reflectors lag the API a little).
+    catalog: Arc<StoreCatalog>,
     peer: peers::Peer,
     _gate: std::path::PathBuf,
     stop_controller: watch::Sender<bool>,
@@ -74,7 +77,7 @@ impl Cluster {
         let catalog = Arc::new(StoreCatalog::watch(fake.client()).await);
         let demand = Arc::new(LeaseDemand::new(fake.client(), OPERATOR_NS, "gateway-0"));
         let header_read_timeout = config.header_read_timeout;
-        let replica = Gateway::new(catalog, SessionKey::new(&[3; 32]).unwrap(), config, metrics).with_demand(demand);
+        let replica = Gateway::new(catalog.clone(), SessionKey::new(&[3; 32]).unwrap(), config, metrics).with_demand(demand);
         let replica = Arc::new(replica);
         replica.set_ready(true);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -89,7 +92,7 @@ impl Cluster {
             },
             Duration::from_secs(1),
         ));
-        Cluster { fake, gateway, registry, peer, _gate: gate, stop_controller, stop_gateway: Some(stop_gateway) }
+        Cluster { fake, gateway, registry, catalog, peer, _gate: gate, stop_controller, stop_gateway: Some(stop_gateway) }
     }
 
     /// A scale-to-zero server whose container port is the peer's.
@@ -123,6 +126,23 @@ impl Cluster {
         let what = format!("{name} Cold with no ready replica");
         let stopped = |o: &Value| o["status"]["state"] == "Cold" && o["status"]["readyReplicas"] == 0;
         self.wait(&server_path(name), &what, |o| o.is_some_and(stopped)).await;
+    }
+
+    /// Until the gateway's reflector holds the API's latest version of `name`, in `state` (each
+    /// kind has its own watch, so the API having it is not enough).
+    async fn wait_gateway_sees(&self, name: &str, state: ServerState) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let latest = self.fake.get(&server_path(name)).map(|o| o["metadata"]["resourceVersion"].clone());
+            let seen = self.catalog.server(NS, name);
+            let version = seen.as_ref().and_then(|s| s.metadata.resource_version.clone());
+            let seen_state = seen.as_ref().and_then(|s| s.status.as_ref().and_then(|st| st.state));
+            if seen_state == Some(state) && latest.as_ref().and_then(Value::as_str) == version.as_deref() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the gateway never saw {name} {state:?}: {seen_state:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     async fn wait_replicas(&self, name: &str, replicas: i64) {
@@ -346,6 +366,9 @@ async fn a_group_wakes_one_cold_member_only_when_no_warm_member_is_left() {
         server["metadata"]["labels"] = json!({"pool": "cold"});
         cluster.fake.put(&server_path(name), server);
         cluster.wait_state(name, "Cold").await;
+        // Otherwise a member the gateway has seen unlabelled or without a state yet is not a
+        // cold one, and the pick below would not be about cold members at all.
+        cluster.wait_gateway_sees(name, ServerState::Cold).await;
     }
     cluster.fake.put(
         &format!("/apis/mcp-hangar.io/v1alpha1/namespaces/{NS}/mcpservergroups/pool"),
