@@ -40,8 +40,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
@@ -203,13 +207,15 @@ fn clip(mut text: String, max: usize) -> String {
 pub fn record_server_metrics(metrics: &Metrics, server: &MCPServer, state: ServerState, tools: i32) {
     let name = server.name_any();
     let namespace = server.namespace().unwrap_or_default();
-    for candidate in state::ALL_STATES {
-        let value = i64::from(candidate == state);
-        metrics
-            .server_state
-            .with_label_values(&[name.as_str(), namespace.as_str(), state::state_name(candidate)])
-            .set(value);
+    // One series per server, for its current state: 10k servers are not 50k series.
+    for candidate in state::ALL_STATES.into_iter().filter(|c| *c != state) {
+        let _ = metrics.server_state.remove_label_values(&[
+            name.as_str(),
+            namespace.as_str(),
+            state::state_name(candidate),
+        ]);
     }
+    metrics.server_state.with_label_values(&[name.as_str(), namespace.as_str(), state::state_name(state)]).set(1);
     metrics.server_tools.with_label_values(&[name.as_str(), namespace.as_str()]).set(i64::from(tools));
 }
 
@@ -262,24 +268,36 @@ pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + 
     let demand_leases = watcher::Config::default().labels(demand::DEMAND_SELECTOR);
     let metrics = &metrics;
     let c = || client.clone();
-    use observed::{reflected, strip, strip_child};
+    use observed::{projected, reflected, strip};
+    let children = &writers.children;
     Controller::for_stream(servers, reader)
         .watches_stream(reflected(leases, &demand_leases, "leases", metrics, writers.leases, strip), |lease| {
             demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
         })
-        .owns_stream(reflected(
+        .owns_stream(projected::<Deployment>(Api::all(c()), &owned, "deployments", metrics, children.clone()))
+        .owns_stream(projected::<Service>(Api::all(c()), &owned, "services", metrics, children.clone()))
+        .owns_stream(projected::<PartialObjectMeta<ServiceAccount>>(
             Api::all(c()),
             &owned,
-            "deployments",
+            "serviceaccounts",
             metrics,
-            writers.deployments,
-            observed::strip_deployment,
+            children.clone(),
         ))
-        .owns_stream(reflected(Api::all(c()), &owned, "services", metrics, writers.services, strip_child))
-        .owns_stream(reflected(Api::all(c()), &owned, "serviceaccounts", metrics, writers.accounts, strip_child))
-        .owns_stream(reflected(Api::all(c()), &owned, "roles", metrics, writers.roles, strip_child))
-        .owns_stream(reflected(Api::all(c()), &owned, "rolebindings", metrics, writers.bindings, strip_child))
-        .owns_stream(reflected(Api::all(c()), &owned, "networkpolicies", metrics, writers.policies, strip_child))
+        .owns_stream(projected::<PartialObjectMeta<Role>>(Api::all(c()), &owned, "roles", metrics, children.clone()))
+        .owns_stream(projected::<PartialObjectMeta<RoleBinding>>(
+            Api::all(c()),
+            &owned,
+            "rolebindings",
+            metrics,
+            children.clone(),
+        ))
+        .owns_stream(projected::<PartialObjectMeta<NetworkPolicy>>(
+            Api::all(c()),
+            &owned,
+            "networkpolicies",
+            metrics,
+            children.clone(),
+        ))
         .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency).debounce(DEBOUNCE))
         .graceful_shutdown_on(stop)
         .run(reconcile::reconcile, reconcile::error_policy, sctx)

@@ -1,10 +1,14 @@
 //! What the MCPServer controller sees of its children, and what it last applied to them:
 //! the reason an unchanged server costs no API write.
 //!
-//! Reflector stores hold the children as the watches show them (Deployments with their
-//! metadata and status, Services with their spec, the other kinds as their identity and owner
-//! references only: what is not read is dropped, to keep 10k servers small) and the demand
-//! Leases. Every apply is recorded: the hash of the object sent and the uid, resourceVersion and
+//! The children's watches are projected, not stored: each watched object is reduced to a
+//! [`Seen`] (fingerprints of its uid, resourceVersion, labels, annotations and owner
+//! references; its generation; for a Deployment its rollout counts, for a Service its cluster
+//! IP) of about 150 bytes, and then dropped. 10k servers are 60k children: whole objects, even
+//! stripped, were the largest part of the controller's memory. The demand Leases are few and
+//! kept whole in a reflector store.
+//!
+//! Every apply is recorded: the hash of the object sent and the uid, resourceVersion and
 //! generation the API answered. An apply is skipped when the same object was applied before and
 //! the child is still as that apply left it: for a Deployment the same generation (its status
 //! moves on its own; a spec edit bumps the generation) and the labels, annotations and owner
@@ -17,18 +21,19 @@ use std::fmt::Debug;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use futures::Stream;
+use futures::{Stream, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use super::resources::{Child, ChildKind};
 use super::watches;
@@ -46,65 +51,243 @@ struct Applied {
 /// A child: its kind and the hash of its namespace and name.
 type ChildKey = (ChildKind, u64);
 
-/// The hash of a string, or of its absence.
-fn fingerprint(text: Option<&str>) -> u64 {
+/// The hash of a value.
+fn fingerprint<T: Hash + ?Sized>(value: &T) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
-    text.hash(&mut hasher);
+    value.hash(&mut hasher);
     hasher.finish()
 }
 
 fn child_key(kind: ChildKind, namespace: &str, name: &str) -> ChildKey {
-    let mut hasher = std::hash::DefaultHasher::new();
-    (namespace, name).hash(&mut hasher);
-    (kind, hasher.finish())
+    (kind, fingerprint(&(namespace, name)))
 }
 
-/// The children's stores and the record of applies.
+/// A Deployment's rollout as its status reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// Pods that exist.
+    pub replicas: i32,
+    /// Pods that are ready.
+    pub ready: i32,
+    /// Pods of the current template; 0 while the status is older than the spec.
+    pub updated: i32,
+}
+
+impl Rollout {
+    /// The rollout a Deployment reports.
+    pub fn of(deployment: &Deployment) -> Rollout {
+        let status = deployment.status.as_ref();
+        let current = status.and_then(|s| s.observed_generation) >= deployment.metadata.generation;
+        Rollout {
+            replicas: status.and_then(|s| s.replicas).unwrap_or(0),
+            ready: status.and_then(|s| s.ready_replicas).unwrap_or(0),
+            updated: if current { status.and_then(|s| s.updated_replicas).unwrap_or(0) } else { 0 },
+        }
+    }
+}
+
+/// The cluster IP a Service was given, when it has one.
+pub fn cluster_ip(service: &Service) -> Option<Box<str>> {
+    let ip = service.spec.as_ref()?.cluster_ip.as_deref()?;
+    (!ip.is_empty() && ip != "None").then(|| ip.into())
+}
+
+/// The part of a child's spec or status that a reconcile reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// Nothing: the identity decides.
+    #[default]
+    None,
+    /// A Deployment's.
+    Rollout(Rollout),
+    /// A Service's.
+    ClusterIp(Option<Box<str>>),
+}
+
+/// What the controller keeps of one watched child.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    /// For the uid precondition of a prune.
+    uid: Box<str>,
+    resource_version: u64,
+    generation: Option<i64>,
+    /// The uid hash of its controlling owner.
+    controller: Option<u64>,
+    /// Hashes of its labels, annotations and owner references, sorted (Deployments only).
+    metadata: Box<[u64]>,
+    detail: Detail,
+}
+
+fn label_print(key: &str, value: &str) -> u64 {
+    fingerprint(&('l', key, value))
+}
+
+fn annotation_print(key: &str, value: &str) -> u64 {
+    fingerprint(&('a', key, value))
+}
+
+fn owner_print(owner: &OwnerReference) -> u64 {
+    let OwnerReference { api_version, kind, name, uid, controller, block_owner_deletion } = owner;
+    fingerprint(&('o', api_version, kind, name, uid, controller, block_owner_deletion))
+}
+
+/// The hashes of every label, annotation and owner reference of `meta`, sorted.
+fn metadata_prints(meta: &ObjectMeta) -> Vec<u64> {
+    let labels = meta.labels.iter().flatten().map(|(k, v)| label_print(k, v));
+    let annotations = meta.annotations.iter().flatten().map(|(k, v)| annotation_print(k, v));
+    let owners = meta.owner_references.iter().flatten().map(owner_print);
+    let mut prints: Vec<u64> = labels.chain(annotations).chain(owners).collect();
+    prints.sort_unstable();
+    prints
+}
+
+/// A child kind the controller watches, and what it keeps of one.
+pub trait Projected: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static {
+    /// Which child this is.
+    const KIND: ChildKind;
+
+    /// What is kept beyond the identity.
+    fn detail(&self) -> Detail {
+        Detail::None
+    }
+}
+
+impl Projected for Deployment {
+    const KIND: ChildKind = ChildKind::Deployment;
+    fn detail(&self) -> Detail {
+        Detail::Rollout(Rollout::of(self))
+    }
+}
+
+impl Projected for Service {
+    const KIND: ChildKind = ChildKind::Service;
+    fn detail(&self) -> Detail {
+        Detail::ClusterIp(cluster_ip(self))
+    }
+}
+
+impl Projected for PartialObjectMeta<ServiceAccount> {
+    const KIND: ChildKind = ChildKind::ServiceAccount;
+}
+
+impl Projected for PartialObjectMeta<Role> {
+    const KIND: ChildKind = ChildKind::Role;
+}
+
+impl Projected for PartialObjectMeta<RoleBinding> {
+    const KIND: ChildKind = ChildKind::RoleBinding;
+}
+
+impl Projected for PartialObjectMeta<NetworkPolicy> {
+    const KIND: ChildKind = ChildKind::NetworkPolicy;
+}
+
+impl Seen {
+    fn of<K: Projected>(object: &K) -> Seen {
+        let meta = object.meta();
+        let controller = meta.owner_references.iter().flatten().find(|r| r.controller == Some(true));
+        let metadata = if K::KIND == ChildKind::Deployment { metadata_prints(meta) } else { Vec::new() };
+        Seen {
+            uid: meta.uid.as_deref().unwrap_or_default().into(),
+            resource_version: fingerprint(&meta.resource_version),
+            generation: meta.generation,
+            controller: controller.map(|r| fingerprint(&r.uid)),
+            metadata: metadata.into(),
+            detail: object.detail(),
+        }
+    }
+}
+
+/// The projections of every watched child, and which kinds have listed once.
+#[derive(Default)]
+struct Table {
+    seen: HashMap<ChildKey, Seen>,
+    /// A kind being listed again (after a restart of its watch): replaces its entries once done.
+    relisting: HashMap<ChildKind, HashMap<u64, Seen>>,
+}
+
+/// The shared side of the projections: what [`Projector`]s write and [`Observed`] reads.
+struct Children {
+    table: Mutex<Table>,
+    /// The kinds listed at least once, as bits of their [`ChildKind::ALL`] index.
+    listed: watch::Sender<u8>,
+}
+
+/// Every kind listed.
+const ALL_LISTED: u8 = (1 << ChildKind::ALL.len()) - 1;
+
+fn bit(kind: ChildKind) -> u8 {
+    1 << ChildKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+impl Children {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn apply<K: Projected>(&self, event: &watcher::Event<K>) {
+        let key = |object: &K| fingerprint(&(object.namespace().unwrap_or_default(), object.name_any()));
+        let kind = K::KIND;
+        let mut table = self.table();
+        match event {
+            watcher::Event::Apply(object) => {
+                table.seen.insert((kind, key(object)), Seen::of(object));
+            }
+            watcher::Event::Delete(object) => {
+                table.seen.remove(&(kind, key(object)));
+            }
+            watcher::Event::Init => {
+                table.relisting.insert(kind, HashMap::new());
+            }
+            watcher::Event::InitApply(object) => {
+                table.relisting.entry(kind).or_default().insert(key(object), Seen::of(object));
+            }
+            watcher::Event::InitDone => {
+                let listed = table.relisting.remove(&kind).unwrap_or_default();
+                table.seen.retain(|(k, _), _| *k != kind);
+                table.seen.extend(listed.into_iter().map(|(key, seen)| ((kind, key), seen)));
+                table.seen.shrink_to_fit();
+                drop(table);
+                self.listed.send_modify(|listed| *listed |= bit(kind));
+            }
+        }
+    }
+
+    fn get(&self, kind: ChildKind, namespace: &str, name: &str) -> Option<Seen> {
+        self.table().seen.get(&child_key(kind, namespace, name)).cloned()
+    }
+}
+
+/// The children's projections and the record of applies.
 pub struct Observed {
-    deployments: Store<Deployment>,
-    services: Store<Service>,
-    accounts: Store<PartialObjectMeta<ServiceAccount>>,
-    roles: Store<PartialObjectMeta<Role>>,
-    bindings: Store<PartialObjectMeta<RoleBinding>>,
-    policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    children: Arc<Children>,
     leases: Store<Lease>,
     applied: Mutex<HashMap<ChildKey, Applied>>,
 }
 
-/// The writers that fill [`Observed`], each given to its watch ([`reflected`]).
+/// What fills [`Observed`]: one projector for the children's watches ([`projected`]) and the
+/// Leases' store writer ([`reflected`]).
 pub struct Writers {
-    /// Deployments (metadata and status).
-    pub deployments: Writer<Deployment>,
-    /// Services.
-    pub services: Writer<Service>,
-    /// ServiceAccounts (identity and owners).
-    pub accounts: Writer<PartialObjectMeta<ServiceAccount>>,
-    /// Roles (identity and owners).
-    pub roles: Writer<PartialObjectMeta<Role>>,
-    /// RoleBindings (identity and owners).
-    pub bindings: Writer<PartialObjectMeta<RoleBinding>>,
-    /// NetworkPolicies (identity and owners).
-    pub policies: Writer<PartialObjectMeta<NetworkPolicy>>,
+    /// The children.
+    pub children: Projector,
     /// The demand Leases.
     pub leases: Writer<Lease>,
 }
 
-/// The hash of a child as it would be sent.
-pub fn hash_of(child: &Child) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    child.to_value().to_string().hash(&mut hasher);
-    hasher.finish()
+/// Writes the children's watch events into their [`Observed`].
+#[derive(Clone)]
+pub struct Projector(Arc<Children>);
+
+impl Projector {
+    /// Applies one watch event of a child kind.
+    pub fn apply<K: Projected>(&self, event: &watcher::Event<K>) {
+        self.0.apply(event);
+    }
 }
 
-/// Whether every label, annotation and owner reference of `desired` is on `observed`.
-fn metadata_kept(desired: &ObjectMeta, observed: &ObjectMeta) -> bool {
-    let contains = |want: &Option<std::collections::BTreeMap<String, String>>,
-                    have: &Option<std::collections::BTreeMap<String, String>>| {
-        want.iter().flatten().all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
-    };
-    contains(&desired.labels, &observed.labels)
-        && contains(&desired.annotations, &observed.annotations)
-        && desired.owner_references.iter().flatten().all(|r| observed.owner_references.iter().flatten().any(|o| o == r))
+/// The hash of a child as it would be sent.
+pub fn hash_of(child: &Child) -> u64 {
+    fingerprint(&child.to_value().to_string())
 }
 
 /// Annotation in which client-side `kubectl apply` keeps a whole copy of the object.
@@ -118,72 +301,47 @@ pub fn strip<K: Resource>(object: &mut K) {
     }
 }
 
-/// Keeps of a child what [`Observed::satisfied`] and pruning read when its resourceVersion
-/// decides: drops managed fields, labels and annotations.
-pub fn strip_child<K: Resource>(object: &mut K) {
-    strip(object);
-    object.meta_mut().labels = None;
-    object.meta_mut().annotations = None;
-}
-
-/// Drops what the store never reads of a Deployment: its spec, its managed fields.
-pub fn strip_deployment(deployment: &mut Deployment) {
-    strip(deployment);
-    deployment.spec = None;
-}
+/// Why a reconcile cannot read the children: the controller is stopping.
+#[derive(Debug)]
+pub struct Stopping;
 
 impl Observed {
-    /// Empty stores and the writers that fill them.
+    /// Empty projections and the writers that fill them.
     pub fn new() -> (Observed, Writers) {
-        let (deployments, deployments_w) = reflector::store();
-        let (services, services_w) = reflector::store();
-        let (accounts, accounts_w) = reflector::store();
-        let (roles, roles_w) = reflector::store();
-        let (bindings, bindings_w) = reflector::store();
-        let (policies, policies_w) = reflector::store();
         let (leases, leases_w) = reflector::store();
-        let observed = Observed {
-            deployments,
-            services,
-            accounts,
-            roles,
-            bindings,
-            policies,
-            leases,
-            applied: Mutex::new(HashMap::new()),
-        };
-        let writers = Writers {
-            deployments: deployments_w,
-            services: services_w,
-            accounts: accounts_w,
-            roles: roles_w,
-            bindings: bindings_w,
-            policies: policies_w,
-            leases: leases_w,
-        };
-        (observed, writers)
+        let children = Arc::new(Children { table: Mutex::default(), listed: watch::Sender::new(0) });
+        let observed = Observed { children: children.clone(), leases, applied: Mutex::new(HashMap::new()) };
+        (observed, Writers { children: Projector(children), leases: leases_w })
     }
 
-    /// Waits until every store has its first list, so no reconcile mistakes a child not yet
+    /// Waits until every kind has its first list, so no reconcile mistakes a child not yet
     /// listed for a missing one. Errs only when the controller is stopping.
-    pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
-        self.deployments.wait_until_ready().await?;
-        self.services.wait_until_ready().await?;
-        self.accounts.wait_until_ready().await?;
-        self.roles.wait_until_ready().await?;
-        self.bindings.wait_until_ready().await?;
-        self.policies.wait_until_ready().await?;
-        self.leases.wait_until_ready().await
+    pub async fn ready(&self) -> Result<(), Stopping> {
+        let mut listed = self.children.listed.subscribe();
+        listed.wait_for(|bits| *bits == ALL_LISTED).await.map_err(|_| Stopping)?;
+        self.leases.wait_until_ready().await.map_err(|_| Stopping)
     }
 
-    /// The Deployment as last watched (no spec: metadata and status).
-    pub fn deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
-        self.deployments.get(&ObjectRef::new(name).within(namespace))
+    /// The rollout of the server's Deployment as last watched.
+    pub fn rollout(&self, namespace: &str, name: &str) -> Option<Rollout> {
+        match self.children.get(ChildKind::Deployment, namespace, name)?.detail {
+            Detail::Rollout(rollout) => Some(rollout),
+            _ => None,
+        }
     }
 
-    /// The Service as last watched.
-    pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
-        self.services.get(&ObjectRef::new(name).within(namespace))
+    /// The cluster IP of the server's Service as last watched.
+    pub fn cluster_ip(&self, namespace: &str, name: &str) -> Option<Box<str>> {
+        match self.children.get(ChildKind::Service, namespace, name)?.detail {
+            Detail::ClusterIp(ip) => ip,
+            _ => None,
+        }
+    }
+
+    /// The uid of the child of that kind and name when the server of uid `owner` controls it.
+    pub fn controlled_by(&self, kind: ChildKind, namespace: &str, name: &str, owner: &str) -> Option<String> {
+        let seen = self.children.get(kind, namespace, name)?;
+        (seen.controller == Some(fingerprint(owner))).then(|| seen.uid.into())
     }
 
     /// The demand Lease of that name in the operator's namespace.
@@ -191,35 +349,26 @@ impl Observed {
         self.leases.get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// The metadata of the child as last watched.
-    pub fn meta(&self, kind: ChildKind, namespace: &str, name: &str) -> Option<ObjectMeta> {
-        match kind {
-            ChildKind::Deployment => self.deployment(namespace, name).map(|o| o.metadata.clone()),
-            ChildKind::Service => self.service(namespace, name).map(|o| o.metadata.clone()),
-            ChildKind::ServiceAccount => meta_of(&self.accounts, namespace, name),
-            ChildKind::Role => meta_of(&self.roles, namespace, name),
-            ChildKind::RoleBinding => meta_of(&self.bindings, namespace, name),
-            ChildKind::NetworkPolicy => meta_of(&self.policies, namespace, name),
-        }
-    }
-
     /// Whether applying `child` (hashed `hash`) would change nothing: see the module docs.
     pub fn satisfied(&self, child: &Child, hash: u64) -> bool {
         let desired = child.meta();
         let (namespace, name) =
-            (desired.namespace.clone().unwrap_or_default(), desired.name.clone().unwrap_or_default());
+            (desired.namespace.as_deref().unwrap_or_default(), desired.name.as_deref().unwrap_or_default());
         let kind = child.kind();
-        let Some(record) = self.record_of(&child_key(kind, &namespace, &name)) else {
+        let Some(record) = self.record_of(&child_key(kind, namespace, name)) else {
             return false;
         };
-        let Some(observed) = self.meta(kind, &namespace, &name) else {
+        let Some(seen) = self.children.get(kind, namespace, name) else {
             return false;
         };
         let unmoved = match kind {
-            ChildKind::Deployment => observed.generation == record.generation && metadata_kept(desired, &observed),
-            _ => fingerprint(observed.resource_version.as_deref()) == record.resource_version,
+            ChildKind::Deployment => {
+                seen.generation == record.generation
+                    && metadata_prints(desired).iter().all(|p| seen.metadata.binary_search(p).is_ok())
+            }
+            _ => seen.resource_version == record.resource_version,
         };
-        record.hash == hash && fingerprint(observed.uid.as_deref()) == record.uid && unmoved
+        record.hash == hash && fingerprint(&Some(&*seen.uid)) == record.uid && unmoved
     }
 
     /// Records an apply of `kind` and what the API answered.
@@ -231,8 +380,8 @@ impl Observed {
         );
         let applied = Applied {
             hash,
-            uid: fingerprint(answer.uid.as_deref()),
-            resource_version: fingerprint(answer.resource_version.as_deref()),
+            uid: fingerprint(&answer.uid.as_deref()),
+            resource_version: fingerprint(&answer.resource_version),
             generation: answer.generation,
         };
         self.applied.lock().unwrap_or_else(|e| e.into_inner()).insert(key, applied);
@@ -251,11 +400,17 @@ impl Observed {
     }
 }
 
-fn meta_of<K>(store: &Store<PartialObjectMeta<K>>, namespace: &str, name: &str) -> Option<ObjectMeta>
-where
-    K: Resource<DynamicType = ()> + Clone,
-{
-    store.get(&ObjectRef::new(name).within(namespace)).map(|o| o.metadata.clone())
+/// A recovering watch of one child kind, projected into [`Observed`], yielding what changed.
+pub fn projected<K: Projected>(
+    api: Api<K>,
+    config: &watcher::Config,
+    resource: &'static str,
+    metrics: &Metrics,
+    projector: Projector,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    watches::recovering(watcher(api, config.clone()), resource, metrics.clone())
+        .inspect_ok(move |event| projector.apply(event))
+        .touched_objects()
 }
 
 /// A recovering watch of one kind, `modify`'d and reflected into its store, yielding what
@@ -309,38 +464,36 @@ mod tests {
         })
     }
 
-    fn watched_deployment(observed: &mut Writers, meta: ObjectMeta, ready: i32) {
-        let mut deployment = Deployment {
+    fn watched_deployment(writers: &Writers, meta: ObjectMeta, ready: i32) {
+        let deployment = Deployment {
             metadata: meta,
             status: Some(DeploymentStatus { ready_replicas: Some(ready), ..DeploymentStatus::default() }),
             ..Deployment::default()
         };
-        strip_deployment(&mut deployment);
-        observed.deployments.apply_watcher_event(&watcher::Event::Apply(deployment));
+        writers.children.apply(&watcher::Event::Apply(deployment));
     }
 
-    fn watched_role(observed: &mut Writers, meta: ObjectMeta) {
-        let mut role = PartialObjectMeta::<Role> { metadata: meta, ..Default::default() };
-        strip_child(&mut role);
-        observed.roles.apply_watcher_event(&watcher::Event::Apply(role));
+    fn watched_role(writers: &Writers, meta: ObjectMeta) {
+        let role = PartialObjectMeta::<Role> { metadata: meta, ..Default::default() };
+        writers.children.apply(&watcher::Event::Apply(role));
     }
 
     #[test]
     fn a_role_is_satisfied_only_while_nobody_wrote_it_since_the_same_apply() {
-        let (observed, mut writers) = Observed::new();
+        let (observed, writers) = Observed::new();
         let role = desired_role("get");
         let hash = hash_of(&role);
         assert!(!observed.satisfied(&role, hash), "nothing watched nor recorded");
-        watched_role(&mut writers, meta("u1", "10", 1));
+        watched_role(&writers, meta("u1", "10", 1));
         assert!(!observed.satisfied(&role, hash), "watched but never applied by this process");
         observed.record(ChildKind::Role, hash, &meta("u1", "10", 1));
         assert!(observed.satisfied(&role, hash));
         let other = desired_role("list");
         assert!(!observed.satisfied(&other, hash_of(&other)), "a different desired object");
-        watched_role(&mut writers, meta("u1", "11", 1));
+        watched_role(&writers, meta("u1", "11", 1));
         assert!(!observed.satisfied(&role, hash), "someone wrote it");
         observed.record(ChildKind::Role, hash, &meta("u1", "11", 1));
-        watched_role(&mut writers, meta("u2", "11", 1));
+        watched_role(&writers, meta("u2", "11", 1));
         assert!(!observed.satisfied(&role, hash), "deleted and re-created");
         observed.forget("ns", "s");
         assert!(!observed.satisfied(&role, hash), "forgotten with its server");
@@ -348,20 +501,44 @@ mod tests {
 
     #[test]
     fn a_deployment_ignores_its_status_but_not_its_spec_or_labels() {
-        let (observed, mut writers) = Observed::new();
+        let (observed, writers) = Observed::new();
         let deployment = desired_deployment();
         let hash = hash_of(&deployment);
         observed.record(ChildKind::Deployment, hash, &meta("u1", "10", 1));
-        watched_deployment(&mut writers, meta("u1", "10", 1), 0);
+        watched_deployment(&writers, meta("u1", "10", 1), 0);
         assert!(observed.satisfied(&deployment, hash));
-        watched_deployment(&mut writers, meta("u1", "12", 1), 1);
+        watched_deployment(&writers, meta("u1", "12", 1), 1);
         assert!(observed.satisfied(&deployment, hash), "status churn");
-        assert_eq!(observed.deployment("ns", "s").unwrap().status.as_ref().unwrap().ready_replicas, Some(1));
+        assert_eq!(observed.rollout("ns", "s").unwrap().ready, 1);
         let mut relabelled = meta("u1", "13", 1);
         relabelled.labels = None;
-        watched_deployment(&mut writers, relabelled, 1);
+        watched_deployment(&writers, relabelled, 1);
         assert!(!observed.satisfied(&deployment, hash), "a label removed");
-        watched_deployment(&mut writers, meta("u1", "14", 2), 1);
+        let mut more = meta("u1", "14", 1);
+        more.labels.as_mut().unwrap().insert("added".into(), "by someone".into());
+        watched_deployment(&writers, more, 1);
+        assert!(observed.satisfied(&deployment, hash), "a label added by someone else");
+        watched_deployment(&writers, meta("u1", "15", 2), 1);
         assert!(!observed.satisfied(&deployment, hash), "a spec edit");
+    }
+
+    #[test]
+    fn a_relist_replaces_what_its_kind_had_and_readiness_waits_for_every_kind() {
+        let (observed, writers) = Observed::new();
+        let owner = OwnerReference { controller: Some(true), uid: "server-uid".into(), ..OwnerReference::default() };
+        let mut owned = meta("u1", "10", 1);
+        owned.owner_references = Some(vec![owner]);
+        watched_role(&writers, owned);
+        watched_deployment(&writers, meta("d1", "10", 1), 0);
+        assert_eq!(observed.controlled_by(ChildKind::Role, "ns", "s", "server-uid").as_deref(), Some("u1"));
+        assert_eq!(observed.controlled_by(ChildKind::Role, "ns", "s", "another"), None);
+        assert_eq!(observed.controlled_by(ChildKind::Deployment, "ns", "s", "server-uid"), None, "not its owner");
+        // The Role watch restarts and lists nothing: the Role is gone, the Deployment stays.
+        writers.children.apply::<PartialObjectMeta<Role>>(&watcher::Event::Init);
+        assert!(observed.controlled_by(ChildKind::Role, "ns", "s", "server-uid").is_some(), "until the list ends");
+        writers.children.apply::<PartialObjectMeta<Role>>(&watcher::Event::InitDone);
+        assert_eq!(observed.controlled_by(ChildKind::Role, "ns", "s", "server-uid"), None);
+        assert!(observed.rollout("ns", "s").is_some());
+        assert_eq!(*observed.children.listed.borrow(), bit(ChildKind::Role), "one kind listed of six");
     }
 }

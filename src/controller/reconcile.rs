@@ -16,7 +16,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -197,9 +196,9 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context, observed: &Observed
                 Err(e) => return Err(e),
             };
             let url = resources::service_url(&defaulted, &ctx.config.cluster_domain)?;
-            let target = service_target(&applied.service, &owner, &defaulted).unwrap_or_else(|| url.clone());
+            let target = service_target(applied.cluster_ip.as_deref(), &owner, &defaulted).unwrap_or_else(|| url.clone());
             let desired = resources::wanted_replicas(&defaulted.spec, awake);
-            (workload_of(desired, &applied.deployment), url, target, Some(owner.selector_string()))
+            (workload_of(desired, applied.rollout), url, target, Some(owner.selector_string()))
         }
         _ => {
             let endpoint = defaulted.spec.endpoint.clone().unwrap_or_default();
@@ -350,8 +349,8 @@ async fn publish(
 
 /// What applying returned that the status needs.
 struct Applied {
-    deployment: Option<Deployment>,
-    service: Option<Service>,
+    rollout: Option<observed::Rollout>,
+    cluster_ip: Option<Box<str>>,
 }
 
 async fn apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K, kube::Error>
@@ -373,7 +372,7 @@ async fn apply_children(
     children: ChildSet,
 ) -> Result<Applied, ReconcileError> {
     let wanted: Vec<ChildKind> = ChildKind::ALL.into_iter().filter(|k| children.has(*k)).collect();
-    let mut applied = Applied { deployment: None, service: None };
+    let mut applied = Applied { rollout: None, cluster_ip: None };
     for child in children.into_children() {
         let kind = child.kind();
         let hash = observed::hash_of(&child);
@@ -385,10 +384,14 @@ async fn apply_children(
             Child::Role(o) => apply(ctx, namespace, o).await.map(|o| o.metadata),
             Child::RoleBinding(o) => apply(ctx, namespace, o).await.map(|o| o.metadata),
             Child::NetworkPolicy(o) => apply(ctx, namespace, o).await.map(|o| o.metadata),
-            Child::Service(o) => apply(ctx, namespace, o).await.map(|s| applied.service.insert(s).metadata.clone()),
-            Child::Deployment(o) => {
-                apply(ctx, namespace, o).await.map(|d| applied.deployment.insert(d).metadata.clone())
-            }
+            Child::Service(o) => apply(ctx, namespace, o).await.map(|s| {
+                applied.cluster_ip = observed::cluster_ip(&s);
+                s.metadata
+            }),
+            Child::Deployment(o) => apply(ctx, namespace, o).await.map(|d| {
+                applied.rollout = Some(observed::Rollout::of(&d));
+                d.metadata
+            }),
         };
         match result {
             Ok(answer) => observed.record(kind, hash, &answer),
@@ -401,11 +404,11 @@ async fn apply_children(
         }
     }
     let name = server.name_any();
-    if wanted.contains(&ChildKind::Deployment) && applied.deployment.is_none() {
-        applied.deployment = observed.deployment(namespace, &name).map(Arc::unwrap_or_clone);
+    if wanted.contains(&ChildKind::Deployment) && applied.rollout.is_none() {
+        applied.rollout = observed.rollout(namespace, &name);
     }
-    if wanted.contains(&ChildKind::Service) && applied.service.is_none() {
-        applied.service = observed.service(namespace, &name).map(Arc::unwrap_or_clone);
+    if wanted.contains(&ChildKind::Service) && applied.cluster_ip.is_none() {
+        applied.cluster_ip = observed.cluster_ip(namespace, &name);
     }
     for kind in ChildKind::ALL.into_iter().filter(|k| !wanted.contains(k)) {
         prune(ctx, observed, server, namespace, kind).await?;
@@ -427,41 +430,32 @@ async fn prune(
     {
         return Ok(());
     }
-    let Some(existing) = observed.meta(kind, namespace, &server.name_any()) else {
+    let name = server.name_any();
+    let Some(uid) = server.uid().and_then(|owner| observed.controlled_by(kind, namespace, &name, &owner)) else {
         return Ok(());
     };
-    let server_uid = server.uid();
-    let controlled = existing
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.controller == Some(true) && Some(&r.uid) == server_uid.as_ref());
-    if !controlled {
-        return Ok(());
-    }
     let result = match kind {
-        ChildKind::ServiceAccount => delete_owned::<ServiceAccount>(ctx, namespace, &existing).await,
-        ChildKind::Role => delete_owned::<Role>(ctx, namespace, &existing).await,
-        ChildKind::RoleBinding => delete_owned::<RoleBinding>(ctx, namespace, &existing).await,
-        ChildKind::NetworkPolicy => delete_owned::<NetworkPolicy>(ctx, namespace, &existing).await,
-        ChildKind::Service => delete_owned::<Service>(ctx, namespace, &existing).await,
-        ChildKind::Deployment => delete_owned::<Deployment>(ctx, namespace, &existing).await,
+        ChildKind::ServiceAccount => delete_owned::<ServiceAccount>(ctx, namespace, &name, uid).await,
+        ChildKind::Role => delete_owned::<Role>(ctx, namespace, &name, uid).await,
+        ChildKind::RoleBinding => delete_owned::<RoleBinding>(ctx, namespace, &name, uid).await,
+        ChildKind::NetworkPolicy => delete_owned::<NetworkPolicy>(ctx, namespace, &name, uid).await,
+        ChildKind::Service => delete_owned::<Service>(ctx, namespace, &name, uid).await,
+        ChildKind::Deployment => delete_owned::<Deployment>(ctx, namespace, &name, uid).await,
     };
     result.map_err(|source| ReconcileError::Kube { action: "pruning a child", source })
 }
 
 /// Deletes that very object (uid precondition); gone already is fine.
-async fn delete_owned<K>(ctx: &Context, namespace: &str, existing: &ObjectMeta) -> Result<(), kube::Error>
+async fn delete_owned<K>(ctx: &Context, namespace: &str, name: &str, uid: String) -> Result<(), kube::Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    let name = existing.name.clone().unwrap_or_default();
     let params = DeleteParams {
-        preconditions: Some(Preconditions { uid: existing.uid.clone(), resource_version: None }),
+        preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
         ..DeleteParams::default()
     };
-    match api.delete(&name, &params).await {
+    match api.delete(name, &params).await {
         Ok(_) => {
             tracing::info!(server = %name, kind = K::kind(&()).as_ref(), "pruned a child no longer wanted");
             Ok(())
@@ -472,24 +466,16 @@ where
 }
 
 /// The workload as the Deployment reports it.
-fn workload_of(desired: i32, deployment: &Option<Deployment>) -> Workload {
-    let status = deployment.as_ref().and_then(|d| d.status.clone()).unwrap_or_default();
-    let current = deployment
-        .as_ref()
-        .is_some_and(|d| d.status.as_ref().and_then(|s| s.observed_generation) >= d.metadata.generation);
-    Workload::Container {
-        desired,
-        replicas: status.replicas.unwrap_or(0),
-        ready: status.ready_replicas.unwrap_or(0),
-        updated: if current { status.updated_replicas.unwrap_or(0) } else { 0 },
-    }
+fn workload_of(desired: i32, rollout: Option<observed::Rollout>) -> Workload {
+    let rollout = rollout.unwrap_or_default();
+    Workload::Container { desired, replicas: rollout.replicas, ready: rollout.ready, updated: rollout.updated }
 }
 
 /// The URL health checks use in container mode: the Service's cluster IP when it has one,
 /// so checks do not depend on the operator's DNS settings.
-fn service_target(service: &Option<Service>, owner: &Owner, server: &MCPServer) -> Option<String> {
-    let ip = service.as_ref()?.spec.as_ref()?.cluster_ip.clone().filter(|ip| !ip.is_empty() && ip != "None")?;
-    let host = if ip.contains(':') { format!("[{ip}]") } else { ip };
+fn service_target(cluster_ip: Option<&str>, owner: &Owner, server: &MCPServer) -> Option<String> {
+    let ip = cluster_ip?;
+    let host = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
     Some(format!("http://{host}:{}{}", owner.port, resources::mcp_path(server.spec.transport)))
 }
 
@@ -556,12 +542,12 @@ mod tests {
             updated_replicas: Some(2),
             ..DeploymentStatus::default()
         });
-        let old = workload_of(2, &Some(deployment.clone()));
+        let old = workload_of(2, Some(observed::Rollout::of(&deployment)));
         assert_eq!(old, Workload::Container { desired: 2, replicas: 2, ready: 2, updated: 0 });
         deployment.status.as_mut().unwrap().observed_generation = Some(2);
-        let current = workload_of(2, &Some(deployment));
+        let current = workload_of(2, Some(observed::Rollout::of(&deployment)));
         assert_eq!(current, Workload::Container { desired: 2, replicas: 2, ready: 2, updated: 2 });
-        assert_eq!(workload_of(1, &None), Workload::Container { desired: 1, replicas: 0, ready: 0, updated: 0 });
+        assert_eq!(workload_of(1, None), Workload::Container { desired: 1, replicas: 0, ready: 0, updated: 0 });
     }
 
     #[test]
@@ -570,15 +556,15 @@ mod tests {
         server.metadata.namespace = Some("ns".into());
         server.spec.port = Some(9000);
         let owner = Owner::of(&server).unwrap();
-        let service = |ip: &str| {
-            Some(Service {
-                spec: Some(ServiceSpec { cluster_ip: Some(ip.into()), ..ServiceSpec::default() }),
-                ..Service::default()
-            })
+        let target = |ip: &str| {
+            let service =
+                Service { spec: Some(ServiceSpec { cluster_ip: Some(ip.into()), ..ServiceSpec::default() }), ..Service::default() };
+            service_target(observed::cluster_ip(&service).as_deref(), &owner, &server)
         };
-        assert_eq!(service_target(&service("10.0.0.7"), &owner, &server).as_deref(), Some("http://10.0.0.7:9000/mcp"));
-        assert_eq!(service_target(&service("fd00::7"), &owner, &server).as_deref(), Some("http://[fd00::7]:9000/mcp"));
-        assert_eq!(service_target(&service("None"), &owner, &server), None);
-        assert_eq!(service_target(&None, &owner, &server), None);
+        assert_eq!(target("10.0.0.7").as_deref(), Some("http://10.0.0.7:9000/mcp"));
+        assert_eq!(target("fd00::7").as_deref(), Some("http://[fd00::7]:9000/mcp"));
+        assert_eq!(target("None"), None);
+        assert_eq!(target(""), None);
+        assert_eq!(service_target(None, &owner, &server), None);
     }
 }
