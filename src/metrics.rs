@@ -108,7 +108,10 @@ impl Metrics {
         )
         .expect("valid metric definition");
         let server_state = IntGaugeVec::new(
-            Opts::new(SERVER_STATE, "MCPServer state: one series per server, labelled with its current state, value 1."),
+            Opts::new(
+                SERVER_STATE,
+                "MCPServer state: one series per server, labelled with its current state, value 1.",
+            ),
             &["name", "namespace", "state"],
         )
         .expect("valid metric definition");

@@ -917,3 +917,42 @@ async fn after_an_apiserver_restart_over_a_compacted_etcd_new_servers_are_reconc
     harness.stop().await;
     assert!(!handle.render().contains("mcp_hangar_watch_up{"), "no watch is reported once the controller stopped");
 }
+
+#[tokio::test]
+async fn a_repeated_event_is_one_event_with_a_series() {
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use kube::runtime::events::{Event, EventType};
+    use mcp_hangar::controller::events::Recorder;
+
+    let fake = FakeApi::start().await;
+    fake.register_operator_kinds();
+    let recorder = Recorder::new(fake.client(), "mcp-hangar", "replica-a");
+    let regarding = |name: &str| ObjectReference {
+        api_version: Some("mcp-hangar.io/v1alpha1".into()),
+        kind: Some("MCPServer".into()),
+        namespace: Some(NS.into()),
+        name: Some(name.into()),
+        ..ObjectReference::default()
+    };
+    let failed = Event {
+        type_: EventType::Warning,
+        reason: "ApplyFailed".into(),
+        note: Some("the apiserver refused the Deployment".into()),
+        action: "Apply".into(),
+        secondary: None,
+    };
+    for _ in 0..3 {
+        recorder.publish(&failed, &regarding("fetch")).await.unwrap();
+    }
+    recorder.publish(&failed, &regarding("other")).await.unwrap();
+    let events = fake.list(&format!("/apis/events.k8s.io/v1/namespaces/{NS}/events"));
+    assert_eq!(events.len(), 2, "one per object: {events:#?}");
+    let fetch = events.iter().find(|e| e["regarding"]["name"] == "fetch").unwrap();
+    assert_eq!(fetch["series"]["count"], 3);
+    assert_eq!(
+        (&fetch["reason"], &fetch["type"], &fetch["reportingInstance"]),
+        (&json!("ApplyFailed"), &json!("Warning"), &json!("replica-a"))
+    );
+    let other = events.iter().find(|e| e["regarding"]["name"] == "other").unwrap();
+    assert!(other["series"].is_null(), "a first occurrence has no series");
+}

@@ -77,7 +77,8 @@ impl Cluster {
         let catalog = Arc::new(StoreCatalog::watch(fake.client()).await);
         let demand = Arc::new(LeaseDemand::new(fake.client(), OPERATOR_NS, "gateway-0"));
         let header_read_timeout = config.header_read_timeout;
-        let replica = Gateway::new(catalog.clone(), SessionKey::new(&[3; 32]).unwrap(), config, metrics).with_demand(demand);
+        let replica =
+            Gateway::new(catalog.clone(), SessionKey::new(&[3; 32]).unwrap(), config, metrics).with_demand(demand);
         let replica = Arc::new(replica);
         replica.set_ready(true);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -92,7 +93,16 @@ impl Cluster {
             },
             Duration::from_secs(1),
         ));
-        Cluster { fake, gateway, registry, catalog, peer, _gate: gate, stop_controller, stop_gateway: Some(stop_gateway) }
+        Cluster {
+            fake,
+            gateway,
+            registry,
+            catalog,
+            peer,
+            _gate: gate,
+            stop_controller,
+            stop_gateway: Some(stop_gateway),
+        }
     }
 
     /// A scale-to-zero server whose container port is the peer's.

@@ -26,6 +26,7 @@
 //! runs at most `concurrency` reconciles together, so a slow server delays only itself.
 
 pub mod discovery;
+pub mod events;
 pub mod group;
 pub mod leader;
 pub mod observed;
@@ -39,6 +40,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use events::Recorder;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -46,7 +48,7 @@ use k8s_openapi::api::core::v1::{ObjectReference, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -133,9 +135,8 @@ impl Context {
         config: ControllerConfig,
         instance: &str,
     ) -> Self {
-        let reporter = Reporter { controller: CONTROLLER_NAME.into(), instance: Some(instance.to_string()) };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), CONTROLLER_NAME, instance),
             client,
             engine,
             metrics,

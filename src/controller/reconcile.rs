@@ -196,7 +196,8 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context, observed: &Observed
                 Err(e) => return Err(e),
             };
             let url = resources::service_url(&defaulted, &ctx.config.cluster_domain)?;
-            let target = service_target(applied.cluster_ip.as_deref(), &owner, &defaulted).unwrap_or_else(|| url.clone());
+            let target =
+                service_target(applied.cluster_ip.as_deref(), &owner, &defaulted).unwrap_or_else(|| url.clone());
             let desired = resources::wanted_replicas(&defaulted.spec, awake);
             (workload_of(desired, applied.rollout), url, target, Some(owner.selector_string()))
         }
@@ -557,8 +558,10 @@ mod tests {
         server.spec.port = Some(9000);
         let owner = Owner::of(&server).unwrap();
         let target = |ip: &str| {
-            let service =
-                Service { spec: Some(ServiceSpec { cluster_ip: Some(ip.into()), ..ServiceSpec::default() }), ..Service::default() };
+            let service = Service {
+                spec: Some(ServiceSpec { cluster_ip: Some(ip.into()), ..ServiceSpec::default() }),
+                ..Service::default()
+            };
             service_target(observed::cluster_ip(&service).as_deref(), &owner, &server)
         };
         assert_eq!(target("10.0.0.7").as_deref(), Some("http://10.0.0.7:9000/mcp"));
