@@ -956,3 +956,37 @@ async fn a_repeated_event_is_one_event_with_a_series() {
     let other = events.iter().find(|e| e["regarding"]["name"] == "other").unwrap();
     assert!(other["series"].is_null(), "a first occurrence has no series");
 }
+
+/// The operator runs the group controller on the MCPServer controller's store: a group follows
+/// its members' states and their deletion, with no watch of MCPServers of its own.
+#[tokio::test]
+async fn a_group_follows_the_server_controllers_states_and_deletions() {
+    let harness = Harness::start(None).await;
+    let server: MCPServer = serde_json::from_value(json!({
+        "apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServer",
+        "metadata": {"name": "fetch", "namespace": NS, "labels": {"pool": "a"}},
+        "spec": {"mode": "container", "image": "ghcr.io/example/fetch:1.0.0", "replicas": 0},
+    }))
+    .unwrap();
+    harness.servers().create(&PostParams::default(), &server).await.unwrap();
+    let group_path = format!("/apis/mcp-hangar.io/v1alpha1/namespaces/{NS}/mcpservergroups/pool");
+    harness.fake.put(
+        &group_path,
+        json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPServerGroup",
+               "metadata": {"name": "pool", "namespace": NS},
+               "spec": {"selector": {"matchLabels": {"pool": "a"}}}}),
+    );
+    let member_state =
+        |state: &'static str| move |g: Option<&Value>| g.is_some_and(|g| g["status"]["servers"][0]["state"] == state);
+    harness.wait(&group_path, "the member listed Cold", member_state("Cold")).await;
+    harness
+        .servers()
+        .patch("fetch", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 1}})))
+        .await
+        .unwrap();
+    harness.wait(&group_path, "the member listed Initializing", member_state("Initializing")).await;
+    harness.servers().delete("fetch", &DeleteParams::default()).await.unwrap();
+    let emptied = harness.wait(&group_path, "no member left", |g| g.is_some_and(|g| g["status"]["members"] == 0)).await;
+    assert_eq!(emptied.unwrap()["status"]["healthyMembers"], 0);
+    harness.stop().await;
+}

@@ -57,7 +57,11 @@ impl Harness {
             let _ = stopped.wait_for(|s| *s).await;
         };
         let tasks = vec![
-            tokio::spawn(controller::group::run(ctx.clone(), until(stopped.clone()))),
+            tokio::spawn(controller::group::run(
+                ctx.clone(),
+                controller::group::ServerFeed::watch(&ctx),
+                until(stopped.clone()),
+            )),
             tokio::spawn(controller::discovery::run(ctx, until(stopped))),
         ];
         Harness { fake, stop, tasks }

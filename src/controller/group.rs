@@ -3,14 +3,16 @@
 //!
 //! Membership and health come from [`crate::policy::membership`], the definition the gateway
 //! routes by. Groups are reconciled on spec changes and whenever an MCPServer of their
-//! namespace changes (labels, state, creation, deletion): a reflector keeps a slimmed copy of
-//! every MCPServer (labels and the status fields health needs), so a reconcile reads no API and
-//! writes status only when it changed.
+//! namespace changes (labels, state, creation, deletion). The MCPServers are read from a
+//! [`ServerFeed`]: in the operator, the MCPServer controller's own store, which reports each
+//! namespace it changed after storing the change (one copy of 10k servers, not two); on its own,
+//! a watch of its own. A reconcile reads no API and writes status only when it changed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -20,12 +22,13 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use super::reconcile::ReconcileError;
 use super::resources::{FIELD_MANAGER, Route, gateway_url};
 use super::state::{CONDITION_DEGRADED, CONDITION_READY};
 use super::{Context, watches};
-use crate::crd::{API_VERSION, GroupMemberStatus, MCPServer, MCPServerGroup, MCPServerGroupStatus, MCPServerStatus};
+use crate::crd::{API_VERSION, GroupMemberStatus, MCPServer, MCPServerGroup, MCPServerGroupStatus};
 use crate::policy::membership::{self, GroupHealth, MemberView, MembershipError};
 
 /// Most members a group's status lists.
@@ -51,36 +54,54 @@ pub struct GroupContext {
     servers: Store<MCPServer>,
 }
 
-/// Keeps what membership and health read of a server, so 10k servers stay small in memory.
-fn slim(server: &mut MCPServer) {
-    server.managed_fields_mut().clear();
-    server.annotations_mut().clear();
-    server.metadata.owner_references = None;
-    server.spec = Default::default();
-    server.status = server.status.take().map(|s| MCPServerStatus {
-        state: s.state,
-        consecutive_failures: s.consecutive_failures,
-        url: s.url,
-        ..Default::default()
-    });
+/// A change of the MCPServers: in one namespace, or (after a relist) anywhere.
+pub type ServerChange = Option<String>;
+
+/// The MCPServers the group controller reads, and the changes that wake it.
+pub struct ServerFeed {
+    servers: Store<MCPServer>,
+    changes: BoxStream<'static, ServerChange>,
 }
 
-/// The groups of the server's namespace: any of them may gain or lose it.
-fn groups_of(groups: &Store<MCPServerGroup>, server: &MCPServer) -> Vec<ObjectRef<MCPServerGroup>> {
-    let namespace = server.namespace();
-    groups.state().iter().filter(|g| g.namespace() == namespace).map(|g| ObjectRef::from_obj(g.as_ref())).collect()
+impl ServerFeed {
+    /// The MCPServer controller's store and the changes it reports after storing them.
+    pub fn shared(servers: Store<MCPServer>, mut changes: mpsc::UnboundedReceiver<ServerChange>) -> ServerFeed {
+        let changes = futures::stream::poll_fn(move |cx| changes.poll_recv(cx)).boxed();
+        ServerFeed { servers, changes }
+    }
+
+    /// A watch of its own, for the group controller running alone.
+    pub fn watch(ctx: &Context) -> ServerFeed {
+        let (servers, writer) = reflector::store();
+        let watch = watcher(Api::<MCPServer>::all(ctx.client.clone()), watcher::Config::default());
+        let changes = watches::recovering(watch, "mcpservers", ctx.metrics.clone())
+            .modify(super::observed::strip)
+            .reflect(writer)
+            .filter_map(|event| async move { event.ok().and_then(|event| change_of(&event)) })
+            .boxed();
+        ServerFeed { servers, changes }
+    }
+}
+
+/// What a stored MCPServer watch event changed, for the groups; `None` when nothing did.
+pub fn change_of(event: &watcher::Event<MCPServer>) -> Option<ServerChange> {
+    match event {
+        watcher::Event::Apply(server) | watcher::Event::Delete(server) => Some(server.namespace()),
+        watcher::Event::InitDone => Some(None),
+        watcher::Event::Init | watcher::Event::InitApply(_) => None,
+    }
+}
+
+/// The groups a change may concern: those of its namespace, or all.
+fn groups_of(groups: &Store<MCPServerGroup>, change: &ServerChange) -> Vec<ObjectRef<MCPServerGroup>> {
+    let concerned = |g: &Arc<MCPServerGroup>| change.is_none() || g.namespace() == *change;
+    groups.state().iter().filter(|g| concerned(g)).map(|g| ObjectRef::from_obj(g.as_ref())).collect()
 }
 
 /// Runs the group controller until `stop` completes.
-pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
+pub async fn run(ctx: Arc<Context>, feed: ServerFeed, stop: impl Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    let (servers, server_writer) = reflector::store();
     let metrics = ctx.metrics.clone();
-    let servers_watch = watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default());
-    let server_changes = watches::recovering(servers_watch, "mcpservers/groups", metrics.clone())
-        .modify(slim)
-        .reflect(server_writer)
-        .touched_objects();
     let (groups, group_writer) = reflector::store();
     let groups_watch = watcher(Api::<MCPServerGroup>::all(client), watcher::Config::default());
     let group_changes = watches::recovering(groups_watch, "mcpservergroups", metrics)
@@ -88,10 +109,11 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let mapper_groups = groups.clone();
+    let server_changes = feed.changes.flat_map(move |change| futures::stream::iter(groups_of(&mapper_groups, &change)));
     let config = kube::runtime::Config::default().concurrency(ctx.config.concurrency).debounce(DEBOUNCE);
-    let context = Arc::new(GroupContext { ctx, servers });
+    let context = Arc::new(GroupContext { ctx, servers: feed.servers });
     Controller::for_stream(group_changes, groups)
-        .watches_stream(server_changes, move |server| groups_of(&mapper_groups, &server))
+        .reconcile_on(server_changes)
         .with_config(config)
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, context)

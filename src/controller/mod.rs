@@ -52,7 +52,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::crd::MANAGER;
 use crate::crd::{MCPServer, ServerState};
@@ -242,10 +242,17 @@ fn forget_server_metrics(metrics: &Metrics, server: &MCPServer) {
 /// backoff never pauses the MCPServer watch because another watch failed. The children and
 /// Leases are reflected into [`observed::Observed`], which the reconciles read instead of the
 /// API.
-pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + Send + Sync + 'static) {
+///
+/// `servers` is the MCPServer store it fills (shared with the group controller), and `changed`
+/// hears of every stored change ([`group::change_of`]).
+pub async fn run_controller(
+    ctx: Arc<Context>,
+    (reader, writer): (reflector::Store<MCPServer>, reflector::store::Writer<MCPServer>),
+    changed: mpsc::UnboundedSender<group::ServerChange>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = ctx.client.clone();
     let metrics = ctx.metrics.clone();
-    let (reader, writer) = reflector::store();
     let (observed, writers) = observed::Observed::new();
     let sctx = Arc::new(reconcile::ServerContext { ctx: ctx.clone(), observed });
     let deleted = sctx.clone();
@@ -257,6 +264,10 @@ pub async fn run_controller(ctx: Arc<Context>, stop: impl Future<Output = ()> + 
     .modify(observed::strip)
     .reflect(writer)
     .inspect_ok(move |event| {
+        if let Some(change) = group::change_of(event) {
+            // The group controller stops with this one: a closed channel is no error.
+            let _ = changed.send(change);
+        }
         if let watcher::Event::Delete(server) = event {
             deleted.ctx.forget(server);
             deleted.observed.forget(&server.namespace().unwrap_or_default(), &server.name_any());
@@ -353,10 +364,13 @@ pub async fn run(ctx: Arc<Context>, elector: Option<LeaderElector>, mut shutdown
                 changed_to(&mut shutdown, true).await;
             }
         };
+        let (servers, writer) = reflector::store();
+        let (changed, changes) = mpsc::unbounded_channel();
+        let feed = group::ServerFeed::shared(servers.clone(), changes);
         let controllers = async {
             tokio::join!(
-                run_controller(ctx.clone(), stop()),
-                group::run(ctx.clone(), stop()),
+                run_controller(ctx.clone(), (servers, writer), changed, stop()),
+                group::run(ctx.clone(), feed, stop()),
                 discovery::run(ctx.clone(), stop())
             );
         };
