@@ -280,6 +280,12 @@ fn peak_rss_mib() -> f64 {
 }
 
 async fn controllers() {
+    if std::env::var("RUST_LOG").is_ok() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let exe = std::env::current_exe().expect("own path");
     let mut child = Command::new(exe)
         .args(std::env::args().skip(1))

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -22,7 +22,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::reconcile::ReconcileError;
 use super::resources::{FIELD_MANAGER, Route, gateway_url};
@@ -52,12 +52,17 @@ pub mod reason {
 pub struct GroupContext {
     ctx: Arc<Context>,
     servers: Store<MCPServer>,
+    /// True once the servers have been listed.
+    listed: watch::Receiver<bool>,
 }
 
 /// A change of the MCPServers: in one namespace, or (after a relist) anywhere.
 pub type ServerChange = Option<String>;
 
 /// The MCPServers the group controller reads, and the changes that wake it.
+///
+/// The store counts as listed once a list's end (`None`) has come through the changes: not
+/// `Store::wait_until_ready`, which wakes only one of several waiting reconciles.
 pub struct ServerFeed {
     servers: Store<MCPServer>,
     changes: BoxStream<'static, ServerChange>,
@@ -68,6 +73,16 @@ impl ServerFeed {
     pub fn shared(servers: Store<MCPServer>, mut changes: mpsc::UnboundedReceiver<ServerChange>) -> ServerFeed {
         let changes = futures::stream::poll_fn(move |cx| changes.poll_recv(cx)).boxed();
         ServerFeed { servers, changes }
+    }
+
+    /// The store and the changes, marking `listed` at the end of every list.
+    fn split(self, listed: watch::Sender<bool>) -> (Store<MCPServer>, impl Stream<Item = ServerChange> + Send) {
+        let changes = self.changes.inspect(move |change| {
+            if change.is_none() {
+                listed.send_replace(true);
+            }
+        });
+        (self.servers, changes)
     }
 
     /// A watch of its own, for the group controller running alone.
@@ -109,9 +124,11 @@ pub async fn run(ctx: Arc<Context>, feed: ServerFeed, stop: impl Future<Output =
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let mapper_groups = groups.clone();
-    let server_changes = feed.changes.flat_map(move |change| futures::stream::iter(groups_of(&mapper_groups, &change)));
+    let (listed_tx, listed) = watch::channel(false);
+    let (servers, changes) = feed.split(listed_tx);
+    let server_changes = changes.flat_map(move |change| futures::stream::iter(groups_of(&mapper_groups, &change)));
     let config = kube::runtime::Config::default().concurrency(ctx.config.concurrency).debounce(DEBOUNCE);
-    let context = Arc::new(GroupContext { ctx, servers: feed.servers });
+    let context = Arc::new(GroupContext { ctx, servers, listed });
     Controller::for_stream(group_changes, groups)
         .reconcile_on(server_changes)
         .with_config(config)
@@ -131,7 +148,7 @@ async fn reconcile(group: Arc<MCPServerGroup>, gctx: Arc<GroupContext>) -> Resul
         return Ok(Action::await_change());
     }
     let namespace = group.namespace().ok_or(ReconcileError::Incomplete("namespace"))?;
-    if gctx.servers.wait_until_ready().await.is_err() {
+    if gctx.listed.clone().wait_for(|listed| *listed).await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let servers = gctx.servers.state();

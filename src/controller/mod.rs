@@ -280,10 +280,11 @@ pub async fn run_controller(
     let demand_leases = watcher::Config::default().labels(demand::DEMAND_SELECTOR);
     let metrics = &metrics;
     let c = || client.clone();
-    use observed::{projected, reflected, strip};
+    use observed::projected;
     let children = &writers.children;
+    let lease_changes = observed::leases(leases, &demand_leases, metrics, writers.leases, children.clone());
     Controller::for_stream(servers, reader)
-        .watches_stream(reflected(leases, &demand_leases, "leases", metrics, writers.leases, strip), |lease| {
+        .watches_stream(lease_changes, |lease| {
             demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
         })
         .owns_stream(projected::<Deployment>(Api::all(c()), &owned, "deployments", metrics, children.clone()))

@@ -213,8 +213,10 @@ struct Children {
     listed: watch::Sender<u8>,
 }
 
-/// Every kind listed.
-const ALL_LISTED: u8 = (1 << ChildKind::ALL.len()) - 1;
+/// The bit of the demand Leases.
+const LEASES_LISTED: u8 = 1 << ChildKind::ALL.len();
+/// Every kind listed, and the Leases.
+const ALL_LISTED: u8 = (LEASES_LISTED << 1) - 1;
 
 fn bit(kind: ChildKind) -> u8 {
     1 << ChildKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
@@ -283,6 +285,11 @@ impl Projector {
     pub fn apply<K: Projected>(&self, event: &watcher::Event<K>) {
         self.0.apply(event);
     }
+
+    /// Marks the demand Leases listed.
+    pub fn leases_listed(&self) {
+        self.0.listed.send_modify(|listed| *listed |= LEASES_LISTED);
+    }
 }
 
 /// The hash of a child as it would be sent.
@@ -314,12 +321,12 @@ impl Observed {
         (observed, Writers { children: Projector(children), leases: leases_w })
     }
 
-    /// Waits until every kind has its first list, so no reconcile mistakes a child not yet
-    /// listed for a missing one. Errs only when the controller is stopping.
+    /// Waits until every kind and the Leases have their first list, so no reconcile mistakes a
+    /// child not yet listed for a missing one (not `Store::wait_until_ready`, which wakes only
+    /// one of several waiting reconciles). Errs only when the controller is stopping.
     pub async fn ready(&self) -> Result<(), Stopping> {
         let mut listed = self.children.listed.subscribe();
-        listed.wait_for(|bits| *bits == ALL_LISTED).await.map_err(|_| Stopping)?;
-        self.leases.wait_until_ready().await.map_err(|_| Stopping)
+        listed.wait_for(|bits| *bits == ALL_LISTED).await.map(|_| ()).map_err(|_| Stopping)
     }
 
     /// The rollout of the server's Deployment as last watched.
@@ -413,22 +420,23 @@ pub fn projected<K: Projected>(
         .touched_objects()
 }
 
-/// A recovering watch of one kind, `modify`'d and reflected into its store, yielding what
-/// changed.
-pub fn reflected<K>(
-    api: Api<K>,
+/// The recovering watch of the demand Leases, reflected into their store (stripped), yielding
+/// what changed; the end of each list marks them listed in the projector.
+pub fn leases(
+    api: Api<Lease>,
     config: &watcher::Config,
-    resource: &'static str,
     metrics: &Metrics,
-    writer: Writer<K>,
-    modify: impl FnMut(&mut K) + Send + 'static,
-) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    watches::recovering(watcher(api, config.clone()), resource, metrics.clone())
-        .modify(modify)
+    writer: Writer<Lease>,
+    projector: Projector,
+) -> impl Stream<Item = Result<Lease, watcher::Error>> + Send + 'static {
+    watches::recovering(watcher(api, config.clone()), "leases", metrics.clone())
+        .modify(strip)
         .reflect(writer)
+        .inspect_ok(move |event| {
+            if matches!(event, watcher::Event::InitDone) {
+                projector.leases_listed();
+            }
+        })
         .touched_objects()
 }
 
