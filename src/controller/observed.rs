@@ -4,7 +4,7 @@
 //! The children's watches are projected, not stored: each watched object is reduced to a
 //! [`Seen`] (fingerprints of its uid, resourceVersion, labels, annotations and owner
 //! references; its generation; for a Deployment its rollout counts, for a Service its cluster
-//! IP) of about 150 bytes, and then dropped. 10k servers are 60k children: whole objects, even
+//! IP), kept with the record of its last apply in about 120 bytes, and then dropped. 10k servers are 60k children: whole objects, even
 //! stripped, were the largest part of the controller's memory. The demand Leases are few and
 //! kept whole in a reflector store.
 //!
@@ -39,17 +39,15 @@ use super::resources::{Child, ChildKind};
 use super::watches;
 use crate::metrics::Metrics;
 
-/// What one apply of a child left behind; strings kept as their hashes (32 bytes a child).
+/// What one apply of a child left behind; strings kept as their hashes, no generation as 0
+/// (32 bytes a child).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Applied {
     hash: u64,
     uid: u64,
     resource_version: u64,
-    generation: Option<i64>,
+    generation: i64,
 }
-
-/// A child: its kind and the hash of its namespace and name.
-type ChildKey = (ChildKind, u64);
 
 /// The hash of a value.
 fn fingerprint<T: Hash + ?Sized>(value: &T) -> u64 {
@@ -58,8 +56,14 @@ fn fingerprint<T: Hash + ?Sized>(value: &T) -> u64 {
     hasher.finish()
 }
 
-fn child_key(kind: ChildKind, namespace: &str, name: &str) -> ChildKey {
-    (kind, fingerprint(&(namespace, name)))
+/// A child of a given kind: the hash of its namespace and name.
+fn child_key(namespace: &str, name: &str) -> u64 {
+    fingerprint(&(namespace, name))
+}
+
+/// The index of a kind among [`ChildKind::ALL`].
+fn index(kind: ChildKind) -> usize {
+    ChildKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
 /// A Deployment's rollout as its status reports it.
@@ -104,15 +108,14 @@ pub enum Detail {
     ClusterIp(Option<Box<str>>),
 }
 
-/// What the controller keeps of one watched child.
+/// What the controller keeps of one watched child: hashes, no generation as 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
-    /// For the uid precondition of a prune.
-    uid: Box<str>,
+    uid: u64,
     resource_version: u64,
-    generation: Option<i64>,
-    /// The uid hash of its controlling owner.
-    controller: Option<u64>,
+    generation: i64,
+    /// The uid hash of its controlling owner, 0 for none.
+    controller: u64,
     /// Hashes of its labels, annotations and owner references, sorted (Deployments only).
     metadata: Box<[u64]>,
     detail: Detail,
@@ -188,20 +191,34 @@ impl Seen {
         let controller = meta.owner_references.iter().flatten().find(|r| r.controller == Some(true));
         let metadata = if K::KIND == ChildKind::Deployment { metadata_prints(meta) } else { Vec::new() };
         Seen {
-            uid: meta.uid.as_deref().unwrap_or_default().into(),
+            uid: fingerprint(&meta.uid.as_deref()),
             resource_version: fingerprint(&meta.resource_version),
-            generation: meta.generation,
-            controller: controller.map(|r| fingerprint(&r.uid)),
+            generation: meta.generation.unwrap_or(0),
+            controller: controller.map_or(0, |r| fingerprint(&r.uid)),
             metadata: metadata.into(),
             detail: object.detail(),
         }
     }
 }
 
-/// The projections of every watched child, and which kinds have listed once.
+/// What the controller knows of one child: as last watched, and as it last applied it.
+#[derive(Debug, Default)]
+struct Known {
+    seen: Option<Seen>,
+    applied: Option<Applied>,
+}
+
+impl Known {
+    fn is_empty(&self) -> bool {
+        self.seen.is_none() && self.applied.is_none()
+    }
+}
+
+/// Every child known, one map per kind (keyed by namespace and name: 8-byte keys, and each map
+/// grows on its own).
 #[derive(Default)]
 struct Table {
-    seen: HashMap<ChildKey, Seen>,
+    known: [HashMap<u64, Known>; ChildKind::ALL.len()],
     /// A kind being listed again (after a restart of its watch): replaces its entries once done.
     relisting: HashMap<ChildKind, HashMap<u64, Seen>>,
 }
@@ -219,7 +236,7 @@ const LEASES_LISTED: u8 = 1 << ChildKind::ALL.len();
 const ALL_LISTED: u8 = (LEASES_LISTED << 1) - 1;
 
 fn bit(kind: ChildKind) -> u8 {
-    1 << ChildKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+    1 << index(kind)
 }
 
 impl Children {
@@ -228,15 +245,21 @@ impl Children {
     }
 
     fn apply<K: Projected>(&self, event: &watcher::Event<K>) {
-        let key = |object: &K| fingerprint(&(object.namespace().unwrap_or_default(), object.name_any()));
+        let key = |object: &K| child_key(&object.namespace().unwrap_or_default(), &object.name_any());
         let kind = K::KIND;
         let mut table = self.table();
         match event {
             watcher::Event::Apply(object) => {
-                table.seen.insert((kind, key(object)), Seen::of(object));
+                table.known[index(kind)].entry(key(object)).or_default().seen = Some(Seen::of(object));
             }
             watcher::Event::Delete(object) => {
-                table.seen.remove(&(kind, key(object)));
+                let known = &mut table.known[index(kind)];
+                if let Some(entry) = known.get_mut(&key(object)) {
+                    entry.seen = None;
+                    if entry.is_empty() {
+                        known.remove(&key(object));
+                    }
+                }
             }
             watcher::Event::Init => {
                 table.relisting.insert(kind, HashMap::new());
@@ -246,17 +269,24 @@ impl Children {
             }
             watcher::Event::InitDone => {
                 let listed = table.relisting.remove(&kind).unwrap_or_default();
-                table.seen.retain(|(k, _), _| *k != kind);
-                table.seen.extend(listed.into_iter().map(|(key, seen)| ((kind, key), seen)));
-                table.seen.shrink_to_fit();
+                let known = &mut table.known[index(kind)];
+                known.values_mut().for_each(|entry| entry.seen = None);
+                for (key, seen) in listed {
+                    known.entry(key).or_default().seen = Some(seen);
+                }
+                known.retain(|_, entry| !entry.is_empty());
+                known.shrink_to_fit();
                 drop(table);
                 self.listed.send_modify(|listed| *listed |= bit(kind));
             }
         }
     }
 
-    fn get(&self, kind: ChildKind, namespace: &str, name: &str) -> Option<Seen> {
-        self.table().seen.get(&child_key(kind, namespace, name)).cloned()
+    /// The child as last watched, and as last applied.
+    fn get(&self, kind: ChildKind, namespace: &str, name: &str) -> (Option<Seen>, Option<Applied>) {
+        let table = self.table();
+        let known = table.known[index(kind)].get(&child_key(namespace, name));
+        known.map_or((None, None), |k| (k.seen.clone(), k.applied))
     }
 }
 
@@ -264,7 +294,6 @@ impl Children {
 pub struct Observed {
     children: Arc<Children>,
     leases: Store<Lease>,
-    applied: Mutex<HashMap<ChildKey, Applied>>,
 }
 
 /// What fills [`Observed`]: one projector for the children's watches ([`projected`]) and the
@@ -317,7 +346,7 @@ impl Observed {
     pub fn new() -> (Observed, Writers) {
         let (leases, leases_w) = reflector::store();
         let children = Arc::new(Children { table: Mutex::default(), listed: watch::Sender::new(0) });
-        let observed = Observed { children: children.clone(), leases, applied: Mutex::new(HashMap::new()) };
+        let observed = Observed { children: children.clone(), leases };
         (observed, Writers { children: Projector(children), leases: leases_w })
     }
 
@@ -331,7 +360,7 @@ impl Observed {
 
     /// The rollout of the server's Deployment as last watched.
     pub fn rollout(&self, namespace: &str, name: &str) -> Option<Rollout> {
-        match self.children.get(ChildKind::Deployment, namespace, name)?.detail {
+        match self.children.get(ChildKind::Deployment, namespace, name).0?.detail {
             Detail::Rollout(rollout) => Some(rollout),
             _ => None,
         }
@@ -339,16 +368,16 @@ impl Observed {
 
     /// The cluster IP of the server's Service as last watched.
     pub fn cluster_ip(&self, namespace: &str, name: &str) -> Option<Box<str>> {
-        match self.children.get(ChildKind::Service, namespace, name)?.detail {
+        match self.children.get(ChildKind::Service, namespace, name).0?.detail {
             Detail::ClusterIp(ip) => ip,
             _ => None,
         }
     }
 
-    /// The uid of the child of that kind and name when the server of uid `owner` controls it.
-    pub fn controlled_by(&self, kind: ChildKind, namespace: &str, name: &str, owner: &str) -> Option<String> {
-        let seen = self.children.get(kind, namespace, name)?;
-        (seen.controller == Some(fingerprint(owner))).then(|| seen.uid.into())
+    /// Whether the child of that kind and name, as last watched, is controlled by the server
+    /// of uid `owner`.
+    pub fn controlled_by(&self, kind: ChildKind, namespace: &str, name: &str, owner: &str) -> bool {
+        self.children.get(kind, namespace, name).0.is_some_and(|seen| seen.controller == fingerprint(owner))
     }
 
     /// The demand Lease of that name in the operator's namespace.
@@ -361,49 +390,44 @@ impl Observed {
         let desired = child.meta();
         let (namespace, name) =
             (desired.namespace.as_deref().unwrap_or_default(), desired.name.as_deref().unwrap_or_default());
-        let kind = child.kind();
-        let Some(record) = self.record_of(&child_key(kind, namespace, name)) else {
+        let (Some(seen), Some(record)) = self.children.get(child.kind(), namespace, name) else {
             return false;
         };
-        let Some(seen) = self.children.get(kind, namespace, name) else {
-            return false;
-        };
-        let unmoved = match kind {
+        let unmoved = match child.kind() {
             ChildKind::Deployment => {
                 seen.generation == record.generation
                     && metadata_prints(desired).iter().all(|p| seen.metadata.binary_search(p).is_ok())
             }
             _ => seen.resource_version == record.resource_version,
         };
-        record.hash == hash && fingerprint(&Some(&*seen.uid)) == record.uid && unmoved
+        record.hash == hash && seen.uid == record.uid && unmoved
     }
 
     /// Records an apply of `kind` and what the API answered.
     pub fn record(&self, kind: ChildKind, hash: u64, answer: &ObjectMeta) {
-        let key = child_key(
-            kind,
-            answer.namespace.as_deref().unwrap_or_default(),
-            answer.name.as_deref().unwrap_or_default(),
-        );
+        let key =
+            child_key(answer.namespace.as_deref().unwrap_or_default(), answer.name.as_deref().unwrap_or_default());
         let applied = Applied {
             hash,
             uid: fingerprint(&answer.uid.as_deref()),
             resource_version: fingerprint(&answer.resource_version),
-            generation: answer.generation,
+            generation: answer.generation.unwrap_or(0),
         };
-        self.applied.lock().unwrap_or_else(|e| e.into_inner()).insert(key, applied);
+        self.children.table().known[index(kind)].entry(key).or_default().applied = Some(applied);
     }
 
     /// Forgets the applies of a deleted server's children.
     pub fn forget(&self, namespace: &str, name: &str) {
-        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        for kind in ChildKind::ALL {
-            applied.remove(&child_key(kind, namespace, name));
+        let key = child_key(namespace, name);
+        let mut table = self.children.table();
+        for known in &mut table.known {
+            if let Some(entry) = known.get_mut(&key) {
+                entry.applied = None;
+                if entry.is_empty() {
+                    known.remove(&key);
+                }
+            }
         }
-    }
-
-    fn record_of(&self, key: &ChildKey) -> Option<Applied> {
-        self.applied.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied()
     }
 }
 
@@ -538,14 +562,14 @@ mod tests {
         owned.owner_references = Some(vec![owner]);
         watched_role(&writers, owned);
         watched_deployment(&writers, meta("d1", "10", 1), 0);
-        assert_eq!(observed.controlled_by(ChildKind::Role, "ns", "s", "server-uid").as_deref(), Some("u1"));
-        assert_eq!(observed.controlled_by(ChildKind::Role, "ns", "s", "another"), None);
-        assert_eq!(observed.controlled_by(ChildKind::Deployment, "ns", "s", "server-uid"), None, "not its owner");
+        assert!(observed.controlled_by(ChildKind::Role, "ns", "s", "server-uid"));
+        assert!(!observed.controlled_by(ChildKind::Role, "ns", "s", "another"));
+        assert!(!observed.controlled_by(ChildKind::Deployment, "ns", "s", "server-uid"), "not its owner");
         // The Role watch restarts and lists nothing: the Role is gone, the Deployment stays.
         writers.children.apply::<PartialObjectMeta<Role>>(&watcher::Event::Init);
-        assert!(observed.controlled_by(ChildKind::Role, "ns", "s", "server-uid").is_some(), "until the list ends");
+        assert!(observed.controlled_by(ChildKind::Role, "ns", "s", "server-uid"), "until the list ends");
         writers.children.apply::<PartialObjectMeta<Role>>(&watcher::Event::InitDone);
-        assert_eq!(observed.controlled_by(ChildKind::Role, "ns", "s", "server-uid"), None);
+        assert!(!observed.controlled_by(ChildKind::Role, "ns", "s", "server-uid"));
         assert!(observed.rollout("ns", "s").is_some());
         assert_eq!(*observed.children.listed.borrow(), bit(ChildKind::Role), "one kind listed of six");
     }

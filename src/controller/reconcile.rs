@@ -432,28 +432,37 @@ async fn prune(
         return Ok(());
     }
     let name = server.name_any();
-    let Some(uid) = server.uid().and_then(|owner| observed.controlled_by(kind, namespace, &name, &owner)) else {
+    let Some(owner) = server.uid().filter(|owner| observed.controlled_by(kind, namespace, &name, owner)) else {
         return Ok(());
     };
     let result = match kind {
-        ChildKind::ServiceAccount => delete_owned::<ServiceAccount>(ctx, namespace, &name, uid).await,
-        ChildKind::Role => delete_owned::<Role>(ctx, namespace, &name, uid).await,
-        ChildKind::RoleBinding => delete_owned::<RoleBinding>(ctx, namespace, &name, uid).await,
-        ChildKind::NetworkPolicy => delete_owned::<NetworkPolicy>(ctx, namespace, &name, uid).await,
-        ChildKind::Service => delete_owned::<Service>(ctx, namespace, &name, uid).await,
-        ChildKind::Deployment => delete_owned::<Deployment>(ctx, namespace, &name, uid).await,
+        ChildKind::ServiceAccount => delete_owned::<ServiceAccount>(ctx, namespace, &name, &owner).await,
+        ChildKind::Role => delete_owned::<Role>(ctx, namespace, &name, &owner).await,
+        ChildKind::RoleBinding => delete_owned::<RoleBinding>(ctx, namespace, &name, &owner).await,
+        ChildKind::NetworkPolicy => delete_owned::<NetworkPolicy>(ctx, namespace, &name, &owner).await,
+        ChildKind::Service => delete_owned::<Service>(ctx, namespace, &name, &owner).await,
+        ChildKind::Deployment => delete_owned::<Deployment>(ctx, namespace, &name, &owner).await,
     };
     result.map_err(|source| ReconcileError::Kube { action: "pruning a child", source })
 }
 
-/// Deletes that very object (uid precondition); gone already is fine.
-async fn delete_owned<K>(ctx: &Context, namespace: &str, name: &str, uid: String) -> Result<(), kube::Error>
+/// Deletes the child if the server of uid `owner` still controls it, that very object (uid
+/// precondition: the watch keeps only hashes, so its uid is read first); gone already is fine.
+async fn delete_owned<K>(ctx: &Context, namespace: &str, name: &str, owner: &str) -> Result<(), kube::Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(existing) = api.get_metadata_opt(name).await? else {
+        return Ok(());
+    };
+    let controlled =
+        existing.metadata.owner_references.iter().flatten().any(|r| r.controller == Some(true) && r.uid == owner);
+    if !controlled {
+        return Ok(());
+    }
     let params = DeleteParams {
-        preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+        preconditions: Some(Preconditions { uid: existing.metadata.uid, resource_version: None }),
         ..DeleteParams::default()
     };
     match api.delete(name, &params).await {
