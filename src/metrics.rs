@@ -1,5 +1,9 @@
 //! Prometheus metrics: one registry for the whole process, names in one place.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, RwLock};
+
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -54,16 +58,59 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     /// `mcp_operator_reconcile_duration_seconds`
     pub reconcile_duration: Histogram,
-    /// `mcp_operator_provider_state{name, namespace, state}`
-    pub server_state: IntGaugeVec,
-    /// `mcp_operator_provider_tools_count{name, namespace}`
-    pub server_tools: IntGaugeVec,
     /// `mcp_operator_provider_health_check_failures_total{name, namespace}`
     pub server_health_failures: IntCounterVec,
     /// `mcp_hangar_watch_errors_total{resource}`
     pub watch_errors: IntCounterVec,
     /// `mcp_hangar_watch_up{resource}`
     pub watch_up: IntGaugeVec,
+    /// Families written at scrape time from state their module already keeps, by name.
+    renderers: Arc<RwLock<BTreeMap<&'static str, Renderer>>>,
+}
+
+/// Writes series in the text format at scrape time, from state a module already keeps: the
+/// per-server families come from the controller's MCPServer store, so 10k servers do not cost
+/// 20k stored series (the `prometheus` crate keeps a label-pair proto per series).
+pub type Renderer = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// One MCPServer's per-server series: `mcp_operator_provider_state` and
+/// `mcp_operator_provider_tools_count`.
+pub struct ServerSeries<'a> {
+    /// The server's name.
+    pub name: &'a str,
+    /// The server's namespace.
+    pub namespace: &'a str,
+    /// The state it reports.
+    pub state: &'a str,
+    /// The tools it exposes.
+    pub tools: i64,
+}
+
+/// Writes the per-server families for `servers` (none when empty), in the order given.
+pub fn write_server_series(out: &mut String, servers: &[ServerSeries<'_>]) {
+    if servers.is_empty() {
+        return;
+    }
+    let state_help = "MCPServer state: one series per server, labelled with its current state, value 1.";
+    let _ = writeln!(out, "# HELP {SERVER_STATE} {state_help}\n# TYPE {SERVER_STATE} gauge");
+    for server in servers {
+        let (name, namespace, state) = (escape(server.name), escape(server.namespace), escape(server.state));
+        let _ = writeln!(out, "{SERVER_STATE}{{name=\"{name}\",namespace=\"{namespace}\",state=\"{state}\"}} 1");
+    }
+    let _ = writeln!(out, "# HELP {SERVER_TOOLS} Tools an MCPServer exposes.\n# TYPE {SERVER_TOOLS} gauge");
+    for server in servers {
+        let (name, namespace) = (escape(server.name), escape(server.namespace));
+        let _ = writeln!(out, "{SERVER_TOOLS}{{name=\"{name}\",namespace=\"{namespace}\"}} {}", server.tools);
+    }
+}
+
+/// A label value escaped for the text format (backslash, double quote, line feed).
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains(['\\', '"', '\n']) {
+        value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
+    } else {
+        value.into()
+    }
 }
 
 impl Metrics {
@@ -107,17 +154,6 @@ impl Metrics {
                 .buckets(RECONCILE_BUCKETS.to_vec()),
         )
         .expect("valid metric definition");
-        let server_state = IntGaugeVec::new(
-            Opts::new(
-                SERVER_STATE,
-                "MCPServer state: one series per server, labelled with its current state, value 1.",
-            ),
-            &["name", "namespace", "state"],
-        )
-        .expect("valid metric definition");
-        let server_tools =
-            IntGaugeVec::new(Opts::new(SERVER_TOOLS, "Tools an MCPServer exposes."), &["name", "namespace"])
-                .expect("valid metric definition");
         let server_health_failures = IntCounterVec::new(
             Opts::new(SERVER_HEALTH_FAILURES, "Failed MCP health checks of an MCPServer."),
             &["name", "namespace"],
@@ -140,8 +176,6 @@ impl Metrics {
         registry.register(Box::new(reconcile_total.clone())).expect("unique metric");
         registry.register(Box::new(reconcile_errors.clone())).expect("unique metric");
         registry.register(Box::new(reconcile_duration.clone())).expect("unique metric");
-        registry.register(Box::new(server_state.clone())).expect("unique metric");
-        registry.register(Box::new(server_tools.clone())).expect("unique metric");
         registry.register(Box::new(server_health_failures.clone())).expect("unique metric");
         registry.register(Box::new(watch_errors.clone())).expect("unique metric");
         registry.register(Box::new(watch_up.clone())).expect("unique metric");
@@ -154,11 +188,10 @@ impl Metrics {
             reconcile_total,
             reconcile_errors,
             reconcile_duration,
-            server_state,
-            server_tools,
             server_health_failures,
             watch_errors,
             watch_up,
+            renderers: Arc::default(),
         }
     }
 
@@ -167,16 +200,64 @@ impl Metrics {
         &self.registry
     }
 
+    /// Sets (or with `None` removes) the family `name` written at scrape time.
+    pub fn set_renderer(&self, name: &'static str, renderer: Option<Renderer>) {
+        let mut renderers = self.renderers.write().unwrap_or_else(|e| e.into_inner());
+        match renderer {
+            Some(renderer) => renderers.insert(name, renderer),
+            None => renderers.remove(name),
+        };
+    }
+
     /// All metrics in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        let mut text = String::from_utf8(out).unwrap_or_default();
+        let renderers: Vec<Renderer> =
+            self.renderers.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for renderer in renderers {
+            renderer(&mut text);
+        }
+        text
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_server_families_are_written_at_scrape_time_and_removed_with_their_renderer() {
+        let metrics = Metrics::new();
+        let renderer: Renderer = Arc::new(|out: &mut String| {
+            let servers = [
+                ServerSeries { name: "fetch", namespace: "tools", state: "Ready", tools: 3 },
+                ServerSeries { name: "odd\"name\\", namespace: "a\nb", state: "Cold", tools: 0 },
+            ];
+            write_server_series(out, &servers);
+        });
+        metrics.set_renderer("servers", Some(renderer));
+        let text = metrics.render();
+        assert!(text.contains(&format!("# TYPE {SERVER_STATE} gauge\n")), "{text}");
+        assert!(text.contains(r#"mcp_operator_provider_state{name="fetch",namespace="tools",state="Ready"} 1"#));
+        assert!(text.contains(r#"mcp_operator_provider_tools_count{name="fetch",namespace="tools"} 3"#));
+        assert!(text.contains(r#"mcp_operator_provider_state{name="odd\"name\\",namespace="a\nb",state="Cold"} 1"#));
+        assert_eq!(text.matches(&format!("# HELP {SERVER_TOOLS} ")).count(), 1);
+        metrics.set_renderer("servers", None);
+        assert!(!metrics.render().contains(SERVER_STATE));
+    }
+
+    #[test]
+    fn no_servers_write_no_family() {
+        let mut out = String::new();
+        write_server_series(&mut out, &[]);
+        assert!(out.is_empty());
     }
 }

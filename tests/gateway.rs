@@ -84,8 +84,8 @@ fn server(name: &str, endpoint: String, tools: Option<ToolsConfig>, breaker: Opt
         MCPServerSpec {
             mode: Some(ServerMode::Remote),
             endpoint: Some(endpoint),
-            tools,
-            circuit_breaker: breaker,
+            tools: tools.map(Box::new),
+            circuit_breaker: breaker.map(Box::new),
             ..Default::default()
         },
     );

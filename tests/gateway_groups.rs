@@ -320,8 +320,11 @@ async fn an_open_breaker_reaches_the_mcpservers_conditions() {
     let fake = fake_api::FakeApi::start().await;
     fake.register_operator_kinds();
     let mut gone = member("gone", refused_endpoint(), ServerState::Ready);
-    gone.spec.circuit_breaker =
-        Some(CircuitBreaker { enabled: Some(true), failure_threshold: Some(2), reset_timeout: Some("1h".into()) });
+    gone.spec.circuit_breaker = Some(Box::new(CircuitBreaker {
+        enabled: Some(true),
+        failure_threshold: Some(2),
+        reset_timeout: Some("1h".into()),
+    }));
     let path = format!("/apis/mcp-hangar.io/v1alpha1/namespaces/{NS}/mcpservers/gone");
     let mut stored = serde_json::to_value(&gone).unwrap();
     stored["status"] = json!({"state": "Ready", "conditions": [{"type": "Ready", "status": "True", "reason": "HealthCheckPassed",

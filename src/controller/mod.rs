@@ -55,7 +55,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::crd::MANAGER;
-use crate::crd::{MCPServer, ServerState};
+use crate::crd::MCPServer;
 use crate::mcp::McpClient;
 use crate::metrics::Metrics;
 use crate::policy::{Engine, demand};
@@ -164,7 +164,8 @@ impl Context {
         attempts.remove(&key);
     }
 
-    /// Forgets everything kept about a deleted server: its retries and its metric series.
+    /// Forgets everything kept about a deleted server: its retries and its health-check failures
+    /// series (its state and tools series leave the store with it).
     pub fn forget(&self, server: &MCPServer) {
         self.reset_retries(server);
         forget_server_metrics(&self.metrics, server);
@@ -204,34 +205,35 @@ fn clip(mut text: String, max: usize) -> String {
     text
 }
 
-/// Records a server's state and tools in the metrics.
-pub fn record_server_metrics(metrics: &Metrics, server: &MCPServer, state: ServerState, tools: i32) {
-    let name = server.name_any();
-    let namespace = server.namespace().unwrap_or_default();
-    // One series per server, for its current state: 10k servers are not 50k series.
-    for candidate in state::ALL_STATES.into_iter().filter(|c| *c != state) {
-        let _ = metrics.server_state.remove_label_values(&[
-            name.as_str(),
-            namespace.as_str(),
-            state::state_name(candidate),
-        ]);
-    }
-    metrics.server_state.with_label_values(&[name.as_str(), namespace.as_str(), state::state_name(state)]).set(1);
-    metrics.server_tools.with_label_values(&[name.as_str(), namespace.as_str()]).set(i64::from(tools));
+/// The name of the per-server families' renderer in [`Metrics`].
+const SERVER_SERIES: &str = "mcpservers";
+
+/// Writes the per-server state and tools series at scrape time from the MCPServer store: the
+/// state each server reports, one series each (10k servers are 20k series, none stored).
+fn server_series(servers: reflector::Store<MCPServer>) -> crate::metrics::Renderer {
+    Arc::new(move |out: &mut String| {
+        let mut all = servers.state();
+        all.sort_by(|a, b| (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name)));
+        let series: Vec<_> = all
+            .iter()
+            .filter_map(|server| {
+                let status = server.status.as_ref()?;
+                Some(crate::metrics::ServerSeries {
+                    name: server.metadata.name.as_deref()?,
+                    namespace: server.metadata.namespace.as_deref()?,
+                    state: state::state_name(status.state?),
+                    tools: i64::from(status.tools_count.unwrap_or(0)),
+                })
+            })
+            .collect();
+        crate::metrics::write_server_series(out, &series);
+    })
 }
 
-/// Removes every series of a deleted server.
+/// Removes the health-check failures series of a deleted server.
 fn forget_server_metrics(metrics: &Metrics, server: &MCPServer) {
     let name = server.name_any();
     let namespace = server.namespace().unwrap_or_default();
-    for candidate in state::ALL_STATES {
-        let _ = metrics.server_state.remove_label_values(&[
-            name.as_str(),
-            namespace.as_str(),
-            state::state_name(candidate),
-        ]);
-    }
-    let _ = metrics.server_tools.remove_label_values(&[name.as_str(), namespace.as_str()]);
     let _ = metrics.server_health_failures.remove_label_values(&[name.as_str(), namespace.as_str()]);
 }
 
@@ -366,6 +368,7 @@ pub async fn run(ctx: Arc<Context>, elector: Option<LeaderElector>, mut shutdown
             }
         };
         let (servers, writer) = reflector::store();
+        ctx.metrics.set_renderer(SERVER_SERIES, Some(server_series(servers.clone())));
         let (changed, changes) = mpsc::unbounded_channel();
         let feed = group::ServerFeed::shared(servers.clone(), changes);
         let controllers = async {
@@ -380,8 +383,7 @@ pub async fn run(ctx: Arc<Context>, elector: Option<LeaderElector>, mut shutdown
             () = controllers => {}
             _ = changed_to(&mut lost, false) => tracing::warn!("leadership lost: reconciles stopped"),
         }
-        ctx.metrics.server_state.reset();
-        ctx.metrics.server_tools.reset();
+        ctx.metrics.set_renderer(SERVER_SERIES, None);
         if *shutdown.borrow() {
             break;
         }

@@ -218,7 +218,7 @@ async fn reconcile_server(server: &MCPServer, ctx: &Context, observed: &Observed
         settings: &settings,
         workload,
         check,
-        tools: &ToolPolicy::of(defaulted.spec.tools.as_ref()),
+        tools: &ToolPolicy::of(defaulted.spec.tools.as_deref()),
         url,
         gateway_url: ctx
             .config
@@ -320,7 +320,7 @@ async fn run_check(
     }
 }
 
-/// Writes the status if it changed, an event if the state changed, and the metrics.
+/// Writes the status if it changed, and an event if the state changed.
 async fn publish(
     ctx: &Context,
     server: &MCPServer,
@@ -335,15 +335,14 @@ async fn publish(
             .await
             .map_err(|source| ReconcileError::Kube { action: "writing status", source })?;
     }
-    if let Some(state) = status.state {
-        if previous.state != Some(state) {
-            let from = previous.state.map(state::state_name).unwrap_or("None");
-            let note = format!("{from} → {}: {}", state::state_name(state), evaluation.message);
-            let warning = matches!(state, ServerState::Degraded | ServerState::Dead);
-            let type_ = if warning { EventType::Warning } else { EventType::Normal };
-            ctx.publish(&server.object_ref(&()), None, type_, evaluation.reason, "StateChange", note).await;
-        }
-        super::record_server_metrics(&ctx.metrics, server, state, status.tools_count.unwrap_or(0));
+    if let Some(state) = status.state
+        && previous.state != Some(state)
+    {
+        let from = previous.state.map(state::state_name).unwrap_or("None");
+        let note = format!("{from} → {}: {}", state::state_name(state), evaluation.message);
+        let warning = matches!(state, ServerState::Degraded | ServerState::Dead);
+        let type_ = if warning { EventType::Warning } else { EventType::Normal };
+        ctx.publish(&server.object_ref(&()), None, type_, evaluation.reason, "StateChange", note).await;
     }
     Ok(())
 }
@@ -523,8 +522,10 @@ mod tests {
         privileged.spec.mode = Some(ServerMode::Container);
         privileged.spec.endpoint = None;
         privileged.spec.image = Some("a/b:1".into());
-        privileged.spec.security_context =
-            Some(k8s_openapi::api::core::v1::SecurityContext { privileged: Some(true), ..Default::default() });
+        privileged.spec.security_context = Some(Box::new(k8s_openapi::api::core::v1::SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        }));
         assert!(engine.review_server(&privileged).is_err());
     }
 

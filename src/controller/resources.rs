@@ -534,7 +534,7 @@ fn deployment(
         image: Some(image),
         args: spec.args.clone(),
         env: spec.env.clone(),
-        resources: spec.resources.clone(),
+        resources: spec.resources.as_deref().cloned(),
         volume_mounts: spec.volume_mounts.clone(),
         ports: Some(vec![ContainerPort {
             name: Some(CONTAINER_NAME.into()),
@@ -542,7 +542,7 @@ fn deployment(
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        security_context: spec.security_context.clone(),
+        security_context: spec.security_context.as_deref().cloned(),
         startup_probe: Some(tcp_probe(
             STARTUP_PROBE_PERIOD_SECONDS,
             startup_attempts(Settings::of(spec).startup_timeout),

@@ -350,7 +350,7 @@ pub fn evaluate(observation: Observation<'_>) -> Evaluation {
             status.server_info = report
                 .server_info
                 .as_ref()
-                .map(|info| ServerInfo { name: info.name.clone(), version: info.version.clone() });
+                .map(|info| Box::new(ServerInfo { name: info.name.clone(), version: info.version.clone() }));
             status.tools_count = Some(i32::try_from(exposed.len()).unwrap_or(i32::MAX));
             status.tools = exposed;
             status.consecutive_failures = Some(0);
@@ -603,17 +603,17 @@ mod tests {
 
     fn settings() -> Settings {
         Settings::of(&MCPServerSpec {
-            health_check: Some(HealthCheck {
+            health_check: Some(Box::new(HealthCheck {
                 enabled: Some(true),
                 interval: Some("10s".into()),
                 timeout: Some("2s".into()),
                 failure_threshold: Some(2),
-            }),
-            circuit_breaker: Some(CircuitBreaker {
+            })),
+            circuit_breaker: Some(Box::new(CircuitBreaker {
                 enabled: Some(true),
                 failure_threshold: Some(3),
                 reset_timeout: Some("30s".into()),
-            }),
+            })),
             startup_timeout: Some("60s".into()),
             ..MCPServerSpec::default()
         })

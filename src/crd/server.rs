@@ -68,10 +68,10 @@ pub struct MCPServerSpec {
     pub startup_timeout: Option<String>,
     /// MCP health checks (`initialize` + `tools/list`). Enabled by default.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub health_check: Option<HealthCheck>,
+    pub health_check: Option<Box<HealthCheck>>,
     /// CPU and memory requests and limits of the server container.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceRequirements>,
+    pub resources: Option<Box<ResourceRequirements>>,
     /// Environment variables. Secrets must come from `valueFrom.secretKeyRef`, never a literal value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<EnvVar>>,
@@ -83,7 +83,7 @@ pub struct MCPServerSpec {
     pub volume_mounts: Option<Vec<VolumeMount>>,
     /// Overrides of the secure container defaults; only runAsUser (>= 1), runAsGroup and readOnlyRootFilesystem may be relaxed.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub security_context: Option<SecurityContext>,
+    pub security_context: Option<Box<SecurityContext>>,
     /// ServiceAccount the server pod runs as; the operator creates one per server when empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
@@ -95,10 +95,10 @@ pub struct MCPServerSpec {
     pub tolerations: Option<Vec<Toleration>>,
     /// Which tools are exposed, and how often they may be called.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tools: Option<ToolsConfig>,
+    pub tools: Option<Box<ToolsConfig>>,
     /// Stops calling a failing server for a while. Enabled by default.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub circuit_breaker: Option<CircuitBreaker>,
+    pub circuit_breaker: Option<Box<CircuitBreaker>>,
     /// MCP transport the server speaks: stdio, streamable-http or sse. Defaults to streamable-http.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transport: Option<Transport>,
@@ -111,7 +111,7 @@ pub struct MCPServerSpec {
     pub args: Option<Vec<String>>,
     /// The permission profile limiting what the server pod may do. Defaults to the builtin `none` profile.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub permission_profile: Option<PermissionProfileRef>,
+    pub permission_profile: Option<Box<PermissionProfileRef>>,
 }
 
 /// How an MCP server is run.
@@ -278,7 +278,7 @@ pub struct MCPServerStatus {
     pub protocol_version: Option<String>,
     /// Who the server said it is in the last passed health check (`serverInfo`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub server_info: Option<ServerInfo>,
+    pub server_info: Option<Box<ServerInfo>>,
     /// When the server last started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_started_at: Option<Time>,

@@ -453,10 +453,8 @@ mod tests {
             MCPServerSpec {
                 mode: Some(ServerMode::Remote),
                 endpoint: Some("http://127.0.0.1:1/mcp".into()),
-                permission_profile: profile.map(|p| crate::crd::PermissionProfileRef {
-                    source: None,
-                    name: Some(p.into()),
-                    key: None,
+                permission_profile: profile.map(|p| {
+                    Box::new(crate::crd::PermissionProfileRef { source: None, name: Some(p.into()), key: None })
                 }),
                 ..Default::default()
             },

@@ -384,7 +384,7 @@ pub fn upstream(server: &MCPServer) -> Result<Upstream, RouteError> {
         reset_timeout: settings.reset_timeout,
     });
     let standing = Standing::Warm;
-    Ok(Upstream { member, namespace, name, url, tools: ToolPolicy::of(spec.tools.as_ref()), rate, breaker, standing })
+    Ok(Upstream { member, namespace, name, url, tools: ToolPolicy::of(spec.tools.as_deref()), rate, breaker, standing })
 }
 
 /// The upstreams a route reaches: the server itself, or the group's members by name with
@@ -441,11 +441,11 @@ mod tests {
             MCPServerSpec {
                 mode: Some(ServerMode::Container),
                 port: Some(3000),
-                tools: Some(ToolsConfig {
+                tools: Some(Box::new(ToolsConfig {
                     allow_list: Some(vec!["a".into(), "c".into()]),
                     deny_list: Some(vec!["c".into()]),
                     rate_limit: Some(RateLimit { requests_per_minute: Some(60), burst_size: None }),
-                }),
+                })),
                 ..Default::default()
             },
         );
@@ -459,7 +459,7 @@ mod tests {
             MCPServerSpec {
                 mode: Some(ServerMode::Remote),
                 endpoint: Some("https://mcp.example.com/v1/mcp".into()),
-                circuit_breaker: Some(CircuitBreaker { enabled: Some(false), ..Default::default() }),
+                circuit_breaker: Some(Box::new(CircuitBreaker { enabled: Some(false), ..Default::default() })),
                 ..Default::default()
             },
         );

@@ -379,7 +379,10 @@ mod tests {
     #[test]
     fn typed_settings_use_the_same_defaults() {
         let spec = |interval: &str| MCPServerSpec {
-            health_check: Some(crate::crd::HealthCheck { interval: Some(interval.into()), ..Default::default() }),
+            health_check: Some(Box::new(crate::crd::HealthCheck {
+                interval: Some(interval.into()),
+                ..Default::default()
+            })),
             ..Default::default()
         };
         assert_eq!(Settings::of(&spec("15s")).timeout, Duration::from_secs(10));

@@ -454,7 +454,7 @@ mod tests {
     use crate::crd::PermissionProfileRef;
 
     fn server(profile: Option<PermissionProfileRef>) -> MCPServerSpec {
-        MCPServerSpec { permission_profile: profile, ..MCPServerSpec::default() }
+        MCPServerSpec { permission_profile: profile.map(Box::new), ..MCPServerSpec::default() }
     }
 
     fn reference(source: ProfileSource, name: Option<&str>, key: Option<&str>) -> Option<PermissionProfileRef> {
