@@ -34,6 +34,8 @@ entrypoint=$(podman image inspect --format '{{json .Config.Entrypoint}}' "$image
 [[ "$user" =~ ^[0-9]+(:[0-9]+)?$ ]] || fail "USER '$user' is not numeric"
 [ "${user%%:*}" != 0 ] || fail "USER is root"
 [ "$entrypoint" = '["/usr/local/bin/mcp-hangar"]' ] || fail "ENTRYPOINT is $entrypoint"
+env=$(podman image inspect --format '{{json .Config.Env}}' "$image")
+[[ "$env" == *'"MIMALLOC_ARENA_EAGER_COMMIT=0"'* ]] || fail "ENV lacks MIMALLOC_ARENA_EAGER_COMMIT=0: $env"
 
 root=$(mktemp -d)
 chmod 755 "$root"

@@ -2,7 +2,8 @@
 //! measured is the controller's alone).
 //!
 //! `cargo run --release --example controller_scale -- SERVERS [DISCOVERED] [GROUPS] [IDLE_SECS]`
-//! (`CONCURRENCY=N` in the environment overrides the controllers' concurrency)
+//! (`CONCURRENCY=N` in the environment overrides the controllers' concurrency; set
+//! `MIMALLOC_ARENA_EAGER_COMMIT=0`, as the image does, to measure the shipped memory)
 //!
 //! The child seeds SERVERS MCPServers (container mode, `replicas: 0`, so no health check and no
 //! timer moves them after they settle), GROUPS groups splitting them by label, and one
@@ -20,6 +21,7 @@
 #[path = "../tests/support/fake_api.rs"]
 mod fake_api;
 
+use std::alloc::GlobalAlloc;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -31,24 +33,32 @@ use serde_json::json;
 
 const NS: &str = "scale";
 
-/// The system allocator, counting the bytes live and their peak: the heap the controllers
-/// hold, apart from what the allocator keeps and the code pages.
+/// The shipped binary's allocator (mimalloc, `src/main.rs`), counting the bytes live and their
+/// peak: the heap the controllers hold, apart from what the allocator keeps and the code pages.
 struct Counting;
 
 static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-unsafe impl std::alloc::GlobalAlloc for Counting {
+unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         use std::sync::atomic::Ordering::Relaxed;
         let live = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
         PEAK.fetch_max(live, Relaxed);
-        unsafe { std::alloc::System.alloc(layout) }
+        unsafe { mimalloc::MiMalloc.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
+        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        use std::sync::atomic::Ordering::Relaxed;
+        let live = LIVE.fetch_add(new_size, Relaxed) + new_size;
+        PEAK.fetch_max(live, Relaxed);
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
     }
 }
 
