@@ -8,7 +8,8 @@
 //! namespace it changed after storing the change (one copy of 10k servers, not two); on its own,
 //! a watch of its own. A reconcile reads no API and writes status only when it changed.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -22,7 +23,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use super::reconcile::ReconcileError;
 use super::resources::{FIELD_MANAGER, Route, gateway_url};
@@ -59,6 +60,58 @@ pub struct GroupContext {
 /// A change of the MCPServers: in one namespace, or (after a relist) anywhere.
 pub type ServerChange = Option<String>;
 
+/// The MCPServer changes the MCPServer controller reports and the group controller has not
+/// taken yet, coalesced: one entry per namespace however many events come.
+#[derive(Default)]
+pub struct ServerChanges {
+    pending: Mutex<Pending>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    namespaces: BTreeSet<String>,
+    /// A relist ended: every group may be concerned, and the store is listed.
+    relisted: bool,
+}
+
+impl ServerChanges {
+    /// Notes a change and wakes the taker.
+    pub fn report(&self, change: ServerChange) {
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match change {
+                Some(namespace) => {
+                    pending.namespaces.insert(namespace);
+                }
+                None => pending.relisted = true,
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// Everything pending, emptied: a relist stands for every namespace.
+    fn take(&self) -> Vec<ServerChange> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let Pending { namespaces, relisted } = std::mem::take(&mut *pending);
+        if relisted { vec![None] } else { namespaces.into_iter().map(Some).collect() }
+    }
+
+    /// The changes as they come, each pending change once.
+    fn stream(self: Arc<Self>) -> impl Stream<Item = ServerChange> + Send {
+        futures::stream::unfold(self, |changes| async move {
+            loop {
+                let batch = changes.take();
+                if !batch.is_empty() {
+                    return Some((futures::stream::iter(batch), changes));
+                }
+                changes.notify.notified().await;
+            }
+        })
+        .flatten()
+    }
+}
+
 /// The MCPServers the group controller reads, and the changes that wake it.
 ///
 /// The store counts as listed once a list's end (`None`) has come through the changes: not
@@ -70,9 +123,8 @@ pub struct ServerFeed {
 
 impl ServerFeed {
     /// The MCPServer controller's store and the changes it reports after storing them.
-    pub fn shared(servers: Store<MCPServer>, mut changes: mpsc::UnboundedReceiver<ServerChange>) -> ServerFeed {
-        let changes = futures::stream::poll_fn(move |cx| changes.poll_recv(cx)).boxed();
-        ServerFeed { servers, changes }
+    pub fn shared(servers: Store<MCPServer>, changes: Arc<ServerChanges>) -> ServerFeed {
+        ServerFeed { servers, changes: changes.stream().boxed() }
     }
 
     /// The store and the changes, marking `listed` at the end of every list.
@@ -272,6 +324,26 @@ async fn announce(
 mod tests {
     use super::*;
     use crate::policy::membership::Member;
+
+    #[tokio::test]
+    async fn server_changes_are_coalesced_per_namespace_and_a_relist_stands_for_all() {
+        let changes = Arc::new(ServerChanges::default());
+        for _ in 0..1000 {
+            changes.report(Some("b".into()));
+            changes.report(Some("a".into()));
+        }
+        let mut stream = changes.clone().stream().boxed();
+        assert_eq!(stream.next().await, Some(Some("a".into())));
+        assert_eq!(stream.next().await, Some(Some("b".into())));
+        changes.report(Some("a".into()));
+        changes.report(None);
+        assert_eq!(stream.next().await, Some(None), "a relist covers the namespace reported with it");
+        let waiting = tokio::spawn(async move { stream.next().await });
+        tokio::task::yield_now().await;
+        changes.report(Some("c".into()));
+        let woken = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert_eq!(woken.expect("woken by a report").unwrap(), Some(Some("c".into())));
+    }
 
     fn view(states: &[bool], percentage: i32) -> Result<MemberView, MembershipError> {
         let members = states

@@ -52,7 +52,7 @@ use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::crd::MANAGER;
 use crate::crd::MCPServer;
@@ -250,7 +250,7 @@ fn forget_server_metrics(metrics: &Metrics, server: &MCPServer) {
 pub async fn run_controller(
     ctx: Arc<Context>,
     (reader, writer): (reflector::Store<MCPServer>, reflector::store::Writer<MCPServer>),
-    changed: mpsc::UnboundedSender<group::ServerChange>,
+    changed: Arc<group::ServerChanges>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
@@ -267,8 +267,7 @@ pub async fn run_controller(
     .reflect(writer)
     .inspect_ok(move |event| {
         if let Some(change) = group::change_of(event) {
-            // The group controller stops with this one: a closed channel is no error.
-            let _ = changed.send(change);
+            changed.report(change);
         }
         if let watcher::Event::Delete(server) = event {
             deleted.ctx.forget(server);
@@ -369,8 +368,8 @@ pub async fn run(ctx: Arc<Context>, elector: Option<LeaderElector>, mut shutdown
         };
         let (servers, writer) = reflector::store();
         ctx.metrics.set_renderer(SERVER_SERIES, Some(server_series(servers.clone())));
-        let (changed, changes) = mpsc::unbounded_channel();
-        let feed = group::ServerFeed::shared(servers.clone(), changes);
+        let changed = Arc::new(group::ServerChanges::default());
+        let feed = group::ServerFeed::shared(servers.clone(), changed.clone());
         let controllers = async {
             tokio::join!(
                 run_controller(ctx.clone(), (servers, writer), changed, stop()),
