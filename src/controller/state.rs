@@ -193,10 +193,6 @@ pub fn state_name(state: ServerState) -> &'static str {
     }
 }
 
-/// Every state, in lifecycle order.
-pub const ALL_STATES: [ServerState; 5] =
-    [ServerState::Cold, ServerState::Initializing, ServerState::Ready, ServerState::Degraded, ServerState::Dead];
-
 fn after(t: Timestamp, d: Duration) -> Timestamp {
     t.saturating_add(d).unwrap_or(Timestamp::MAX)
 }
