@@ -2,8 +2,9 @@
 //! measured is the controller's alone).
 //!
 //! `cargo run --release --example controller_scale -- SERVERS [DISCOVERED] [GROUPS] [IDLE_SECS]`
-//! (`CONCURRENCY=N` in the environment overrides the controllers' concurrency; set
-//! `MIMALLOC_ARENA_EAGER_COMMIT=0`, as the image does, to measure the shipped memory)
+//! (`CONCURRENCY=N` in the environment overrides the controllers' concurrency, `RESYNC_SECS=N`
+//! their resync period; set `MIMALLOC_ARENA_EAGER_COMMIT=0`, as the image does, to measure the
+//! shipped memory)
 //!
 //! The child seeds SERVERS MCPServers (container mode, `replicas: 0`, so no health check and no
 //! timer moves them after they settle), GROUPS groups splitting them by label, and one
@@ -324,9 +325,11 @@ async fn controllers() {
     let defaults = mcp_hangar::controller::ControllerConfig::default();
     let concurrency = std::env::var("CONCURRENCY").ok().and_then(|c| c.parse().ok()).unwrap_or(defaults.concurrency);
     println!("CONTROLLER concurrency={concurrency}");
+    let resync = std::env::var("RESYNC_SECS").ok().and_then(|s| s.parse().ok()).map(Duration::from_secs);
     let config = mcp_hangar::controller::ControllerConfig {
         gateway_url: Some("http://mcp-hangar-gateway.mcp-hangar.svc".into()),
         concurrency,
+        resync: resync.unwrap_or(defaults.resync),
         ..defaults
     };
     let ctx = Arc::new(mcp_hangar::controller::Context::new(
@@ -359,8 +362,9 @@ async fn controllers() {
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
     let reconciles = metrics.reconcile_total.with_label_values(&["success"]).get();
     let seconds = metrics.reconcile_duration.get_sample_sum();
+    let (_, peak) = heap_mib();
     println!(
-        "CONTROLLER peak_rss_mib={:.1} cpu_seconds={:.1} server_reconciles={reconciles} reconcile_seconds_sum={seconds:.1}",
+        "CONTROLLER peak_rss_mib={:.1} heap_peak_mib={peak:.1} cpu_seconds={:.1} server_reconciles={reconciles} reconcile_seconds_sum={seconds:.1}",
         peak_rss_mib(),
         cpu_seconds()
     );
