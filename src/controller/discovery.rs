@@ -32,7 +32,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::core::{ApiResource, DynamicObject, PartialObjectMeta, Selector};
+use kube::core::{ApiResource, DynamicObject, PartialObjectMeta, PartialObjectMetaExt, Selector};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -378,15 +378,19 @@ async fn read_namespaces(
         .collect()))
 }
 
+/// What a sync reads of a server: its metadata (who manages it, the hash of its definition, its
+/// uid for a delete). A sync lists the source's servers, and 1,000 whole servers are megabytes.
+type Managed = PartialObjectMeta<MCPServer>;
+
 /// The servers the source manages now, by namespace and name.
 async fn list_managed(
     ctx: &Context,
     source: &MCPDiscoverySource,
-) -> Result<BTreeMap<ServerKey, MCPServer>, ReconcileError> {
+) -> Result<BTreeMap<ServerKey, Managed>, ReconcileError> {
     let id = discovered::source_id(source);
     let label = format!("{DISCOVERY_SOURCE_LABEL}={}", discovered::source_label(source));
     let servers = Api::<MCPServer>::all(ctx.client.clone())
-        .list(&ListParams::default().labels(&label))
+        .list_metadata(&ListParams::default().labels(&label))
         .await
         .map_err(kube_error("listing discovered servers"))?;
     Ok(servers
@@ -401,7 +405,7 @@ async fn list_managed(
 struct EntryOutcome {
     key: ServerKey,
     /// The server as it now stands, when the source manages it.
-    server: Option<MCPServer>,
+    server: Option<Managed>,
     /// Why the entry was skipped.
     error: Option<EntryError>,
     /// Template fields ignored, with the server's mode.
@@ -411,7 +415,7 @@ struct EntryOutcome {
 }
 
 impl Outcome {
-    fn record(&mut self, outcome: EntryOutcome, managed: &mut BTreeMap<ServerKey, MCPServer>) {
+    fn record(&mut self, outcome: EntryOutcome, managed: &mut BTreeMap<ServerKey, Managed>) {
         if let Some((mode, fields)) = outcome.ignored {
             self.ignored.entry(mode).or_default().extend(fields);
         }
@@ -431,7 +435,7 @@ async fn sync_entry(
     ctx: &Context,
     source: &MCPDiscoverySource,
     entry: Entry,
-    managed: Option<MCPServer>,
+    managed: Option<Managed>,
 ) -> Result<EntryOutcome, ReconcileError> {
     let key = entry.key.clone();
     let desired = discovered::desired(source, &entry);
@@ -444,7 +448,7 @@ async fn sync_entry(
     let api: Api<MCPServer> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let existing = match managed {
         Some(server) => Some(server),
-        None => match api.get_opt(&key.name).await.map_err(kube_error("reading a discovered server"))? {
+        None => match api.get_metadata_opt(&key.name).await.map_err(kube_error("reading a discovered server"))? {
             Some(other) if !discovered::is_managed_by(other.annotations(), &discovered::source_id(source)) => {
                 outcome.error = skipped(format!(
                     "an MCPServer {key} exists that this source did not create: the entry is skipped (rename one of them)"
@@ -474,20 +478,21 @@ async fn sync_entry(
             };
             let servers: Api<DynamicObject> =
                 Api::namespaced_with(ctx.client.clone(), &key.namespace, &ApiResource::erase::<MCPServer>(&()));
-            servers.create(&params, &object).await.map(|created| created.try_parse::<MCPServer>().ok())
+            servers.create(&params, &object).await.map(|created| created.metadata)
         }
         Some(_) => api
             .patch(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired.object))
             .await
-            .map(Some),
+            .map(|server| server.metadata),
     };
     match result {
-        Ok(server) => {
+        Ok(metadata) => {
+            let server = metadata.into_request_partial::<MCPServer>();
             let (verb, reason) = if existing.is_none() { ("created", "Created") } else { ("updated", "Updated") };
             tracing::info!(source = %source.name_any(), server = %key, "discovered server {verb}");
             let note = format!("MCPServer {key} {verb}");
-            announce(ctx, source, server.as_ref(), EventType::Normal, reason, note).await;
-            outcome.server = server;
+            announce(ctx, source, Some(&server), EventType::Normal, reason, note).await;
+            outcome.server = Some(server);
             outcome.changed = true;
             Ok(outcome)
         }
@@ -509,7 +514,7 @@ async fn delete_server(
     ctx: &Context,
     source: &MCPDiscoverySource,
     key: &ServerKey,
-    server: &MCPServer,
+    server: &Managed,
 ) -> Result<(), ReconcileError> {
     let api: Api<MCPServer> = Api::namespaced(ctx.client.clone(), &key.namespace);
     let params = DeleteParams {
@@ -615,7 +620,7 @@ fn source_status(
 async fn announce(
     ctx: &Context,
     source: &MCPDiscoverySource,
-    server: Option<&MCPServer>,
+    server: Option<&Managed>,
     type_: EventType,
     reason: &str,
     note: String,
