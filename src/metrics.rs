@@ -1,6 +1,5 @@
 //! Prometheus metrics: one registry for the whole process, names in one place.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
 
@@ -23,7 +22,7 @@ pub const RECONCILE_TOTAL: &str = "mcp_operator_reconcile_total";
 pub const RECONCILE_ERRORS: &str = "mcp_operator_reconcile_errors_total";
 /// Time one MCPServer reconcile takes.
 pub const RECONCILE_DURATION: &str = "mcp_operator_reconcile_duration_seconds";
-/// 1 for the current state of each MCPServer, 0 for the others.
+/// One series per MCPServer, labelled with its current state, value 1.
 pub const SERVER_STATE: &str = "mcp_operator_provider_state";
 /// Tools each MCPServer exposes.
 pub const SERVER_TOOLS: &str = "mcp_operator_provider_tools_count";
@@ -64,8 +63,8 @@ pub struct Metrics {
     pub watch_errors: IntCounterVec,
     /// `mcp_hangar_watch_up{resource}`
     pub watch_up: IntGaugeVec,
-    /// Families written at scrape time from state their module already keeps, by name.
-    renderers: Arc<RwLock<BTreeMap<&'static str, Renderer>>>,
+    /// The per-server families, written at scrape time (set while the controller leads).
+    server_series: Arc<RwLock<Option<Renderer>>>,
 }
 
 /// Writes series in the text format at scrape time, from state a module already keeps: the
@@ -191,7 +190,7 @@ impl Metrics {
             server_health_failures,
             watch_errors,
             watch_up,
-            renderers: Arc::default(),
+            server_series: Arc::default(),
         }
     }
 
@@ -200,13 +199,9 @@ impl Metrics {
         &self.registry
     }
 
-    /// Sets (or with `None` removes) the family `name` written at scrape time.
-    pub fn set_renderer(&self, name: &'static str, renderer: Option<Renderer>) {
-        let mut renderers = self.renderers.write().unwrap_or_else(|e| e.into_inner());
-        match renderer {
-            Some(renderer) => renderers.insert(name, renderer),
-            None => renderers.remove(name),
-        };
+    /// Sets (or with `None` removes) what writes the per-server families at scrape time.
+    pub fn set_server_series(&self, renderer: Option<Renderer>) {
+        *self.server_series.write().unwrap_or_else(|e| e.into_inner()) = renderer;
     }
 
     /// All metrics in the Prometheus text format.
@@ -214,9 +209,8 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         let mut text = String::from_utf8(out).unwrap_or_default();
-        let renderers: Vec<Renderer> =
-            self.renderers.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
-        for renderer in renderers {
+        let server_series = self.server_series.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(renderer) = server_series {
             renderer(&mut text);
         }
         text
@@ -243,14 +237,14 @@ mod tests {
             ];
             write_server_series(out, &servers);
         });
-        metrics.set_renderer("servers", Some(renderer));
+        metrics.set_server_series(Some(renderer));
         let text = metrics.render();
         assert!(text.contains(&format!("# TYPE {SERVER_STATE} gauge\n")), "{text}");
         assert!(text.contains(r#"mcp_operator_provider_state{name="fetch",namespace="tools",state="Ready"} 1"#));
         assert!(text.contains(r#"mcp_operator_provider_tools_count{name="fetch",namespace="tools"} 3"#));
         assert!(text.contains(r#"mcp_operator_provider_state{name="odd\"name\\",namespace="a\nb",state="Cold"} 1"#));
         assert_eq!(text.matches(&format!("# HELP {SERVER_TOOLS} ")).count(), 1);
-        metrics.set_renderer("servers", None);
+        metrics.set_server_series(None);
         assert!(!metrics.render().contains(SERVER_STATE));
     }
 

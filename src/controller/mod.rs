@@ -205,9 +205,6 @@ fn clip(mut text: String, max: usize) -> String {
     text
 }
 
-/// The name of the per-server families' renderer in [`Metrics`].
-const SERVER_SERIES: &str = "mcpservers";
-
 /// Writes the per-server state and tools series at scrape time from the MCPServer store: the
 /// state each server reports, one series each (10k servers are 20k series, none stored).
 fn server_series(servers: reflector::Store<MCPServer>) -> crate::metrics::Renderer {
@@ -367,7 +364,7 @@ pub async fn run(ctx: Arc<Context>, elector: Option<LeaderElector>, mut shutdown
             }
         };
         let (servers, writer) = reflector::store();
-        ctx.metrics.set_renderer(SERVER_SERIES, Some(server_series(servers.clone())));
+        ctx.metrics.set_server_series(Some(server_series(servers.clone())));
         let changed = Arc::new(group::ServerChanges::default());
         let feed = group::ServerFeed::shared(servers.clone(), changed.clone());
         let controllers = async {
@@ -382,7 +379,7 @@ pub async fn run(ctx: Arc<Context>, elector: Option<LeaderElector>, mut shutdown
             () = controllers => {}
             _ = changed_to(&mut lost, false) => tracing::warn!("leadership lost: reconciles stopped"),
         }
-        ctx.metrics.set_renderer(SERVER_SERIES, None);
+        ctx.metrics.set_server_series(None);
         if *shutdown.borrow() {
             break;
         }
