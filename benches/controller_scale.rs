@@ -251,6 +251,9 @@ async fn fake(args: Args) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (object_writes, event_writes) = writes(&fake);
     println!("FAKE cpu_seconds_converging={fake_cpu:.1}");
+    if std::env::var_os("DUMP").is_some() {
+        println!("DUMP {}", fake.list(&format!("{API}/namespaces/{NS}/mcpservers"))[0]);
+    }
     println!(
         "CONVERGED servers={total} groups={} discovered={} seconds={:.2} write_requests={object_writes} event_writes={event_writes} by_kind={:?}",
         args.groups,
@@ -279,15 +282,20 @@ fn cpu_seconds() -> f64 {
     ticks / 100.0
 }
 
-/// Peak resident set size of this process, from /proc.
-fn peak_rss_mib() -> f64 {
+/// A field of this process's /proc status, in MiB.
+fn status_mib(field: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib: f64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0.0);
     kib / 1024.0
+}
+
+/// Peak resident set size of this process.
+fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM")
 }
 
 async fn controllers() {
@@ -349,9 +357,11 @@ async fn controllers() {
             if line.starts_with("CONVERGED") {
                 let (live, peak) = heap_mib();
                 println!(
-                    "CONTROLLER cpu_seconds_at_convergence={:.1} rss_mib_at_convergence={:.1} heap_live_mib={live:.1} heap_peak_mib={peak:.1}",
+                    "CONTROLLER cpu_seconds_at_convergence={:.1} rss_mib_at_convergence={:.1} heap_live_mib={live:.1} heap_peak_mib={peak:.1} rss_anon_mib={:.1} rss_file_mib={:.1}",
                     cpu_seconds(),
-                    peak_rss_mib()
+                    peak_rss_mib(),
+                    status_mib("RssAnon"),
+                    status_mib("RssFile")
                 );
             }
         }

@@ -4,9 +4,9 @@
 //! Membership and health come from [`crate::policy::membership`], the definition the gateway
 //! routes by. Groups are reconciled on spec changes and whenever an MCPServer of their
 //! namespace changes (labels, state, creation, deletion). The MCPServers are read from a
-//! [`ServerFeed`]: in the operator, the MCPServer controller's own store, which reports each
-//! namespace it changed after storing the change (one copy of 10k servers, not two); on its own,
-//! a watch of its own. A reconcile reads no API and writes status only when it changed.
+//! [`ServerFeed`]: the MCPServer controller's own store, which reports each namespace it changed
+//! after storing the change (one copy of 10k servers, not two). A reconcile reads no API and
+//! writes status only when it changed.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,7 @@ use tokio::sync::{Notify, watch};
 
 use super::reconcile::ReconcileError;
 use super::resources::{FIELD_MANAGER, Route, gateway_url};
+use super::servers::Servers;
 use super::state::{CONDITION_DEGRADED, CONDITION_READY};
 use super::{Context, watches};
 use crate::crd::{API_VERSION, GroupMemberStatus, MCPServer, MCPServerGroup, MCPServerGroupStatus};
@@ -52,7 +53,7 @@ pub mod reason {
 /// What the group reconciles share.
 pub struct GroupContext {
     ctx: Arc<Context>,
-    servers: Store<MCPServer>,
+    servers: Arc<Servers>,
     /// True once the servers have been listed.
     listed: watch::Receiver<bool>,
 }
@@ -117,18 +118,18 @@ impl ServerChanges {
 /// The store counts as listed once a list's end (`None`) has come through the changes: not
 /// `Store::wait_until_ready`, which wakes only one of several waiting reconciles.
 pub struct ServerFeed {
-    servers: Store<MCPServer>,
+    servers: Arc<Servers>,
     changes: BoxStream<'static, ServerChange>,
 }
 
 impl ServerFeed {
     /// The MCPServer controller's store and the changes it reports after storing them.
-    pub fn shared(servers: Store<MCPServer>, changes: Arc<ServerChanges>) -> ServerFeed {
+    pub fn shared(servers: Arc<Servers>, changes: Arc<ServerChanges>) -> ServerFeed {
         ServerFeed { servers, changes: changes.stream().boxed() }
     }
 
     /// The store and the changes, marking `listed` at the end of every list.
-    fn split(self, listed: watch::Sender<bool>) -> (Store<MCPServer>, impl Stream<Item = ServerChange> + Send) {
+    fn split(self, listed: watch::Sender<bool>) -> (Arc<Servers>, impl Stream<Item = ServerChange> + Send) {
         let changes = self.changes.inspect(move |change| {
             if change.is_none() {
                 listed.send_replace(true);
@@ -139,12 +140,17 @@ impl ServerFeed {
 
     /// A watch of its own, for the group controller running alone.
     pub fn watch(ctx: &Context) -> ServerFeed {
-        let (servers, writer) = reflector::store();
+        let servers = Arc::new(Servers::default());
+        let store = servers.clone();
         let watch = watcher(Api::<MCPServer>::all(ctx.client.clone()), watcher::Config::default());
         let changes = watches::recovering(watch, "mcpservers", ctx.metrics.clone())
             .modify(super::observed::strip)
-            .reflect(writer)
-            .filter_map(|event| async move { event.ok().and_then(|event| change_of(&event)) })
+            .filter_map(move |event| {
+                std::future::ready(event.ok().and_then(|event| {
+                    store.apply(&event);
+                    change_of(&event)
+                }))
+            })
             .boxed();
         ServerFeed { servers, changes }
     }
@@ -203,8 +209,9 @@ async fn reconcile(group: Arc<MCPServerGroup>, gctx: Arc<GroupContext>) -> Resul
     if gctx.listed.clone().wait_for(|listed| *listed).await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let servers = gctx.servers.state();
-    let view = membership::members(&group, servers.iter().map(AsRef::as_ref));
+    let view = gctx.servers.scan_namespace(&namespace, |servers| {
+        membership::members(&group, servers.map(|(key, kept)| kept.candidate(key)))
+    });
     let previous = group.status.clone().unwrap_or_default();
     let url = gctx
         .ctx

@@ -10,9 +10,10 @@
 //! - [`watches`] keeps each watch recovering on its own (410 Gone, apiserver restarts);
 //! - [`observed`] holds the children as watched and what was last applied to them;
 //! - [`group`] reports MCPServerGroup membership and health, [`discovery`] creates and prunes
-//!   the MCPServers an MCPDiscoverySource lists; the leader runs them beside the server controller.
+//!   the MCPServers an MCPDiscoverySource lists; the leader runs them beside the server controller;
+//! - [`servers`] keeps the MCPServers compactly, [`queue`] decides which to reconcile when.
 //!
-//! [`run`] drives a `kube::runtime::Controller` while this replica leads. Reconciles are
+//! [`run`] drives the [`queue`] while this replica leads. Reconciles are
 //! triggered by spec changes (status-only updates are filtered out, so writing status does
 //! not wake the controller), by changes to owned children, by the gateway's demand Leases
 //! (a request to a scale-to-zero server, see [`crate::policy::demand`]), and by the requeue
@@ -30,8 +31,10 @@ pub mod events;
 pub mod group;
 pub mod leader;
 pub mod observed;
+pub mod queue;
 pub mod reconcile;
 pub mod resources;
+pub mod servers;
 pub mod state;
 pub mod watches;
 
@@ -49,8 +52,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
@@ -61,6 +63,7 @@ use crate::metrics::Metrics;
 use crate::policy::{Engine, demand};
 use leader::LeaderElector;
 use resources::LABEL_MANAGED_BY;
+use servers::ServerKey;
 
 /// Name the controller reports events under.
 pub const CONTROLLER_NAME: &str = "mcp-hangar";
@@ -207,23 +210,21 @@ fn clip(mut text: String, max: usize) -> String {
 
 /// Writes the per-server state and tools series at scrape time from the MCPServer store: the
 /// state each server reports, one series each (10k servers are 20k series, none stored).
-fn server_series(servers: reflector::Store<MCPServer>) -> crate::metrics::Renderer {
+fn server_series(servers: Arc<servers::Servers>) -> crate::metrics::Renderer {
     Arc::new(move |out: &mut String| {
-        let mut all = servers.state();
-        all.sort_by(|a, b| (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name)));
-        let series: Vec<_> = all
-            .iter()
-            .filter_map(|server| {
-                let status = server.status.as_ref()?;
-                Some(crate::metrics::ServerSeries {
-                    name: server.metadata.name.as_deref()?,
-                    namespace: server.metadata.namespace.as_deref()?,
-                    state: state::state_name(status.state?),
-                    tools: i64::from(status.tools_count.unwrap_or(0)),
+        servers.scan(|all| {
+            let series: Vec<_> = all
+                .filter_map(|(key, kept)| {
+                    Some(crate::metrics::ServerSeries {
+                        name: &key.name,
+                        namespace: &key.namespace,
+                        state: state::state_name(kept.state()?),
+                        tools: i64::from(kept.tools_count().unwrap_or(0)),
+                    })
                 })
-            })
-            .collect();
-        crate::metrics::write_server_series(out, &series);
+                .collect();
+            crate::metrics::write_server_series(out, &series);
+        });
     })
 }
 
@@ -234,19 +235,17 @@ fn forget_server_metrics(metrics: &Metrics, server: &MCPServer) {
     let _ = metrics.server_health_failures.remove_label_values(&[name.as_str(), namespace.as_str()]);
 }
 
-/// Runs the Controller until `stop` completes; in-flight reconciles finish first.
+/// Reconciles the MCPServers until `stop` completes; in-flight reconciles finish first.
 ///
 /// Every watch (the MCPServers, each kind of child, the demand Leases) recovers on its own
-/// through [`watches::recovering`] and passes no error on, so the Controller's shared trigger
-/// backoff never pauses the MCPServer watch because another watch failed. The children and
-/// Leases are reflected into [`observed::Observed`], which the reconciles read instead of the
-/// API.
-///
-/// `servers` is the MCPServer store it fills (shared with the group controller), and `changed`
-/// hears of every stored change ([`group::change_of`]).
+/// through [`watches::recovering`] and passes no error on. The MCPServers are kept in
+/// `servers` (shared with the group controller; `changed` hears of every stored change,
+/// [`group::change_of`]); the children and Leases are reflected into [`observed::Observed`],
+/// which the reconciles read instead of the API. A spec change of a server, a change of one of
+/// its children and its demand Lease trigger it in the [`queue::Queue`].
 pub async fn run_controller(
     ctx: Arc<Context>,
-    (reader, writer): (reflector::Store<MCPServer>, reflector::store::Writer<MCPServer>),
+    servers: Arc<servers::Servers>,
     changed: Arc<group::ServerChanges>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -255,14 +254,15 @@ pub async fn run_controller(
     let (observed, writers) = observed::Observed::new();
     let sctx = Arc::new(reconcile::ServerContext { ctx: ctx.clone(), observed });
     let deleted = sctx.clone();
-    let servers = watches::recovering(
+    let store = servers.clone();
+    let spec_changes = watches::recovering(
         watcher(Api::<MCPServer>::all(client.clone()), watcher::Config::default()),
         "mcpservers",
         metrics.clone(),
     )
     .modify(observed::strip)
-    .reflect(writer)
     .inspect_ok(move |event| {
+        store.apply(event);
         if let Some(change) = group::change_of(event) {
             changed.report(change);
         }
@@ -271,8 +271,12 @@ pub async fn run_controller(
             deleted.observed.forget(&server.namespace().unwrap_or_default(), &server.name_any());
         }
     })
-    .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    .try_filter_map({
+        let mut generations = watches::Generations::default();
+        move |event| std::future::ready(Ok(generations.changed(event)))
+    })
+    .filter_map(|server| std::future::ready(server.ok().as_ref().and_then(ServerKey::of)))
+    .boxed();
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGER}"));
     let leases = Api::<Lease>::namespaced(client.clone(), &ctx.config.operator_namespace);
     let demand_leases = watcher::Config::default().labels(demand::DEMAND_SELECTOR);
@@ -281,40 +285,155 @@ pub async fn run_controller(
     use observed::projected;
     let children = &writers.children;
     let lease_changes = observed::leases(leases, &demand_leases, metrics, writers.leases, children.clone());
-    Controller::for_stream(servers, reader)
-        .watches_stream(lease_changes, |lease| {
-            demand::server_of(&lease).map(|(namespace, name)| ObjectRef::new(&name).within(&namespace))
+    let demand = lease_changes
+        .filter_map(|lease| async move {
+            let (namespace, name) = demand::server_of(&lease.ok()?)?;
+            Some(ServerKey::new(&namespace, &name))
         })
-        .owns_stream(projected::<Deployment>(Api::all(c()), &owned, "deployments", metrics, children.clone()))
-        .owns_stream(projected::<Service>(Api::all(c()), &owned, "services", metrics, children.clone()))
-        .owns_stream(projected::<PartialObjectMeta<ServiceAccount>>(
+        .boxed();
+    let triggers = futures::stream::select_all([
+        spec_changes,
+        demand,
+        owners(projected::<Deployment>(Api::all(c()), &owned, "deployments", metrics, children.clone())),
+        owners(projected::<Service>(Api::all(c()), &owned, "services", metrics, children.clone())),
+        owners(projected::<PartialObjectMeta<ServiceAccount>>(
             Api::all(c()),
             &owned,
             "serviceaccounts",
             metrics,
             children.clone(),
-        ))
-        .owns_stream(projected::<PartialObjectMeta<Role>>(Api::all(c()), &owned, "roles", metrics, children.clone()))
-        .owns_stream(projected::<PartialObjectMeta<RoleBinding>>(
+        )),
+        owners(projected::<PartialObjectMeta<Role>>(Api::all(c()), &owned, "roles", metrics, children.clone())),
+        owners(projected::<PartialObjectMeta<RoleBinding>>(
             Api::all(c()),
             &owned,
             "rolebindings",
             metrics,
             children.clone(),
-        ))
-        .owns_stream(projected::<PartialObjectMeta<NetworkPolicy>>(
+        )),
+        owners(projected::<PartialObjectMeta<NetworkPolicy>>(
             Api::all(c()),
             &owned,
             "networkpolicies",
             metrics,
             children.clone(),
-        ))
-        .with_config(kube::runtime::Config::default().concurrency(ctx.config.concurrency).debounce(DEBOUNCE))
-        .graceful_shutdown_on(stop)
-        .run(reconcile::reconcile, reconcile::error_policy, sctx)
-        .for_each(|result| async move { log_outcome("MCPServer", result) })
-        .await;
+        )),
+    ]);
+    drive(servers, triggers, sctx, stop).await;
     ctx.metrics.watch_up.reset();
+}
+
+/// Runs the reconciles the triggers and requeues call for, once the servers are listed, until
+/// `stop` completes; then lets those running finish.
+async fn drive(
+    servers: Arc<servers::Servers>,
+    mut triggers: impl futures::Stream<Item = ServerKey> + Unpin,
+    sctx: Arc<reconcile::ServerContext>,
+    stop: impl Future<Output = ()>,
+) {
+    let concurrency = usize::from(sctx.ctx.config.concurrency.max(1));
+    let mut queue = queue::Queue::<ServerKey>::new(DEBOUNCE);
+    let mut running = tokio::task::JoinSet::new();
+    let mut keys = HashMap::new();
+    let store = servers.clone();
+    let listed = store.listed();
+    let (mut stop, mut listed) = (std::pin::pin!(stop), std::pin::pin!(listed));
+    let mut is_listed = false;
+    loop {
+        let mut wake = None;
+        if is_listed {
+            wake = loop {
+                match queue.take(tokio::time::Instant::now(), concurrency) {
+                    Ok(key) => {
+                        let task = running.spawn(reconcile_one(servers.clone(), key.clone(), sctx.clone()));
+                        keys.insert(task.id(), key);
+                    }
+                    Err(at) => break at,
+                }
+            };
+        }
+        let due = async {
+            match wake {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = &mut stop => break,
+            () = &mut listed, if !is_listed => is_listed = true,
+            Some(key) = triggers.next() => queue.trigger(key, tokio::time::Instant::now()),
+            Some(ended) = running.join_next_with_id() => ended_one(&mut queue, &mut keys, ended),
+            () = due => {}
+        }
+    }
+    while let Some(ended) = running.join_next_with_id().await {
+        ended_one(&mut queue, &mut keys, ended);
+    }
+}
+
+/// What a reconcile task came to: the server is free again, due when its action says.
+fn ended_one(
+    queue: &mut queue::Queue<ServerKey>,
+    keys: &mut HashMap<tokio::task::Id, ServerKey>,
+    ended: Result<(tokio::task::Id, Option<queue::Action>), tokio::task::JoinError>,
+) {
+    let (id, action) = match ended {
+        Ok((id, action)) => (id, action),
+        Err(error) => {
+            tracing::error!(%error, "a reconcile task failed");
+            (error.id(), Some(queue::Action::requeue(BACKOFF_BASE)))
+        }
+    };
+    if let Some(key) = keys.remove(&id) {
+        queue.done(&key);
+        if let Some(after) = action.and_then(|a| a.requeue_after()) {
+            queue.requeue(key, tokio::time::Instant::now() + after);
+        }
+    }
+}
+
+/// Reconciles the server `key` names, if it is still there; the action asked for.
+async fn reconcile_one(
+    servers: Arc<servers::Servers>,
+    key: ServerKey,
+    sctx: Arc<reconcile::ServerContext>,
+) -> Option<queue::Action> {
+    let server = match servers.get(&key)?.server() {
+        Ok(server) => Arc::new(server),
+        Err(error) => {
+            tracing::error!(object = %key, %error, "a kept MCPServer does not decode");
+            return None;
+        }
+    };
+    Some(match reconcile::reconcile(server.clone(), sctx.clone()).await {
+        Ok(action) => {
+            tracing::debug!(kind = "MCPServer", object = %key, "reconciled");
+            action
+        }
+        Err(error) => {
+            tracing::warn!(kind = "MCPServer", object = %key, %error, "reconcile failed");
+            reconcile::error_policy(server, &error, sctx)
+        }
+    })
+}
+
+/// The MCPServers owning the children a watch yields.
+fn owners<K: kube::Resource>(
+    children: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) -> futures::stream::BoxStream<'static, ServerKey> {
+    children.filter_map(|child| std::future::ready(child.ok().as_ref().and_then(owner_of))).boxed()
+}
+
+/// The MCPServer that owns `child`, if any.
+fn owner_of<K: kube::Resource>(child: &K) -> Option<ServerKey> {
+    use kube::Resource;
+    let meta = child.meta();
+    let owner = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|owner| owner.api_version == MCPServer::api_version(&()) && owner.kind == MCPServer::kind(&()))?;
+    Some(ServerKey::new(meta.namespace.as_deref()?, &owner.name))
 }
 
 /// Logs what one reconcile of a controller came to: debug when it went well, a warning naming
@@ -363,13 +482,13 @@ pub async fn run(ctx: Arc<Context>, elector: Option<LeaderElector>, mut shutdown
                 changed_to(&mut shutdown, true).await;
             }
         };
-        let (servers, writer) = reflector::store();
+        let servers = Arc::new(servers::Servers::default());
         ctx.metrics.set_server_series(Some(server_series(servers.clone())));
         let changed = Arc::new(group::ServerChanges::default());
         let feed = group::ServerFeed::shared(servers.clone(), changed.clone());
         let controllers = async {
             tokio::join!(
-                run_controller(ctx.clone(), (servers, writer), changed, stop()),
+                run_controller(ctx.clone(), servers, changed, stop()),
                 group::run(ctx.clone(), feed, stop()),
                 discovery::run(ctx.clone(), stop())
             );

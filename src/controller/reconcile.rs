@@ -11,6 +11,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::queue::Action;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
@@ -18,7 +19,6 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -114,7 +114,7 @@ pub struct ServerContext {
     pub observed: Observed,
 }
 
-/// The reconciler given to `kube::runtime::Controller`.
+/// Reconciles one server: the queue runs it.
 pub async fn reconcile(server: Arc<MCPServer>, sctx: Arc<ServerContext>) -> Result<Action, ReconcileError> {
     let ctx = &sctx.ctx;
     let timer = ctx.metrics.reconcile_duration.start_timer();
@@ -128,8 +128,8 @@ pub async fn reconcile(server: Arc<MCPServer>, sctx: Arc<ServerContext>) -> Resu
     result
 }
 
-/// The error policy given to `kube::runtime::Controller`: backoff for retryable errors,
-/// the resync period for the rest.
+/// What the queue does after a failed reconcile: back off for retryable errors, wait the
+/// resync period for the rest.
 pub fn error_policy(server: Arc<MCPServer>, error: &ReconcileError, sctx: Arc<ServerContext>) -> Action {
     let ctx = &sctx.ctx;
     ctx.metrics.reconcile_errors.with_label_values(&[error.reason()]).inc();

@@ -14,9 +14,11 @@
 //! error up to [`RETRY_MAX`]. Any event other than `Init` (a list that returned, a watch event)
 //! shows the watch works again and resets the delay.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use kube::Resource;
 use kube::runtime::watcher;
 use tokio::time::Instant;
 
@@ -138,9 +140,82 @@ where
     })
 }
 
+/// The objects of a watch whose generation changed (a spec edit, or a deletion begun), as
+/// `kube::runtime::predicates::generation` passes them, so status writes wake no reconcile.
+///
+/// It keeps a fingerprint of each uid and its generation (16 bytes; kube's predicate keeps the
+/// name, namespace and uid strings of each object), forgets deleted objects, and rebuilds the
+/// table at every relist, so objects deleted while the watch was down are forgotten too.
+#[derive(Debug, Default)]
+pub struct Generations {
+    seen: HashMap<u64, i64>,
+    /// During a relist: the table before it, which the objects listed are compared with.
+    before: Option<HashMap<u64, i64>>,
+}
+
+impl Generations {
+    /// The object `event` applies, if its generation changed (or it has none).
+    pub fn changed<K: Resource>(&mut self, event: watcher::Event<K>) -> Option<K> {
+        let (object, listing) = match event {
+            watcher::Event::Apply(object) => (object, false),
+            watcher::Event::InitApply(object) => (object, true),
+            watcher::Event::Delete(object) => {
+                self.seen.remove(&super::observed::fingerprint(&object.meta().uid));
+                return None;
+            }
+            watcher::Event::Init => {
+                self.before = Some(std::mem::take(&mut self.seen));
+                return None;
+            }
+            watcher::Event::InitDone => {
+                self.before = None;
+                return None;
+            }
+        };
+        let Some(generation) = object.meta().generation else {
+            return Some(object);
+        };
+        let key = super::observed::fingerprint(&object.meta().uid);
+        let previous = self.seen.insert(key, generation);
+        let previous = match (&mut self.before, listing) {
+            (Some(before), true) => before.remove(&key),
+            _ => previous,
+        };
+        (previous != Some(generation)).then_some(object)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::MCPServer;
+
+    fn server(uid: &str, generation: i64) -> MCPServer {
+        let mut server = MCPServer::new("s", Default::default());
+        server.metadata.uid = Some(uid.into());
+        server.metadata.generation = Some(generation);
+        server
+    }
+
+    #[test]
+    fn only_generation_changes_pass_and_relists_forget_the_deleted() {
+        use watcher::Event::*;
+        let mut generations = Generations::default();
+        let mut pass = |event| generations.changed(event).is_some();
+        assert!(pass(Apply(server("a", 1))), "first sight");
+        assert!(!pass(Apply(server("a", 1))), "a status write");
+        assert!(pass(Apply(server("a", 2))), "a spec edit");
+        assert!(pass(Apply(server("b", 1))));
+        assert!(!pass(Delete(server("b", 1))));
+        assert!(pass(Apply(server("b", 1))), "re-created under the same uid after a delete");
+        assert!(pass(Apply(MCPServer::new("x", Default::default()))), "no generation");
+        assert!(!pass(Init));
+        assert!(!pass(InitApply(server("a", 2))), "unchanged across the relist");
+        assert!(pass(InitApply(server("c", 1))));
+        assert!(!pass(InitDone));
+        assert!(pass(Apply(server("b", 1))), "b vanished during the relist and was forgotten");
+        assert!(!pass(Apply(server("c", 1))));
+    }
 
     #[test]
     fn errors_back_off_exponentially_up_to_the_cap_and_progress_resets() {

@@ -7,10 +7,12 @@
 //! checks are below that threshold. The group is Ready when at least one member is healthy and
 //! healthy/members reaches `healthPolicy.minHealthyPercentage` (default 100).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::ResourceExt;
 
-use super::selector;
+use super::selector::{self, Labels};
 use crate::crd::{MCPServer, MCPServerGroup, ServerState};
 
 /// Operators a selector requirement may use.
@@ -56,10 +58,46 @@ impl Membership {
     }
 
     /// Whether `server` is a member.
-    pub fn includes(&self, server: &MCPServer) -> bool {
-        server.metadata.deletion_timestamp.is_none()
-            && server.namespace() == self.namespace
-            && selector::matches(&self.selector, server.metadata.labels.as_ref().unwrap_or(&Default::default()))
+    pub fn includes(&self, server: &Candidate<'_>) -> bool {
+        !server.deleting
+            && server.namespace == self.namespace.as_deref()
+            && selector::matches(&self.selector, server.labels)
+    }
+}
+
+/// What membership reads of an MCPServer.
+pub struct Candidate<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its namespace.
+    pub namespace: Option<&'a str>,
+    /// Its labels.
+    pub labels: &'a dyn Labels,
+    /// Whether its deletion has begun.
+    pub deleting: bool,
+    /// The state its status reports.
+    pub state: Option<ServerState>,
+    /// The consecutive failed health checks its status reports.
+    pub consecutive_failures: Option<i32>,
+    /// The URL its status reports.
+    pub url: Option<&'a str>,
+}
+
+/// The labels of a server that has none.
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+impl<'a> From<&'a MCPServer> for Candidate<'a> {
+    fn from(server: &'a MCPServer) -> Self {
+        let status = server.status.as_ref();
+        Candidate {
+            name: server.metadata.name.as_deref().unwrap_or_default(),
+            namespace: server.metadata.namespace.as_deref(),
+            labels: server.metadata.labels.as_ref().unwrap_or(&NO_LABELS),
+            deleting: server.metadata.deletion_timestamp.is_some(),
+            state: status.and_then(|s| s.state),
+            consecutive_failures: status.and_then(|s| s.consecutive_failures),
+            url: status.and_then(|s| s.url.as_deref()),
+        }
     }
 }
 
@@ -158,30 +196,28 @@ impl MemberView {
 }
 
 /// Whether a server counts as healthy under the group's `unhealthyThreshold`.
-fn is_healthy(server: &MCPServer, unhealthy_threshold: Option<i32>) -> bool {
-    let Some(status) = &server.status else {
-        return false;
-    };
-    let failing = unhealthy_threshold.is_some_and(|t| status.consecutive_failures.unwrap_or(0) >= t.max(1));
-    status.state == Some(ServerState::Ready) && !failing
+fn is_healthy(server: &Candidate<'_>, unhealthy_threshold: Option<i32>) -> bool {
+    let failing = unhealthy_threshold.is_some_and(|t| server.consecutive_failures.unwrap_or(0) >= t.max(1));
+    server.state == Some(ServerState::Ready) && !failing
 }
 
 /// The members of `group` among `servers` (any namespace; others are skipped), sorted by name.
-pub fn members<'a>(
+pub fn members<'a, S: Into<Candidate<'a>>>(
     group: &MCPServerGroup,
-    servers: impl IntoIterator<Item = &'a MCPServer>,
+    servers: impl IntoIterator<Item = S>,
 ) -> Result<MemberView, MembershipError> {
     let membership = Membership::of(group)?;
     let policy = group.spec.health_policy.as_ref();
     let threshold = policy.and_then(|p| p.unhealthy_threshold);
     let mut members: Vec<Member> = servers
         .into_iter()
+        .map(Into::into)
         .filter(|s| membership.includes(s))
         .map(|s| Member {
-            name: s.name_any(),
-            state: s.status.as_ref().and_then(|st| st.state),
-            healthy: is_healthy(s, threshold),
-            url: s.status.as_ref().and_then(|st| st.url.clone()),
+            name: s.name.to_owned(),
+            state: s.state,
+            healthy: is_healthy(&s, threshold),
+            url: s.url.map(str::to_owned),
         })
         .collect();
     members.sort_by(|a, b| a.name.cmp(&b.name));
@@ -310,9 +346,9 @@ mod tests {
     #[test]
     fn empty_or_invalid_selectors_are_errors() {
         let mut g = group(&[], None);
-        assert_eq!(members(&g, []).unwrap_err(), MembershipError::EmptySelector);
+        assert_eq!(members(&g, [] as [&MCPServer; 0]).unwrap_err(), MembershipError::EmptySelector);
         g.spec.selector = None;
-        assert_eq!(members(&g, []).unwrap_err(), MembershipError::EmptySelector);
+        assert_eq!(members(&g, [] as [&MCPServer; 0]).unwrap_err(), MembershipError::EmptySelector);
         g.spec.selector = Some(LabelSelector {
             match_labels: None,
             match_expressions: Some(vec![LabelSelectorRequirement {
@@ -321,7 +357,7 @@ mod tests {
                 values: None,
             }]),
         });
-        assert!(matches!(members(&g, []).unwrap_err(), MembershipError::InvalidSelector(_)));
+        assert!(matches!(members(&g, [] as [&MCPServer; 0]).unwrap_err(), MembershipError::InvalidSelector(_)));
     }
 
     #[test]

@@ -6,17 +6,30 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+/// Labels a selector looks up.
+pub trait Labels {
+    /// The value of label `key`, if set.
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
 /// True when `labels` satisfy `selector`. An empty selector matches everything, as in the
 /// API; an unknown operator matches nothing (admission refuses such selectors anyway).
-pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let pairs = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+pub fn matches(selector: &LabelSelector, labels: &(impl Labels + ?Sized)) -> bool {
+    let pairs = selector.match_labels.iter().flatten().all(|(k, v)| labels.label(k) == Some(v.as_str()));
     pairs
         && selector.match_expressions.iter().flatten().all(|requirement| {
-            let value = labels.get(&requirement.key);
+            let value = labels.label(&requirement.key);
             let values = requirement.values.as_deref().unwrap_or_default();
+            let listed = |v: &str| values.iter().any(|listed| listed == v);
             match requirement.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "In" => value.is_some_and(listed),
+                "NotIn" => value.is_none_or(|v| !listed(v)),
                 "Exists" => value.is_some(),
                 "DoesNotExist" => value.is_none(),
                 _ => false,
