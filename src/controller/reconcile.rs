@@ -11,7 +11,6 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::queue::Action;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
@@ -27,6 +26,7 @@ use serde_json::json;
 
 use super::Context;
 use super::observed::{self, Observed};
+use super::queue::Action;
 use super::resources::{self, Child, ChildKind, ChildSet, FIELD_MANAGER, Owner, ResourceError};
 use super::state::{self, Check, Evaluation, Observation, Settings, Workload, reason};
 use crate::crd::{API_VERSION, MCPServer, MCPServerStatus, ServerMode, ServerState, Transport};

@@ -76,16 +76,16 @@ pub struct Kept {
 impl Kept {
     /// Keeps `server` (whose managed fields the watch already dropped).
     pub fn of(server: &MCPServer) -> Kept {
-        let status = server.status.as_ref();
         let labels = server.metadata.labels.iter().flatten().map(|(k, v)| (k.as_str().into(), v.as_str().into()));
+        let facts = Candidate::from(server);
         Kept {
             deflated: deflate::compress_to_vec(&serde_json::to_vec(server).unwrap_or_default(), LEVEL).into(),
             labels: LabelList(labels.collect()),
-            deleting: server.metadata.deletion_timestamp.is_some(),
-            state: status.and_then(|s| s.state),
-            consecutive_failures: status.and_then(|s| s.consecutive_failures),
-            tools_count: status.and_then(|s| s.tools_count),
-            url: status.and_then(|s| s.url.as_deref()).map(Into::into),
+            deleting: facts.deleting,
+            state: facts.state,
+            consecutive_failures: facts.consecutive_failures,
+            tools_count: server.status.as_ref().and_then(|s| s.tools_count),
+            url: facts.url.map(Into::into),
         }
     }
 
@@ -169,8 +169,14 @@ impl Servers {
         }
     }
 
-    /// The server `key` names, if kept.
+    /// The server `key` names, if kept: during a relist, as listed when it was already (so a
+    /// server created while the watch was down can be reconciled before the list ends).
     pub fn get(&self, key: &ServerKey) -> Option<Arc<Kept>> {
+        let listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(kept) = listing.as_ref().and_then(|listing| listing.get(key)) {
+            return Some(kept.clone());
+        }
+        drop(listing);
         self.table.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
     }
 
@@ -247,6 +253,8 @@ mod tests {
             servers.apply(&InitApply(server(ns, name, &[])));
         }
         assert!(servers.get(&ServerKey::new("a", "gone")).is_some(), "the old table serves until the list ends");
+        assert!(servers.get(&ServerKey::new("b", "y")).is_some(), "what the list returned already serves");
+        assert!(servers.scan_namespace("b", |all| all.count()) == 0, "scans wait for the list's end");
         assert!(!*servers.listed.borrow());
         servers.apply(&InitDone);
         assert!(*servers.listed.borrow());
