@@ -434,6 +434,31 @@ async fn additive_keeps_unlisted_servers_authoritative_prunes_them() {
 }
 
 #[tokio::test]
+async fn an_authoritative_source_sees_its_servers_across_list_pages() {
+    // More servers than one page of the sync's list (100): a server only a later page returns
+    // is still known as the source's, so leaving the ConfigMap prunes it.
+    let harness = Harness::start().await;
+    let entries = |count: usize| -> String {
+        (0..count)
+            .map(|i| format!("- {{name: s{i:03}, spec: {{mode: container, image: 'ghcr.io/org/s:1.0.0'}}}}\n"))
+            .collect()
+    };
+    harness.config_map(TOOLS, "mcp-server-definitions", &entries(250));
+    config_map_source(&harness, "defs", "Authoritative");
+    let path = source_path(TOOLS, "defs");
+    harness.wait(&path, "250 discovered", |s| s.is_some_and(|s| s["status"]["discovered"] == 250)).await;
+    harness.config_map(TOOLS, "mcp-server-definitions", &entries(240));
+    for i in 240..250 {
+        harness.wait(&server_path(TOOLS, &format!("s{i:03}")), "a pruned server", |s| s.is_none()).await;
+    }
+    harness.wait(&path, "240 discovered", |s| s.is_some_and(|s| s["status"]["discovered"] == 240)).await;
+    assert!(harness.fake.get(&server_path(TOOLS, "s239")).is_some());
+    let writes = writes_during(&harness, Duration::from_millis(500)).await;
+    assert!(writes.iter().all(|w| !w.contains("mcpservers/s")), "listed servers are left alone: {writes:?}");
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn deleting_an_additive_source_leaves_its_servers() {
     let harness = Harness::start().await;
     harness.config_map(TOOLS, "mcp-server-definitions", ONE_SERVER);
