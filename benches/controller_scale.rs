@@ -3,8 +3,8 @@
 //!
 //! `cargo run --release --example controller_scale -- SERVERS [DISCOVERED] [GROUPS] [IDLE_SECS]`
 //! (`CONCURRENCY=N` in the environment overrides the controllers' concurrency, `RESYNC_SECS=N`
-//! their resync period; set `MIMALLOC_ARENA_EAGER_COMMIT=0`, as the image does, to measure the
-//! shipped memory)
+//! their resync period, `REFRESH=30s` the discovery source's refresh interval, 5m by default;
+//! set `MIMALLOC_ARENA_EAGER_COMMIT=0`, as the image does, to measure the shipped memory)
 //!
 //! The child seeds SERVERS MCPServers (container mode, `replicas: 0`, so no health check and no
 //! timer moves them after they settle), GROUPS groups splitting them by label, and one
@@ -13,7 +13,8 @@
 //! request until every server has its six children and a state, every group counts its members
 //! and the source has created its servers; the write requests (POST, PUT, PATCH, DELETE; events
 //! counted apart) during convergence; then the write requests and effective writes (new
-//! resourceVersions) during IDLE_SECS without any change. The parent then prints its peak RSS.
+//! resourceVersions) during IDLE_SECS without any change. The parent prints its peak RSS, its
+//! resident anonymous and file-backed (code) memory at convergence, and its live heap.
 //!
 //! The floor, measured first in the same run: how fast a plain `kube::Client` creates
 //! (server-side apply, 8 at once, as the controller writes) and lists (pages of 500) objects on
@@ -203,6 +204,7 @@ async fn fake(args: Args) {
                 )
             })
             .collect();
+        let refresh = std::env::var("REFRESH").unwrap_or_else(|_| "5m".into());
         fake.put(
             &format!("/api/v1/namespaces/{NS}/configmaps/defs"),
             json!({"metadata": {"name": "defs", "namespace": NS}, "data": {"servers.yaml": entries}}),
@@ -211,7 +213,7 @@ async fn fake(args: Args) {
             &format!("{API}/namespaces/{NS}/mcpdiscoverysources/defs"),
             json!({"apiVersion": "mcp-hangar.io/v1alpha1", "kind": "MCPDiscoverySource",
                    "metadata": {"name": "defs", "namespace": NS},
-                   "spec": {"type": "ConfigMap", "mode": "Authoritative", "refreshInterval": "5m", "configMapRef": {"name": "defs"}}}),
+                   "spec": {"type": "ConfigMap", "mode": "Authoritative", "refreshInterval": refresh, "configMapRef": {"name": "defs"}}}),
         );
     }
     fake.clear_requests();
@@ -251,9 +253,6 @@ async fn fake(args: Args) {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (object_writes, event_writes) = writes(&fake);
     println!("FAKE cpu_seconds_converging={fake_cpu:.1}");
-    if std::env::var_os("DUMP").is_some() {
-        println!("DUMP {}", fake.list(&format!("{API}/namespaces/{NS}/mcpservers"))[0]);
-    }
     println!(
         "CONVERGED servers={total} groups={} discovered={} seconds={:.2} write_requests={object_writes} event_writes={event_writes} by_kind={:?}",
         args.groups,
