@@ -61,7 +61,7 @@ fn applied(hash: u64, version: u64) -> Applied {
 }
 
 /// The hash of a value.
-pub(super) fn fingerprint<T: Hash + ?Sized>(value: &T) -> u64 {
+fn fingerprint<T: Hash + ?Sized>(value: &T) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     value.hash(&mut hasher);
     hasher.finish()

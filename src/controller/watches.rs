@@ -153,6 +153,12 @@ pub struct Generations {
     before: Option<HashMap<u64, i64>>,
 }
 
+/// The key of an object in [`Generations`]: a hash of its uid.
+fn uid_key<K: Resource>(object: &K) -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(&object.meta().uid)
+}
+
 impl Generations {
     /// The object `event` applies, if its generation changed (or it has none).
     pub fn changed<K: Resource>(&mut self, event: watcher::Event<K>) -> Option<K> {
@@ -160,7 +166,7 @@ impl Generations {
             watcher::Event::Apply(object) => (object, false),
             watcher::Event::InitApply(object) => (object, true),
             watcher::Event::Delete(object) => {
-                self.seen.remove(&super::observed::fingerprint(&object.meta().uid));
+                self.seen.remove(&uid_key(&object));
                 return None;
             }
             watcher::Event::Init => {
@@ -175,7 +181,7 @@ impl Generations {
         let Some(generation) = object.meta().generation else {
             return Some(object);
         };
-        let key = super::observed::fingerprint(&object.meta().uid);
+        let key = uid_key(&object);
         let previous = self.seen.insert(key, generation);
         let previous = match (&mut self.before, listing) {
             (Some(before), true) => before.remove(&key),
