@@ -94,7 +94,14 @@ fn args() -> Args {
 
 fn main() {
     let child = std::env::var("CONTROLLER_SCALE_FAKE").is_ok();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if !child {
+        // The controllers run on as many worker threads as `serve` would (WORKERS=N overrides).
+        let requested = std::env::var("WORKERS").ok().and_then(|n| n.parse().ok());
+        let available = std::thread::available_parallelism().map_or(1, usize::from);
+        runtime.worker_threads(mcp_hangar::cli::serve_worker_threads(requested, available));
+    }
+    let runtime = runtime.enable_all().build().expect("runtime");
     if child {
         runtime.block_on(fake(args()));
     } else {
@@ -331,7 +338,8 @@ async fn controllers() {
         .with_no_client_auth();
     let defaults = mcp_hangar::controller::ControllerConfig::default();
     let concurrency = std::env::var("CONCURRENCY").ok().and_then(|c| c.parse().ok()).unwrap_or(defaults.concurrency);
-    println!("CONTROLLER concurrency={concurrency}");
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    println!("CONTROLLER concurrency={concurrency} workers={workers}");
     let resync = std::env::var("RESYNC_SECS").ok().and_then(|s| s.parse().ok()).map(Duration::from_secs);
     let config = mcp_hangar::controller::ControllerConfig {
         gateway_url: Some("http://mcp-hangar-gateway.mcp-hangar.svc".into()),

@@ -1,4 +1,5 @@
-//! The `mcp-hangar` binary: installs the TLS crypto provider, parses the command line, runs it.
+//! The `mcp-hangar` binary: installs the TLS crypto provider, parses the command line, runs it
+//! on a runtime sized for the command (`Cli::runtime`).
 //! Memory comes from mimalloc (see BENCHMARKS.md for why).
 
 use std::process::ExitCode;
@@ -9,11 +10,14 @@ use mcp_hangar::cli::{self, Cli};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    match cli::run(cli).await {
+    let outcome = match cli.runtime() {
+        Ok(runtime) => runtime.block_on(cli::run(cli)),
+        Err(source) => Err(cli::CliError::Io { context: "starting the runtime".into(), source }),
+    };
+    match outcome {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");

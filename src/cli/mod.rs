@@ -133,6 +133,39 @@ pub struct ProcessArgs {
     /// Log format.
     #[arg(long, env = "MCP_HANGAR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
+    /// Tokio worker threads. Unset: `serve` runs one per CPU the pod may use, at most 2;
+    /// `gateway` one per CPU.
+    #[arg(long, env = "MCP_HANGAR_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
+}
+
+/// Most worker threads `serve` starts unless told: each thread keeps its own allocator pages, so
+/// more threads than the webhook and the controllers can use (2 serve thousands of reviews a
+/// second) would only make the operator's memory grow with the node's cores (BENCHMARKS.md).
+pub const SERVE_MAX_WORKER_THREADS: usize = 2;
+
+/// `serve`'s worker threads: `requested`, else the `available` CPUs up to
+/// [`SERVE_MAX_WORKER_THREADS`].
+pub fn serve_worker_threads(requested: Option<u16>, available: usize) -> usize {
+    requested.map_or(available.clamp(1, SERVE_MAX_WORKER_THREADS), usize::from)
+}
+
+impl Cli {
+    /// The worker threads this command runs, out of the `available` CPUs.
+    pub fn worker_threads(&self, available: usize) -> usize {
+        match &self.command {
+            Command::Serve(args) => serve_worker_threads(args.process.worker_threads, available),
+            Command::Gateway(args) => args.process.worker_threads.map_or(available.max(1), usize::from),
+            _ => available.max(1),
+        }
+    }
+
+    /// The runtime this command runs on. `available` comes from
+    /// [`std::thread::available_parallelism`], which counts the CPUs the cgroup's quota allows.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let available = std::thread::available_parallelism().map_or(1, usize::from);
+        tokio::runtime::Builder::new_multi_thread().worker_threads(self.worker_threads(available)).enable_all().build()
+    }
 }
 
 /// Flags of `serve`.
@@ -514,6 +547,21 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serve_runs_at_most_two_worker_threads_unless_told() {
+        let threads = |args: &[&str], available| {
+            let cli = Cli::try_parse_from([&["mcp-hangar"], args].concat()).unwrap();
+            cli.worker_threads(available)
+        };
+        assert_eq!(threads(&["serve"], 64), SERVE_MAX_WORKER_THREADS);
+        assert_eq!(threads(&["serve"], 1), 1);
+        assert_eq!(threads(&["serve", "--worker-threads", "8"], 64), 8);
+        assert_eq!(threads(&["gateway"], 64), 64);
+        assert_eq!(threads(&["gateway", "--worker-threads", "3"], 64), 3);
+        assert_eq!(threads(&["crds"], 4), 4);
+        assert!(Cli::try_parse_from(["mcp-hangar", "serve", "--worker-threads", "0"]).is_err());
+    }
 
     #[test]
     fn fractions_parse_as_shares_of_a_lifetime() {
