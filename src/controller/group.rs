@@ -23,7 +23,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use super::reconcile::ReconcileError;
 use super::resources::{FIELD_MANAGER, Route, gateway_url};
@@ -54,8 +54,6 @@ pub mod reason {
 pub struct GroupContext {
     ctx: Arc<Context>,
     servers: Arc<Servers>,
-    /// True once the servers have been listed.
-    listed: watch::Receiver<bool>,
 }
 
 /// A change of the MCPServers: in one namespace, or (after a relist) anywhere.
@@ -114,9 +112,6 @@ impl ServerChanges {
 }
 
 /// The MCPServers the group controller reads, and the changes that wake it.
-///
-/// The store counts as listed once a list's end (`None`) has come through the changes: not
-/// `Store::wait_until_ready`, which wakes only one of several waiting reconciles.
 pub struct ServerFeed {
     servers: Arc<Servers>,
     changes: BoxStream<'static, ServerChange>,
@@ -126,16 +121,6 @@ impl ServerFeed {
     /// The MCPServer controller's store and the changes it reports after storing them.
     pub fn shared(servers: Arc<Servers>, changes: Arc<ServerChanges>) -> ServerFeed {
         ServerFeed { servers, changes: changes.stream().boxed() }
-    }
-
-    /// The store and the changes, marking `listed` at the end of every list.
-    fn split(self, listed: watch::Sender<bool>) -> (Arc<Servers>, impl Stream<Item = ServerChange> + Send) {
-        let changes = self.changes.inspect(move |change| {
-            if change.is_none() {
-                listed.send_replace(true);
-            }
-        });
-        (self.servers, changes)
     }
 
     /// A watch of its own, for the group controller running alone.
@@ -182,11 +167,10 @@ pub async fn run(ctx: Arc<Context>, feed: ServerFeed, stop: impl Future<Output =
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let mapper_groups = groups.clone();
-    let (listed_tx, listed) = watch::channel(false);
-    let (servers, changes) = feed.split(listed_tx);
+    let ServerFeed { servers, changes } = feed;
     let server_changes = changes.flat_map(move |change| futures::stream::iter(groups_of(&mapper_groups, &change)));
     let config = kube::runtime::Config::default().concurrency(ctx.config.concurrency).debounce(DEBOUNCE);
-    let context = Arc::new(GroupContext { ctx, servers, listed });
+    let context = Arc::new(GroupContext { ctx, servers });
     Controller::for_stream(group_changes, groups)
         .reconcile_on(server_changes)
         .with_config(config)
@@ -206,9 +190,7 @@ async fn reconcile(group: Arc<MCPServerGroup>, gctx: Arc<GroupContext>) -> Resul
         return Ok(Action::await_change());
     }
     let namespace = group.namespace().ok_or(ReconcileError::Incomplete("namespace"))?;
-    if gctx.listed.clone().wait_for(|listed| *listed).await.is_err() {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
+    gctx.servers.listed().await;
     let view = gctx.servers.scan_namespace(&namespace, |servers| {
         membership::members(&group, servers.map(|(key, kept)| kept.candidate(key)))
     });

@@ -203,7 +203,8 @@ impl Servers {
         scan(&mut table.iter().map(|(key, kept)| (key, kept.as_ref())))
     }
 
-    /// Waits until a first list ended.
+    /// Waits until a first list ended (every waiter wakes: kube's `Store::wait_until_ready`
+    /// woke only one of several).
     pub async fn listed(&self) {
         // The sender is `self.listed`, alive while `self` is borrowed: the wait cannot fail.
         let _ = self.listed.subscribe().wait_for(|listed| *listed).await;
