@@ -98,8 +98,7 @@ fn main() {
     if !child {
         // The controllers run on as many worker threads as `serve` would (WORKERS=N overrides).
         let requested = std::env::var("WORKERS").ok().and_then(|n| n.parse().ok());
-        let available = std::thread::available_parallelism().map_or(1, usize::from);
-        runtime.worker_threads(mcp_hangar::cli::serve_worker_threads(requested, available));
+        runtime.worker_threads(mcp_hangar::cli::serve_worker_threads(requested, mcp_hangar::cli::available_cpus()));
     }
     let runtime = runtime.enable_all().build().expect("runtime");
     if child {

@@ -144,6 +144,12 @@ pub struct ProcessArgs {
 /// second) would only make the operator's memory grow with the node's cores (BENCHMARKS.md).
 pub const SERVE_MAX_WORKER_THREADS: usize = 2;
 
+/// The CPUs this process may use: [`std::thread::available_parallelism`], which counts the
+/// CPUs the cgroup's quota allows.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// `serve`'s worker threads: `requested`, else the `available` CPUs up to
 /// [`SERVE_MAX_WORKER_THREADS`].
 pub fn serve_worker_threads(requested: Option<u16>, available: usize) -> usize {
@@ -160,11 +166,10 @@ impl Cli {
         }
     }
 
-    /// The runtime this command runs on. `available` comes from
-    /// [`std::thread::available_parallelism`], which counts the CPUs the cgroup's quota allows.
+    /// The runtime this command runs on, out of the [`available_cpus`].
     pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
-        let available = std::thread::available_parallelism().map_or(1, usize::from);
-        tokio::runtime::Builder::new_multi_thread().worker_threads(self.worker_threads(available)).enable_all().build()
+        let threads = self.worker_threads(available_cpus());
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     }
 }
 
